@@ -1,0 +1,190 @@
+"""Actions: past-tense facts the engine, the targets and the UI dispatch into the store.
+
+State-changing actions are reduced into ``EngineState``; stream actions (logs, requests, samples)
+are appended to bounded buffers. Every action is a frozen dataclass, cheap to create on any thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from devenv.model import (
+    AppSpec,
+    BuiltApp,
+    LogLine,
+    PodState,
+    RequestRecord,
+    ResourceSample,
+    StepState,
+)
+
+
+class Action:
+    """Marker base class for everything that can be dispatched."""
+
+
+# --- workspace and apps -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkspaceLoaded(Action):
+    root: Path
+    target: str
+
+
+@dataclass(frozen=True)
+class AppLoaded(Action):
+    """A manifest was read (first time or after an edit)."""
+
+    spec: AppSpec
+
+
+@dataclass(frozen=True)
+class ManifestFailed(Action):
+    """A manifest could not be read; ``error`` names the file, key and fix. Only this app stops."""
+
+    name: str  # the app's name if known, else the manifest's folder name
+    manifest_path: Path
+    error: str
+
+
+@dataclass(frozen=True)
+class AppRemoved(Action):
+    name: str
+
+
+# --- builds -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuildStarted(Action):
+    app: str
+    command: str
+    ts: float
+
+
+@dataclass(frozen=True)
+class BuildSucceeded(Action):
+    app: str
+    built: BuiltApp
+    ts: float
+
+
+@dataclass(frozen=True)
+class BuildFailed(Action):
+    app: str
+    command: str
+    output: str  # the tail of the compiler's output
+    error: str  # one line: what failed and the fix
+    ts: float
+
+
+# --- deploys ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeployStarted(Action):
+    app: str
+    digest: str
+    ts: float
+
+
+@dataclass(frozen=True)
+class VersionServing(Action):
+    """A build is live on the target: new requests get it."""
+
+    app: str
+    digest: str
+    urls: tuple[str, ...]
+    ts: float
+    edit_to_serving_ms: float | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeployFailed(Action):
+    app: str
+    digest: str
+    error: str
+    ts: float
+
+
+@dataclass(frozen=True)
+class AppUnsupported(Action):
+    """The target recognised the app but cannot host it (e.g. an unsupported component world)."""
+
+    app: str
+    reason: str
+    ts: float
+
+
+@dataclass(frozen=True)
+class PodsObserved(Action):
+    app: str
+    pods: tuple[PodState, ...]
+
+
+@dataclass(frozen=True)
+class MetricsUnavailable(Action):
+    app: str
+    reason: str  # "" clears it
+
+
+# --- target bootstrap ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BootstrapStepChanged(Action):
+    step: StepState
+
+
+# --- streams ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogEmitted(Action):
+    line: LogLine
+
+
+@dataclass(frozen=True)
+class RequestServed(Action):
+    record: RequestRecord
+
+
+@dataclass(frozen=True)
+class ResourceSampled(Action):
+    sample: ResourceSample
+
+
+# --- user intents (sent by the UI; the engine subscribes and acts on them) ---------------------
+
+
+@dataclass(frozen=True)
+class RebuildRequested(Action):
+    app: str | None  # None = every app
+
+
+@dataclass(frozen=True)
+class RestartRequested(Action):
+    app: str
+
+
+@dataclass(frozen=True)
+class WatchPaused(Action):
+    pass
+
+
+@dataclass(frozen=True)
+class WatchResumed(Action):
+    pass
+
+
+@dataclass(frozen=True)
+class LogsCleared(Action):
+    pass
+
+
+@dataclass(frozen=True)
+class ShutdownRequested(Action):
+    pass

@@ -1,0 +1,49 @@
+"""The Target protocol: where a built app runs. local (in-process wasmtime), k3d, kube.
+
+The engine calls a target only through this protocol; a target reports what it observes (request
+logs, guest output, pods, resource samples, bootstrap progress) by dispatching actions into the
+store it was given. A target never imports Textual.
+
+Contract:
+- ``start`` prepares the target (bootstrap a cluster, open a port) and dispatches
+  ``BootstrapStepChanged`` for each step so the UI can show progress. It raises
+  ``TargetUnavailable`` with the fix when the target cannot run here, leaving nothing half-made.
+- ``deploy`` makes ``built`` the version that serves new requests, atomically: it validates
+  (compiles, pushes, rolls out) first and swaps only when that succeeded. Requests in flight finish
+  on the version they started with. On failure it raises ``DeployError`` and the previous version
+  keeps serving. It raises ``UnsupportedApp`` when it recognises the app but cannot host it.
+  It returns the URLs the app is reachable at (and notes for the user), once new requests are
+  served by the new version.
+- ``remove`` stops serving an app; ``close`` releases everything (idempotent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from devenv.errors import WasmdevError
+from devenv.model import BuiltApp
+
+
+class UnsupportedApp(WasmdevError):
+    """The target recognised the app but cannot host it (e.g. a component world it lacks)."""
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    urls: tuple[str, ...]
+    notes: tuple[str, ...] = ()  # e.g. "component `api` (wasi:http): runs on the cluster target only"
+
+
+@runtime_checkable
+class Target(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def deploy(self, built: BuiltApp) -> DeployResult: ...
+
+    async def remove(self, app: str) -> None: ...
+
+    async def close(self) -> None: ...
