@@ -103,6 +103,7 @@ class AppSpec:
     http_base: str = "/"
     variables: Mapping[str, Mapping[str, object]] = field(default_factory=lambda: MappingProxyType({}))
     manifest_version: int = 2
+    warnings: tuple[str, ...] = ()  # things Spin accepts but wasmdev cannot serve, deprecations
 
     @property
     def root(self) -> Path:
