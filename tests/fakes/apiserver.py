@@ -83,7 +83,9 @@ class FakeApiServer:
         self._http = _Http(("127.0.0.1", self.port), self)
         self.port = self._http.server_address[1]
         self._alive = True
-        self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._http.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -139,7 +141,9 @@ def write_kubeconfig(
         "kind": "Config",
         "clusters": [{"name": context, "cluster": {"server": server}}],
         "users": [{"name": context, "user": user}],
-        "contexts": [{"name": context, "context": {"cluster": context, "user": context, "namespace": namespace}}],
+        "contexts": [
+            {"name": context, "context": {"cluster": context, "user": context, "namespace": namespace}}
+        ],
         "current-context": context,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,8 +165,14 @@ def fake_apiserver() -> Iterator[FakeApiServer]:
 
 def _status(code: int, reason: str, message: str, details: Obj | None = None) -> Obj:
     return {
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure" if code >= 400 else "Success",
-        "message": message, "reason": reason, "code": code, "details": details or {},
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure" if code >= 400 else "Success",
+        "message": message,
+        "reason": reason,
+        "code": code,
+        "details": details or {},
     }
 
 
@@ -241,22 +251,38 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self, method: str, segs: list[str], q: dict[str, str]) -> None:
         fake = self.server.fake
         if segs == ["version"]:
-            return self._send(200, {"major": "1", "minor": "35", "gitVersion": "v1.35.2+k3s1", "platform": "linux/amd64"})
+            return self._send(
+                200, {"major": "1", "minor": "35", "gitVersion": "v1.35.2+k3s1", "platform": "linux/amd64"}
+            )
         if segs == ["api"]:
             return self._send(200, {"kind": "APIVersions", "versions": ["v1"]})
         if segs == ["apis"]:
             groups = ["apps/v1", "networking.k8s.io/v1", "node.k8s.io/v1"]
             if fake.cluster.metrics_mode != "missing":
                 groups.append("metrics.k8s.io/v1beta1")
-            return self._send(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
-                {"name": g.split("/")[0], "versions": [{"groupVersion": g, "version": g.split("/")[1]}],
-                 "preferredVersion": {"groupVersion": g, "version": g.split("/")[1]}} for g in groups]})
+            return self._send(
+                200,
+                {
+                    "kind": "APIGroupList",
+                    "apiVersion": "v1",
+                    "groups": [
+                        {
+                            "name": g.split("/")[0],
+                            "versions": [{"groupVersion": g, "version": g.split("/")[1]}],
+                            "preferredVersion": {"groupVersion": g, "version": g.split("/")[1]},
+                        }
+                        for g in groups
+                    ],
+                },
+            )
         if len(segs) >= 2 and segs[0] == "api":
             gv, rest = segs[1], segs[2:]
         elif len(segs) >= 3 and segs[0] == "apis":
             gv, rest = f"{segs[1]}/{segs[2]}", segs[3:]
         else:
-            return self._send(404, _status(404, "NotFound", "the server could not find the requested resource"))
+            return self._send(
+                404, _status(404, "NotFound", "the server could not find the requested resource")
+            )
         if gv == "metrics.k8s.io/v1beta1":
             return self._metrics(rest)
         namespace: str | None
@@ -266,10 +292,22 @@ class _Handler(BaseHTTPRequestHandler):
             resource, tail = rest[0], rest[1:]
             namespace = "" if resource in RESOURCES and not RESOURCES[resource][2] else None
         else:
-            return self._send(200, {"kind": "APIResourceList", "groupVersion": gv, "resources": [
-                {"name": r, "namespaced": ns, "kind": k} for r, (g, k, ns) in RESOURCES.items() if g == gv]})
+            return self._send(
+                200,
+                {
+                    "kind": "APIResourceList",
+                    "groupVersion": gv,
+                    "resources": [
+                        {"name": r, "namespaced": ns, "kind": k}
+                        for r, (g, k, ns) in RESOURCES.items()
+                        if g == gv
+                    ],
+                },
+            )
         if resource not in RESOURCES or RESOURCES[resource][0] != gv:
-            return self._send(404, _status(404, "NotFound", "the server could not find the requested resource"))
+            return self._send(
+                404, _status(404, "NotFound", "the server could not find the requested resource")
+            )
         name = tail[0] if tail else None
         sub = tail[1] if len(tail) > 1 else None
         if sub == "log" and resource == "pods" and method == "GET" and name:
@@ -293,8 +331,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _not_found(self, resource: str, name: str) -> None:
         qualified = GROUP_NAME.get(RESOURCES[resource][0], resource)
-        self._send(404, _status(404, "NotFound", f'{qualified} "{name}" not found',
-                                {"name": name, "kind": resource}))
+        self._send(
+            404, _status(404, "NotFound", f'{qualified} "{name}" not found', {"name": name, "kind": resource})
+        )
 
     def _typed(self, resource: str, obj: Obj) -> Obj:
         gv, kind, _ = RESOURCES[resource]
@@ -311,8 +350,15 @@ class _Handler(BaseHTTPRequestHandler):
             items = cluster.list(resource, namespace or None, labels, fields)
             rv = str(cluster.resource_version)
         gv, kind, _ = RESOURCES[resource]
-        self._send(200, {"kind": f"{kind}List", "apiVersion": gv, "metadata": {"resourceVersion": rv},
-                         "items": [self._typed(resource, i) for i in items]})
+        self._send(
+            200,
+            {
+                "kind": f"{kind}List",
+                "apiVersion": gv,
+                "metadata": {"resourceVersion": rv},
+                "items": [self._typed(resource, i) for i in items],
+            },
+        )
 
     def _watch(self, resource: str, namespace: str | None, q: dict[str, str]) -> None:
         fake = self.server.fake
@@ -332,7 +378,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._start_stream("application/json")
 
         def emit(kind: str, obj: Obj) -> None:
-            self.wfile.write(json.dumps({"type": kind, "object": self._typed(resource, obj)}).encode() + b"\n")
+            self.wfile.write(
+                json.dumps({"type": kind, "object": self._typed(resource, obj)}).encode() + b"\n"
+            )
             self.wfile.flush()
 
         for obj in initial:
@@ -379,8 +427,15 @@ class _Handler(BaseHTTPRequestHandler):
             if "apply-patch" in ctype:
                 manager = q.get("fieldManager")
                 if not manager:
-                    return self._send(422, _status(422, "Invalid", 'PatchOptions.meta.k8s.io "" is invalid: '
-                                                   "fieldManager: Required value: is required for apply patch"))
+                    return self._send(
+                        422,
+                        _status(
+                            422,
+                            "Invalid",
+                            'PatchOptions.meta.k8s.io "" is invalid: '
+                            "fieldManager: Required value: is required for apply patch",
+                        ),
+                    )
                 # One applier owns every field it sends: the applied config replaces its fields.
                 applied = copy.deepcopy(body)
                 applied.setdefault("metadata", {})["name"] = name
@@ -445,10 +500,18 @@ class _Handler(BaseHTTPRequestHandler):
         cluster = self.server.fake.cluster
         mode = cluster.metrics_mode
         if mode == "missing":
-            return self._send(404, _status(404, "NotFound", "the server could not find the requested resource"))
+            return self._send(
+                404, _status(404, "NotFound", "the server could not find the requested resource")
+            )
         if mode == "unavailable":
-            return self._send(503, _status(503, "ServiceUnavailable", "the server is currently unable to handle "
-                                           "the request (get pods.metrics.k8s.io)"))
+            return self._send(
+                503,
+                _status(
+                    503,
+                    "ServiceUnavailable",
+                    "the server is currently unable to handle the request (get pods.metrics.k8s.io)",
+                ),
+            )
         namespace = rest[1] if len(rest) >= 3 and rest[0] == "namespaces" else None
         q = {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query).items()}
         items = []
@@ -457,16 +520,30 @@ class _Handler(BaseHTTPRequestHandler):
                 if pod.get("status", {}).get("phase") != "Running":
                     continue
                 cpu, mem = cluster.pod_usage.get(pod["metadata"]["name"], ("2500000n", "13Mi"))
-                items.append({
-                    "metadata": {"name": pod["metadata"]["name"], "namespace": pod["metadata"]["namespace"],
-                                 "labels": pod["metadata"].get("labels", {})},
-                    "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "window": "15s",
-                    "containers": [{"name": c["name"], "usage": {"cpu": cpu, "memory": mem}}
-                                   for c in pod["spec"]["containers"]],
-                })
-        self._send(200, {"kind": "PodMetricsList", "apiVersion": "metrics.k8s.io/v1beta1",
-                         "metadata": {}, "items": items})
+                items.append(
+                    {
+                        "metadata": {
+                            "name": pod["metadata"]["name"],
+                            "namespace": pod["metadata"]["namespace"],
+                            "labels": pod["metadata"].get("labels", {}),
+                        },
+                        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        "window": "15s",
+                        "containers": [
+                            {"name": c["name"], "usage": {"cpu": cpu, "memory": mem}}
+                            for c in pod["spec"]["containers"]
+                        ],
+                    }
+                )
+        self._send(
+            200,
+            {
+                "kind": "PodMetricsList",
+                "apiVersion": "metrics.k8s.io/v1beta1",
+                "metadata": {},
+                "items": items,
+            },
+        )
 
 
 def _merge(base: Any, patch: Any) -> Any:

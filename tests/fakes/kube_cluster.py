@@ -73,20 +73,27 @@ def parse_label_selector(selector: str | None) -> Callable[[dict[str, str]], boo
     """Equality, inequality and existence requirements: what kubectl and wasmdev send."""
     if not selector:
         return lambda labels: True
-    reqs: list[Callable[[dict[str, str]], bool]] = []
-    for part in selector.split(","):
-        part = part.strip()
+    reqs: list[tuple[str, str, str | None]] = []  # (op, key, value)
+    for part in (p.strip() for p in selector.split(",")):
         if "!=" in part:
             k, v = part.split("!=", 1)
-            reqs.append(lambda lb, k=k.strip(), v=v.strip(): lb.get(k) != v)
-        elif "==" in part or "=" in part:
+            reqs.append(("!=", k.strip(), v.strip()))
+        elif "=" in part:
             k, v = part.replace("==", "=").split("=", 1)
-            reqs.append(lambda lb, k=k.strip(), v=v.strip(): lb.get(k) == v)
+            reqs.append(("=", k.strip(), v.strip()))
         elif part.startswith("!"):
-            reqs.append(lambda lb, k=part[1:]: k not in lb)
+            reqs.append(("!", part[1:], None))
         elif part:
-            reqs.append(lambda lb, k=part: k in lb)
-    return lambda labels: all(r(labels) for r in reqs)
+            reqs.append(("exists", part, None))
+
+    def holds(op: str, key: str, value: str | None, labels: dict[str, str]) -> bool:
+        if op == "=":
+            return labels.get(key) == value
+        if op == "!=":
+            return labels.get(key) != value
+        return (key in labels) == (op == "exists")
+
+    return lambda labels: all(holds(op, k, v, labels) for op, k, v in reqs)
 
 
 def parse_field_selector(selector: str | None) -> Callable[[Obj], bool]:
@@ -277,7 +284,9 @@ class FakeCluster:
         want = int(deploy["spec"].get("replicas", 1))
         revision = template_hash(template)
         owned = [
-            p for p in self.list("pods", ns) if p["metadata"].get("annotations", {}).get("fake/deployment") == name
+            p
+            for p in self.list("pods", ns)
+            if p["metadata"].get("annotations", {}).get("fake/deployment") == name
         ]
         current = [p for p in owned if p["metadata"]["labels"].get("pod-template-hash") == revision]
         old = [p for p in owned if p not in current]
@@ -311,18 +320,31 @@ class FakeCluster:
         meta["name"] = name
         meta.setdefault("labels", {})["pod-template-hash"] = revision
         meta.setdefault("annotations", {})["fake/deployment"] = deploy
-        meta["ownerReferences"] = [{
-            "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"{deploy}-{revision}",
-            "uid": hashlib.sha1(f"{ns}/{deploy}/{revision}".encode()).hexdigest(), "controller": True,
-        }]
+        meta["ownerReferences"] = [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "name": f"{deploy}-{revision}",
+                "uid": hashlib.sha1(f"{ns}/{deploy}/{revision}".encode()).hexdigest(),
+                "controller": True,
+            }
+        ]
         spec = copy.deepcopy(template["spec"])
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec, "status": {"phase": "Pending"}}
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": meta,
+            "spec": spec,
+            "status": {"phase": "Pending"},
+        }
         image = spec["containers"][0]["image"]
         runtime_class = spec.get("runtimeClassName")
         handler = "runc"
         if runtime_class:  # the kubelet resolves the class to its handler, as here
             handler = (self.get("runtimeclasses", "", runtime_class) or {}).get("handler", runtime_class)
-        self.pod_runtime[(ns, name)] = _PodRuntime(script=self.script_for(image), image=image, handler=handler)
+        self.pod_runtime[(ns, name)] = _PodRuntime(
+            script=self.script_for(image), image=image, handler=handler
+        )
         return self.put("pods", ns, pod)
 
     def _event(self, ns: str, pod: str, kind: str, reason: str, message: str) -> None:
@@ -367,7 +389,8 @@ class FakeCluster:
 
 def _pod_ready(pod: Obj) -> bool:
     return any(
-        c.get("type") == "Ready" and c.get("status") == "True" for c in pod.get("status", {}).get("conditions", [])
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in pod.get("status", {}).get("conditions", [])
     )
 
 
@@ -379,7 +402,10 @@ def _pod_status(pod: Obj, rt: _PodRuntime, ns: str, name: str, event: Callable[.
     if s.failure is PodFailure.UNSCHEDULABLE:
         if age == s.ticks_to_schedule:
             event(
-                ns, name, "Warning", "FailedScheduling",
+                ns,
+                name,
+                "Warning",
+                "FailedScheduling",
                 "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. "
                 "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.",
             )
@@ -393,8 +419,13 @@ def _pod_status(pod: Obj, rt: _PodRuntime, ns: str, name: str, event: Callable[.
 
     def waiting(reason: str, message: str = "", restarts: int = 0, last: Obj | None = None) -> Obj:
         cs: Obj = {
-            "name": container, "image": image, "imageID": "", "ready": False, "restartCount": restarts,
-            "started": False, "state": {"waiting": {"reason": reason, **({"message": message} if message else {})}},
+            "name": container,
+            "image": image,
+            "imageID": "",
+            "ready": False,
+            "restartCount": restarts,
+            "started": False,
+            "state": {"waiting": {"reason": reason, **({"message": message} if message else {})}},
         }
         if last:
             cs["lastState"] = last
@@ -403,12 +434,19 @@ def _pod_status(pod: Obj, rt: _PodRuntime, ns: str, name: str, event: Callable[.
     if s.failure is PodFailure.NO_RUNTIME:
         if age == s.ticks_to_schedule:
             event(
-                ns, name, "Warning", "FailedCreatePodSandBox",
+                ns,
+                name,
+                "Warning",
+                "FailedCreatePodSandBox",
                 "Failed to create pod sandbox: rpc error: code = Unknown desc = failed to get sandbox runtime: "
                 f'no runtime for "{rt.handler}" is configured',
             )
-        return {"phase": "Pending", "conditions": base_conditions,
-                "containerStatuses": [waiting("ContainerCreating")], "startTime": started}
+        return {
+            "phase": "Pending",
+            "conditions": base_conditions,
+            "containerStatuses": [waiting("ContainerCreating")],
+            "startTime": started,
+        }
     if s.failure is PodFailure.IMAGE_PULL:
         host = image.split("/", 1)[0]
         pull_error = (
@@ -420,39 +458,74 @@ def _pod_status(pod: Obj, rt: _PodRuntime, ns: str, name: str, event: Callable[.
             event(ns, name, "Normal", "Pulling", f'Pulling image "{image}"')
             event(ns, name, "Warning", "Failed", f'Failed to pull image "{image}": {pull_error}')
             event(ns, name, "Warning", "Failed", "Error: ErrImagePull")
-            return {"phase": "Pending", "conditions": base_conditions,
-                    "containerStatuses": [waiting("ErrImagePull", pull_error)], "startTime": started}
+            return {
+                "phase": "Pending",
+                "conditions": base_conditions,
+                "containerStatuses": [waiting("ErrImagePull", pull_error)],
+                "startTime": started,
+            }
         if age == s.ticks_to_schedule + 1:
             event(ns, name, "Normal", "BackOff", f'Back-off pulling image "{image}"')
-        return {"phase": "Pending", "conditions": base_conditions,
-                "containerStatuses": [waiting("ImagePullBackOff", f'Back-off pulling image "{image}"')],
-                "startTime": started}
+        return {
+            "phase": "Pending",
+            "conditions": base_conditions,
+            "containerStatuses": [waiting("ImagePullBackOff", f'Back-off pulling image "{image}"')],
+            "startTime": started,
+        }
     if age < s.ticks_to_running:
-        return {"phase": "Pending", "conditions": base_conditions,
-                "containerStatuses": [waiting("ContainerCreating")], "startTime": started}
+        return {
+            "phase": "Pending",
+            "conditions": base_conditions,
+            "containerStatuses": [waiting("ContainerCreating")],
+            "startTime": started,
+        }
     if s.failure is PodFailure.CRASH_LOOP:
         # Each tick after start the container exits 137 and the kubelet backs off.
         rt.restarts = age - s.ticks_to_running
         if rt.restarts >= 1:
-            event(ns, name, "Warning", "BackOff", f"Back-off restarting failed container {container} in pod {name}")
-        last = {"terminated": {"exitCode": 137, "reason": "Error", "startedAt": started, "finishedAt": now_rfc3339()}}
+            event(
+                ns,
+                name,
+                "Warning",
+                "BackOff",
+                f"Back-off restarting failed container {container} in pod {name}",
+            )
+        last = {
+            "terminated": {
+                "exitCode": 137,
+                "reason": "Error",
+                "startedAt": started,
+                "finishedAt": now_rfc3339(),
+            }
+        }
         return {
             "phase": "Running",
-            "conditions": base_conditions + [{"type": "Ready", "status": "False", "reason": "ContainersNotReady"}],
-            "containerStatuses": [waiting(
-                "CrashLoopBackOff", f"back-off 10s restarting failed container={container} pod={name}_{ns}",
-                restarts=max(1, rt.restarts), last=last,
-            )],
+            "conditions": base_conditions
+            + [{"type": "Ready", "status": "False", "reason": "ContainersNotReady"}],
+            "containerStatuses": [
+                waiting(
+                    "CrashLoopBackOff",
+                    f"back-off 10s restarting failed container={container} pod={name}_{ns}",
+                    restarts=max(1, rt.restarts),
+                    last=last,
+                )
+            ],
             "startTime": started,
         }
     ready = age >= s.ticks_to_ready
     return {
         "phase": "Running",
         "conditions": base_conditions + [{"type": "Ready", "status": "True" if ready else "False"}],
-        "containerStatuses": [{
-            "name": container, "image": image, "imageID": f"{image}@sha256:{'0' * 64}", "ready": ready,
-            "restartCount": 0, "started": True, "state": {"running": {"startedAt": started}},
-        }],
+        "containerStatuses": [
+            {
+                "name": container,
+                "image": image,
+                "imageID": f"{image}@sha256:{'0' * 64}",
+                "ready": ready,
+                "restartCount": 0,
+                "started": True,
+                "state": {"running": {"startedAt": started}},
+            }
+        ],
         "startTime": started,
     }
-
