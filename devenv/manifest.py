@@ -193,13 +193,9 @@ def _read_v2(r: TomlReader, doc: dict[str, Any]) -> RawManifest:
         _check_id(r, component_id, key, "component id")
         raw.components[component_id] = RawComponent(component_id, r.table(table, key), key)
 
-    if "trigger" not in doc:
-        r.fail(
-            "",
-            "missing field `trigger`",
-            "add a trigger, e.g. `[[trigger.http]]` with `route` and `component`",
-        )
-    triggers = r.table(doc["trigger"], "trigger")
+    # Spin's `http-empty` template writes no trigger at all (`spin add` adds them later); an app
+    # with nothing to serve is still an app, so a missing `trigger` table reads as empty.
+    triggers = r.table(doc.get("trigger", {}), "trigger")
     for trigger_type, entries in triggers.items():
         type_key = key_join("trigger", trigger_type)
         if not isinstance(entries, list):
