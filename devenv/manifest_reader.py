@@ -63,9 +63,8 @@ def closest(word: str, choices: Iterable[str]) -> str | None:
 class TomlReader:
     """Reads values out of one TOML file; every problem raises a ManifestError for that file."""
 
-    def __init__(self, path: Path, kind: str = "manifest") -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.kind = kind  # "manifest" or "config": used in generic fixes
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -84,22 +83,21 @@ class TomlReader:
         except UnicodeDecodeError as exc:
             line = raw[: exc.start].count(b"\n") + 1
             self.fail("", f"not valid UTF-8 (line {line})", "save the file as UTF-8")
+        # Errors are raised outside the `except` blocks so the parser's exception is not chained.
         try:
             return tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             message = str(exc)
-            found = _TOML_POSITION.search(message)
-            where = f"line {found.group(1)}, column {found.group(2)}" if found else "unknown position"
-            reason = _TOML_POSITION.sub("", message).strip()
-            self.fail(
-                "",
-                f"TOML parse error at {where}: {reason}",
-                f"fix the TOML syntax at {where} (see https://toml.io for the format)",
-            )
         except RecursionError:
-            self.fail(
-                "", "TOML parse error: the document nests too deeply", "flatten the nested arrays or tables"
-            )
+            message = "the document nests too deeply"
+        found = _TOML_POSITION.search(message)
+        where = f"line {found.group(1)}, column {found.group(2)}" if found else "unknown position"
+        reason = _TOML_POSITION.sub("", message).strip()
+        self.fail(
+            "",
+            f"TOML parse error at {where}: {reason}",
+            f"fix the TOML syntax at {where} (see https://toml.io for the format)",
+        )
 
     # -- errors ----------------------------------------------------------------------------
 
