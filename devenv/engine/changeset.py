@@ -1,0 +1,211 @@
+"""From changed paths to what must happen: which apps to rebuild, which manifests to re-read.
+
+As in Skaffold's dev loop, a batch of file events is first turned into a change set (what is
+dirty), and the dev loop then acts on it once. The rules per app:
+
+- its manifest changed: re-read it (and rebuild, since commands, sources or routes may differ);
+- a file matching a component's ``build.watch`` globs (relative to the build workdir) changed, or,
+  for a component without globs, any file under its workdir (or the app root) changed: rebuild;
+- a component's ``source`` is the build's output: it never triggers that component's build, nor
+  does anything under a build-output directory (target/, .zig-cache, node_modules, …). A
+  component with no build command is the other way round: its ``source`` is the input, and a
+  change to it redeploys the app.
+- a ``spin.toml`` or ``wasmdev.toml`` that no app owns appeared or vanished: rediscover the
+  workspace.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from devenv.model import AppSpec
+
+MANIFEST_NAME = "spin.toml"
+WORKSPACE_CONFIG_NAME = "wasmdev.toml"
+
+# Directories whose contents are build outputs, caches or tooling state: never a reason to build.
+OUTPUT_DIRS = frozenset(
+    {
+        "target",
+        ".zig-cache",
+        "zig-cache",
+        "zig-out",
+        ".spin",
+        ".wasmdev",
+        "node_modules",
+        "__pycache__",
+        ".git",
+        ".hg",
+        ".svn",
+        ".venv",
+        "venv",
+        ".mypy_cache",
+        ".pytest_cache",
+        ".ruff_cache",
+        ".tox",
+        "dist",
+    }
+)
+# Editor droppings: swap files, backups, lock files. Saving through them must not build twice.
+_TEMP_FILE = re.compile(r"(\.sw[a-p]x?|~|\.tmp|\.bak|\.orig)$|^\.#|^#.*#$|^4913$")
+
+
+def is_ignored(path: Path) -> bool:
+    """True for paths that are never a reason to build: output dirs and editor temp files."""
+    if any(part in OUTPUT_DIRS for part in path.parts):
+        return True
+    return bool(_TEMP_FILE.search(path.name))
+
+
+@lru_cache(maxsize=512)
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """A Spin/globset-style glob as a regex over '/'-separated paths.
+
+    ``*`` and ``?`` stay within one path segment, ``**`` spans segments (``src/**/*.c`` matches
+    ``src/main.c`` and ``src/a/b/x.c``), ``[abc]`` is a class, and ``{a,b}`` an alternation.
+    """
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif c == "*":
+            out.append("[^/]*")
+            i += 1
+        elif c == "?":
+            out.append("[^/]")
+            i += 1
+        elif c == "[":
+            end = pattern.find("]", i + 1)
+            if end == -1:
+                out.append(re.escape(c))
+                i += 1
+            else:
+                body = pattern[i + 1 : end]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append("[" + body.replace("\\", "\\\\") + "]")
+                i = end + 1
+        elif c == "{":
+            end = pattern.find("}", i + 1)
+            if end == -1:
+                out.append(re.escape(c))
+                i += 1
+            else:
+                options = pattern[i + 1 : end].split(",")
+                out.append("(?:" + "|".join(glob_regex(o).pattern[:-2] for o in options) + ")")
+                i = end + 1
+        else:
+            out.append(re.escape(c))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def _relative(path: Path, base: Path) -> str | None:
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class _ComponentRule:
+    workdir: Path
+    globs: tuple[str, ...]
+    output: Path | None  # the source a build writes (None: no build, the source is an input)
+    input_source: Path | None  # the source when there is no build (watched to redeploy)
+
+
+@dataclass(frozen=True)
+class AppRules:
+    """What, under an app, counts as a change worth a build."""
+
+    name: str
+    manifest_path: Path
+    components: tuple[_ComponentRule, ...]
+
+    @classmethod
+    def of(cls, spec: AppSpec) -> AppRules:
+        rules = []
+        for c in spec.components.values():
+            if c.build is not None:
+                rules.append(_ComponentRule(c.build.workdir, tuple(c.build.watch), c.source, None))
+            else:
+                rules.append(_ComponentRule(spec.root, (), None, c.source))
+        return cls(spec.name, spec.manifest_path, tuple(rules))
+
+    def wants_build(self, path: Path) -> bool:
+        for rule in self.components:
+            if rule.input_source is not None and path == rule.input_source:
+                return True
+            if rule.output is not None and path == rule.output:
+                continue
+            if rule.output is None:  # no build: only the source itself matters
+                continue
+            rel = _relative(path, rule.workdir)
+            if rel is None:
+                continue
+            if not rule.globs:
+                if not is_ignored(Path(rel)):
+                    return True
+                continue
+            if is_ignored(Path(rel)):
+                continue
+            if any(glob_regex(g).match(rel) for g in rule.globs):
+                return True
+        return False
+
+
+@dataclass
+class ChangeSet:
+    """What a coalesced batch of file events asks for. Merging two change sets keeps the earliest
+    time an event was seen, so edit-to-serving counts from the first save."""
+
+    rebuild: set[str] = field(default_factory=set)  # app names
+    reload: set[Path] = field(default_factory=set)  # manifests of known apps to re-read
+    rediscover: bool = False  # a manifest or wasmdev.toml appeared or vanished
+    first_seen: float | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.rebuild or self.reload or self.rediscover)
+
+    def merge(self, other: ChangeSet) -> None:
+        self.rebuild |= other.rebuild
+        self.reload |= other.reload
+        self.rediscover = self.rediscover or other.rediscover
+        if other.first_seen is not None:
+            self.first_seen = (
+                other.first_seen if self.first_seen is None else min(self.first_seen, other.first_seen)
+            )
+
+
+def classify(
+    paths: Iterable[Path],
+    apps: Mapping[Path, AppRules],
+    first_seen: float | None = None,
+    workspace_config: Path | None = None,
+) -> ChangeSet:
+    """Turn changed paths into a ChangeSet. ``apps`` maps each known manifest path to its rules
+    (apps whose manifest could not be read have rules with no components: only a manifest edit
+    matters for them)."""
+    change = ChangeSet(first_seen=first_seen)
+    for path in paths:
+        if path in apps:
+            change.reload.add(path)
+            continue
+        if path.name in (MANIFEST_NAME, WORKSPACE_CONFIG_NAME) or path == workspace_config:
+            change.rediscover = True
+            continue
+        for rules in apps.values():
+            if rules.name not in change.rebuild and rules.wants_build(path):
+                change.rebuild.add(rules.name)
+    return change

