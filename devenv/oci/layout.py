@@ -41,6 +41,13 @@ ANNOTATION_CONTAINERD_NAME = "io.containerd.image.name"
 # index.json lists the most recent images only: a long session must not grow it without bound.
 INDEX_KEEP = 64
 
+_PARENT_MEDIA_TYPES = (
+    MEDIA_INDEX,
+    MEDIA_MANIFEST,
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+
 _READ_CHUNK = 1 << 20
 
 
@@ -254,25 +261,22 @@ class BlobStore:
         """
         with self._locked():
             reachable: set[str] = set()
-            stack = [m["digest"] for m in self.read_index().get("manifests", [])]
+            # Walk from index.json down; only indexes and manifests have children, so only those
+            # are parsed (never a layer, which may be large).
+            stack = [(m["digest"], m.get("mediaType", "")) for m in self.read_index().get("manifests", [])]
             while stack:
-                digest = stack.pop()
+                digest, media_type = stack.pop()
                 if digest in reachable:
                     continue
                 reachable.add(digest)
                 path = self.path(digest)
-                if not path.exists():
+                if media_type not in _PARENT_MEDIA_TYPES or not path.exists():
                     continue
-                try:
-                    doc = json.loads(path.read_bytes()) if path.stat().st_size < (4 << 20) else {}
-                except ValueError:
-                    continue  # a layer or other non-JSON blob: a leaf
-                if not isinstance(doc, dict):
-                    continue
-                for child in doc.get("manifests", []) + doc.get("layers", []):
-                    stack.append(child["digest"])
-                if "config" in doc and isinstance(doc["config"], dict):
-                    stack.append(doc["config"]["digest"])
+                doc = json.loads(path.read_bytes())
+                children = doc.get("manifests", []) + doc.get("layers", [])
+                if isinstance(doc.get("config"), dict):
+                    children.append(doc["config"])
+                stack.extend((c["digest"], c.get("mediaType", "")) for c in children)
             removed = 0
             for blob in self.blobs.iterdir():
                 if blob.name.startswith(".tmp-") or "sha256:" + blob.name in reachable:

@@ -1,0 +1,233 @@
+"""Packaging without any server: determinism, layering, the rewritten spin.toml, granted files."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import json
+import os
+import tarfile
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from devenv.errors import ManifestError
+from devenv.model import BuiltApp
+from devenv.oci import BlobStore, OciImage, package_app
+from devenv.oci.layout import MEDIA_CONFIG, MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_LAYER_TAR, MEDIA_MANIFEST
+from devenv.oci.toml_writer import dumps_toml
+from tests.oci.conftest import WASM_MAGIC, write_app
+
+
+def layer_members(image: OciImage, title: str) -> dict[str, tarfile.TarInfo]:
+    layer = next(layer for layer in image.layers if layer.title == title)
+    with tarfile.open(image.blob_path(layer.descriptor.digest)) as tar:
+        return {m.name: m for m in tar.getmembers()}
+
+
+def read_member(image: OciImage, title: str, name: str) -> bytes:
+    layer = next(layer for layer in image.layers if layer.title == title)
+    with tarfile.open(image.blob_path(layer.descriptor.digest)) as tar:
+        f = tar.extractfile(name)
+        assert f is not None, f"{name} is not a file in layer {title}"
+        return f.read()
+
+
+def test_same_build_gives_same_digests_in_any_store_at_any_time(tmp_path: Path) -> None:
+    built_a = write_app(tmp_path / "a")
+    built_b = write_app(tmp_path / "b")  # same content, other directory, files written later
+    for path in (tmp_path / "b").rglob("*"):
+        os.utime(path, (1_000_000, 1_000_000))
+    image_a = package_app(built_a, tmp_path / "store-a")
+    image_b = package_app(built_b, tmp_path / "store-b")
+    assert image_a.digest == image_b.digest
+    assert image_a.tag == image_b.tag
+    assert [layer.descriptor for layer in image_a.layers] == [layer.descriptor for layer in image_b.layers]
+    assert image_a.tag == image_a.digest.split(":")[1][:16]
+
+
+def test_layers_are_normalized_tars(shop: BuiltApp, tmp_path: Path) -> None:
+    image = package_app(shop, tmp_path / "store")
+    for layer in image.layers:
+        with tarfile.open(image.blob_path(layer.descriptor.digest)) as tar:
+            members = tar.getmembers()
+        names = [m.name for m in members]
+        assert names == sorted(names), layer.title
+        for m in members:
+            assert (m.mtime, m.uid, m.gid, m.uname, m.gname) == (0, 0, 0, "", ""), m.name
+            assert m.mode == (0o755 if m.isdir() else 0o644), m.name
+        # Uncompressed layers: the diff_id is the blob's own digest.
+        assert layer.diff_id == layer.descriptor.digest
+        assert layer.descriptor.media_type == MEDIA_LAYER_TAR
+
+
+def test_one_layer_per_component_then_files_then_manifest(shop: BuiltApp, tmp_path: Path) -> None:
+    image = package_app(shop, tmp_path / "store")
+    assert [layer.title for layer in image.layers] == [
+        "component api",
+        "component web",
+        "files web",
+        "spin.toml",
+    ]
+    assert set(layer_members(image, "component api")) == {"components", "components/api.wasm"}
+    assert read_member(image, "component web", "components/web.wasm") == shop.wasm["web"].read_bytes()
+    assert set(layer_members(image, "spin.toml")) == {"spin.toml"}
+
+
+def test_editing_one_component_changes_only_its_layer(shop: BuiltApp, tmp_path: Path) -> None:
+    before = package_app(shop, tmp_path / "store")
+    root = shop.spec.root
+    edited = write_app(root, api=WASM_MAGIC + b"api v2" * 1000)
+    after = package_app(edited, tmp_path / "store")
+    changed = [
+        b.title
+        for a, b in zip(before.layers, after.layers, strict=True)
+        if a.descriptor.digest != b.descriptor.digest
+    ]
+    assert changed == ["component api"]
+    assert after.digest != before.digest and after.tag != before.tag
+
+
+def test_rewritten_spin_toml_points_at_image_paths(shop: BuiltApp, tmp_path: Path) -> None:
+    image = package_app(shop, tmp_path / "store")
+    manifest = tomllib.loads(read_member(image, "spin.toml", "spin.toml").decode())
+    original = tomllib.loads(shop.spec.manifest_path.read_text())
+
+    api, web = manifest["component"]["api"], manifest["component"]["web"]
+    assert api["source"] == "components/api.wasm"
+    assert web["source"] == "components/web.wasm"
+    assert "build" not in api  # host commands mean nothing in the cluster
+    assert web["files"] == [{"source": "/files/web", "destination": "/"}]
+    assert "exclude_files" not in web  # the shim's direct mounts refuse it; applied at packaging
+    # Everything else survives unchanged, including strings that need escaping.
+    assert manifest["application"] == original["application"]
+    assert manifest["trigger"] == original["trigger"]
+    assert manifest["variables"] == original["variables"]
+    assert api["variables"] == original["component"]["api"]["variables"]
+    assert api["environment"] == {"MODE": "dev"}
+    assert api["allowed_outbound_hosts"] == ["https://example.com"]
+    # And every source the manifest names is in the image.
+    assert "components/api.wasm" in layer_members(image, "component api")
+
+
+def test_granted_files_sit_at_guest_paths_without_excluded_ones(shop: BuiltApp, tmp_path: Path) -> None:
+    image = package_app(shop, tmp_path / "store")
+    files = {name for name, m in layer_members(image, "files web").items() if m.isfile()}
+    assert files == {
+        "files/web/static/index.html",  # glob: keeps its path relative to the app root
+        "files/web/static/css/site.css",
+        "files/web/www/logo.svg",  # directory placement
+        "files/web/etc/app.json",  # file placement
+    }
+    assert read_member(image, "files web", "files/web/www/logo.svg") == b"<svg/>"
+
+
+def test_configs_and_index_describe_linux_amd64_and_arm64_with_shared_layers(
+    shop: BuiltApp, tmp_path: Path
+) -> None:
+    image = package_app(shop, tmp_path / "store")
+    index = json.loads(image.read_blob(image.digest))
+    assert index["mediaType"] == MEDIA_INDEX
+    platforms = [(m["platform"]["os"], m["platform"]["architecture"]) for m in index["manifests"]]
+    assert platforms == [("linux", "amd64"), ("linux", "arm64")]
+    layer_lists = []
+    for entry in index["manifests"]:
+        manifest = json.loads(image.read_blob(entry["digest"]))
+        assert manifest["mediaType"] == MEDIA_MANIFEST
+        assert manifest["config"]["mediaType"] == MEDIA_CONFIG
+        config = json.loads(image.read_blob(manifest["config"]["digest"]))
+        assert (config["os"], config["architecture"]) == (
+            entry["platform"]["os"],
+            entry["platform"]["architecture"],
+        )
+        assert config["config"]["Entrypoint"] == ["/"]
+        assert config["rootfs"]["diff_ids"] == [layer.diff_id for layer in image.layers]
+        assert "created" not in config  # a timestamp would break determinism
+        layer_lists.append(manifest["layers"])
+    assert layer_lists[0] == layer_lists[1]
+
+
+def test_gzip_layers_are_deterministic_and_diff_ids_are_of_the_tar(shop: BuiltApp, tmp_path: Path) -> None:
+    image = package_app(shop, tmp_path / "store", compress=True)
+    again = package_app(shop, tmp_path / "other-store", compress=True)
+    assert image.digest == again.digest
+    for layer in image.layers:
+        assert layer.descriptor.media_type == MEDIA_LAYER_GZIP
+        raw = gzip.decompress(image.read_blob(layer.descriptor.digest))
+        assert layer.diff_id == "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def test_warm_package_reuses_blobs(shop: BuiltApp, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    first = package_app(shop, store)
+    blobs = {p.name: p.stat().st_mtime_ns for p in (store / "blobs" / "sha256").iterdir()}
+    second = package_app(shop, store)
+    assert second.digest == first.digest
+    assert {p.name: p.stat().st_mtime_ns for p in (store / "blobs" / "sha256").iterdir()} == blobs
+    index = json.loads((store / "index.json").read_text())
+    assert [m["digest"] for m in index["manifests"]] == [first.digest]
+
+
+def test_prune_keeps_what_index_json_reaches(shop: BuiltApp, tmp_path: Path) -> None:
+    store_dir = tmp_path / "store"
+    image = package_app(shop, store_dir)
+    store = BlobStore(store_dir)
+    orphan = store.put_bytes(b"left over from an old build", "application/octet-stream")
+    assert store.prune() == 1
+    assert not store.has(orphan.digest)
+    for digest in [
+        image.digest,
+        *(m.digest for m in image.manifests),
+        *(d.digest for d in image.blob_descriptors()),
+    ]:
+        assert store.has(digest)
+
+
+def test_missing_wasm_is_a_manifest_error_naming_the_component(shop: BuiltApp, tmp_path: Path) -> None:
+    shop.wasm["api"].unlink()
+    with pytest.raises(ManifestError) as info:
+        package_app(shop, tmp_path / "store")
+    assert "component.api.source" in str(info.value)
+    assert "fix:" in str(info.value)
+
+
+def test_files_outside_the_app_are_refused(shop: BuiltApp, tmp_path: Path) -> None:
+    (tmp_path / "outside.txt").write_text("no")
+    web = shop.spec.components["web"]
+    from devenv.model import FileMount
+
+    bad_web = dataclasses.replace(web, files=(FileMount("../outside.txt", "/x.txt"),))
+    spec = dataclasses.replace(shop.spec, components={**shop.spec.components, "web": bad_web})
+    with pytest.raises(ManifestError) as info:
+        package_app(dataclasses.replace(shop, spec=spec), tmp_path / "store")
+    assert "outside the application directory" in str(info.value)
+
+
+def test_toml_writer_round_trips_what_tomllib_reads() -> None:
+    doc = tomllib.loads(
+        """
+title = 'x "y" \\\\ z'
+n = -3
+f = 1.5e10
+b = true
+empty = []
+mixed = [1, 2, 3]
+nested = [[1, 2], ["a"]]
+inline = { a = 1, "b c" = { d = "e" } }
+"key with space" = "tab\\there"
+
+[a.b.c]
+v = 1
+
+[[arr]]
+x = 1
+[arr.sub]
+y = 2
+
+[[arr]]
+x = 2
+"""
+    )
+    assert tomllib.loads(dumps_toml(doc)) == doc
