@@ -1,0 +1,240 @@
+"""The ``wasmdev`` command: argument parsing, and the factories that wire store, engine, target, UI.
+
+    wasmdev up [--target local|k3d|kube] [--headless] [--layout NAME] [--port N]
+    wasmdev build [APP]
+    wasmdev doctor
+
+Every command takes ``-C DIR`` (the workspace) and ``--debug``. Expected failures are
+``WasmdevError``s, printed as "what / fix" with exit code 1; tracebacks only with ``--debug``.
+Ctrl-C ends any command cleanly (exit 130).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from devenv.errors import TargetUnavailable, WasmdevError
+from devenv.store.store import Store
+
+if TYPE_CHECKING:
+    from devenv.config import Settings, Workspace
+    from devenv.targets.base import Target
+
+TARGETS = ("local", "k3d", "kube")
+
+
+# --- factories ----------------------------------------------------------------------------------
+
+
+def load(args: argparse.Namespace) -> Workspace:
+    from devenv.config import load_workspace
+
+    root = Path(args.directory).resolve()
+    if not root.is_dir():
+        raise WasmdevError(
+            what=f"workspace directory {root} does not exist", fix="pass an existing folder to -C"
+        )
+    workspace = load_workspace(root)
+    overrides: dict[str, Any] = {}
+    if getattr(args, "target", None):
+        overrides["target"] = args.target
+    if getattr(args, "port", None) is not None:
+        overrides["port"] = args.port
+    if not overrides:
+        return workspace
+    return dataclasses.replace(workspace, settings=workspace.settings.with_overrides(**overrides))
+
+
+def make_target(name: str, store: Store, settings: Settings, app_names: Sequence[str]) -> Target:
+    """The target the workspace runs on."""
+    if name == "local":
+        from devenv.config import app_ports
+        from devenv.targets.local.target import LocalTarget
+
+        return LocalTarget(store, settings, app_ports=app_ports(settings, list(app_names)))
+    # LEAD: wire the cluster targets here (k3d: bootstrap a cluster with the Spin shim; kube: the
+    # current kubeconfig context). Until then they are reported as unavailable, cleanly.
+    raise TargetUnavailable(
+        what=f"the `{name}` target is not available in this build of wasmdev",
+        where="--target",
+        fix="use `--target local` (the default)",
+    )
+
+
+def _app_names(workspace: Workspace) -> list[str]:
+    from devenv.manifest import guess_app_name
+
+    return [guess_app_name(Path(m)) for m in workspace.manifests]
+
+
+def make_devloop(store: Store, workspace: Workspace, *, watch: bool = True) -> Any:
+    from devenv.engine.devloop import DevLoop
+
+    target = make_target(workspace.settings.target, store, workspace.settings, _app_names(workspace))
+    return DevLoop(store, workspace, target, watch=watch)
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    workspace = load(args)
+    store = Store()
+    if not args.headless:
+        code = run_dashboard(args, store, workspace)
+        if code is not None:
+            return code
+    from devenv.engine.headless import attach
+
+    attach(store, sys.stdout)
+    devloop = make_devloop(store, workspace)
+    return asyncio.run(_run_until_signal(devloop))
+
+
+def run_dashboard(args: argparse.Namespace, store: Store, workspace: Workspace) -> int | None:
+    """Run the Textual dashboard over an EngineThread; None falls back to headless mode.
+
+    LEAD: wire the TUI here (devenv.ui, with args.layout): build the DevLoop with make_devloop in
+    an ``devenv.engine.runner.EngineThread(store, lambda: make_devloop(store, workspace))``, run the
+    app on the main thread, and ``engine.stop()`` when it exits.
+    """
+    return None
+
+
+async def _run_until_signal(devloop: Any) -> int:
+    loop = asyncio.get_running_loop()
+    # SIGTERM (from a supervisor or a test) shuts down as cleanly as Ctrl-C does.
+    for sig in (signal.SIGTERM,):
+        try:
+            loop.add_signal_handler(sig, devloop.stop)
+        except (NotImplementedError, RuntimeError):  # not on the main thread / not on this OS
+            pass
+    await devloop.run()
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from devenv.engine.devloop import build_once
+    from devenv.engine.headless import attach
+
+    workspace = load(args)
+    if not workspace.manifests:
+        raise WasmdevError(
+            what="no spin.toml found",
+            where=str(workspace.root),
+            fix="run it in a folder with Spin apps, or pass -C DIR",
+        )
+    store = Store()
+    attach(store, sys.stdout)
+    failures = asyncio.run(build_once(store, workspace, args.app))
+    return 1 if failures else 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from devenv.engine.doctor import failed, format_checks, run_checks
+    from devenv.manifest import load_app
+
+    specs = []
+    unreadable: list[str] = []
+    try:
+        workspace = load(args)
+        for manifest in workspace.manifests:
+            try:
+                specs.append(load_app(Path(manifest)))
+            except WasmdevError as err:
+                unreadable.append(str(err))
+    except WasmdevError as err:
+        unreadable.append(str(err))
+    checks = run_checks(specs)
+    print(format_checks(checks))
+    for problem in unreadable:
+        print(f"MISSING  manifest: {problem}")
+    return 1 if failed(checks) or unreadable else 0
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    # LEAD: wire `wasmdev cluster create|delete|status` here (the k3d target's bootstrap).
+    raise TargetUnavailable(
+        what=f"`wasmdev cluster {args.action}` is not available in this build",
+        fix="use the local target: `wasmdev up`",
+    )
+
+
+def cmd_screenshot(args: argparse.Namespace) -> int:
+    # LEAD: wire `wasmdev screenshot --layout NAME` here (render a seeded session to SVG).
+    raise WasmdevError(what="`wasmdev screenshot` is not available in this build")
+
+
+# --- parsing --------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-C", dest="directory", metavar="DIR", default=argparse.SUPPRESS, help="workspace folder"
+    )
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+
+    parser = argparse.ArgumentParser(
+        prog="wasmdev",
+        description="Build, run, watch and hot-redeploy WebAssembly (Spin) apps.",
+        parents=[common],
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    up = sub.add_parser("up", parents=[common], help="build, run and watch every app in the workspace")
+    up.add_argument(
+        "--target", choices=TARGETS, default=None, help="where apps run (default: wasmdev.toml, else local)"
+    )
+    up.add_argument("--headless", action="store_true", help="no dashboard: print events to stdout")
+    up.add_argument(
+        "--layout", metavar="NAME", default=None, help="dashboard layout (side-by-side, logs, metrics)"
+    )
+    up.add_argument("--port", type=int, metavar="N", default=None, help="port of the local target")
+    up.set_defaults(func=cmd_up)
+
+    build = sub.add_parser("build", parents=[common], help="build every app (or APP) once")
+    build.add_argument("app", nargs="?", metavar="APP", help="the app to build (default: all)")
+    build.set_defaults(func=cmd_build)
+
+    doctor = sub.add_parser("doctor", parents=[common], help="what is installed and missing, with fixes")
+    doctor.set_defaults(func=cmd_doctor)
+
+    # LEAD: `cluster create|delete|status` and `screenshot` are parsed here; wire them above.
+    cluster = sub.add_parser("cluster", parents=[common], help="manage the local k3d cluster")
+    cluster.add_argument("action", choices=("create", "delete", "status"))
+    cluster.set_defaults(func=cmd_cluster)
+    shot = sub.add_parser("screenshot", parents=[common], help="render the dashboard to SVG")
+    shot.add_argument("--layout", metavar="NAME", default="side-by-side")
+    shot.add_argument("--output", "-o", metavar="FILE", default=None)
+    shot.set_defaults(func=cmd_screenshot)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.directory = getattr(args, "directory", ".")
+    args.debug = getattr(args, "debug", False)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+    )
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        print("wasmdev: stopped", file=sys.stderr)
+        return 130
+    except WasmdevError as err:
+        if args.debug:
+            raise
+        print(f"wasmdev: {err}", file=sys.stderr)
+        return 1
