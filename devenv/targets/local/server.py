@@ -1,0 +1,250 @@
+"""The local target's HTTP server: aiohttp on its own thread and event loop, guests in a thread pool.
+
+Nothing here runs on the caller's loop (the engine's, or the TUI's): ``LocalServer`` owns a thread
+with an event loop that accepts connections, and a small pool of worker threads that run guests
+(wasmtime releases the GIL while wasm runs). One listening port per app; each port serves the
+version currently swapped in for its app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import itertools
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from aiohttp import web
+from aiohttp.web_server import Server
+
+from devenv.errors import DeployError, TargetUnavailable
+from devenv.model import LogStream
+from devenv.targets.local.executor import ExecutionStats, GuestError, GuestRequest, GuestResponse
+from devenv.targets.local.router import RouteEntry, ServingVersion
+
+T = TypeVar("T")
+_request_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class ServedRequest:
+    """What one request did, reported to the observer on the server's loop thread."""
+
+    app: str
+    component: str
+    method: str
+    path: str
+    status: int
+    latency_ms: float
+    request_id: str
+    stats: ExecutionStats
+    failure: str = ""  # the short reason of a 500 from the guest
+
+
+class RequestObserver(Protocol):
+    def request_served(self, served: ServedRequest) -> None: ...
+
+    def guest_output(
+        self, app: str, component: str, request_id: str, stream: LogStream, text: str
+    ) -> None: ...
+
+
+class LocalServer:
+    def __init__(self, host: str, observer: RequestObserver, workers: int = 4) -> None:
+        self.host = host
+        self._observer = observer
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wasmdev-guest")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._versions: dict[str, ServingVersion] = {}  # touched only on the server loop
+        self._listeners: dict[str, tuple[int, asyncio.AbstractServer]] = {}
+
+    # --- lifecycle (called from any thread) ----------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            loop.run_forever()
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="wasmdev-http", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout=10):
+            raise TargetUnavailable(what="the local HTTP server thread did not start", where="local target")
+
+    def stop(self) -> None:
+        if self._thread is None or self._loop is None:
+            return
+        try:
+            self._call(self._close_all())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._thread = None
+            self._loop = None
+
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` on the server loop from the caller's loop."""
+        assert self._loop is not None, "LocalServer.start() first"
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=30)
+
+    # --- on the server loop -----------------------------------------------------------------------
+
+    async def listen(self, app: str, port: int) -> int:
+        """Open ``app``'s port (idempotent); returns the bound port (useful with port 0)."""
+        if app in self._listeners:
+            return self._listeners[app][0]
+        loop = asyncio.get_running_loop()
+        server = Server(self._handler_for(app), access_log=None)
+        try:
+            listener = await loop.create_server(server, self.host, port, reuse_address=True)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise DeployError(
+                    what=f"port {port} on {self.host} is already in use",
+                    where=f"app `{app}` on the local target",
+                    fix=f"stop whatever listens on {port}, or give the app another port: set "
+                    f"[apps.{app}].port or [local].base_port in wasmdev.toml",
+                ) from None
+            raise DeployError(
+                what=f"cannot listen on {self.host}:{port}: {err.strerror or err}",
+                where=f"app `{app}` on the local target",
+                fix="set [local].host / [apps.NAME].port in wasmdev.toml",
+            ) from None
+        bound = listener.sockets[0].getsockname()[1]
+        self._listeners[app] = (bound, listener)
+        return bound
+
+    async def swap(self, app: str, version: ServingVersion) -> None:
+        """Make ``version`` serve new requests; the old one retires when its last request ends."""
+        old = self._versions.get(app)
+        self._versions[app] = version
+        if old is not None and old is not version:
+            old.retire()
+
+    async def remove(self, app: str) -> None:
+        old = self._versions.pop(app, None)
+        if old is not None:
+            old.retire()
+        listener = self._listeners.pop(app, None)
+        if listener is not None:
+            listener[1].close()
+            await listener[1].wait_closed()
+
+    async def _close_all(self) -> None:
+        for app in list(self._listeners) + list(self._versions):
+            await self.remove(app)
+
+    def _handler_for(self, app: str) -> Callable[[web.BaseRequest], Coroutine[Any, Any, web.StreamResponse]]:
+        async def handle(request: web.BaseRequest) -> web.StreamResponse:
+            return await self._handle(app, request)
+
+        return handle
+
+    async def _handle(self, app: str, request: web.BaseRequest) -> web.StreamResponse:
+        started = time.perf_counter()
+        path, _, query = request.raw_path.partition("?")
+        version = self._versions.get(app)
+        if version is None:
+            return web.Response(status=503, text=f"wasmdev: app `{app}` has no version deployed yet\n")
+        entry = version.match(path)
+        if entry is None:
+            self._observer.request_served(
+                ServedRequest(
+                    app,
+                    "",
+                    request.method,
+                    path,
+                    404,
+                    (time.perf_counter() - started) * 1000,
+                    f"{next(_request_ids):06x}",
+                    ExecutionStats(),
+                )
+            )
+            return self._not_found(app, path, version)
+        body = await request.read()
+        request_id = f"{next(_request_ids):06x}"
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        sock = request.transport.get_extra_info("sockname") if request.transport else None
+        guest_request = GuestRequest(
+            method=request.method,
+            path=path,
+            query=query,
+            headers=tuple(request.headers.items()),
+            body=body,
+            route=entry.manifest,
+            request_id=request_id,
+            client_addr=peer[0] if peer else "127.0.0.1",
+            client_port=peer[1] if peer else 0,
+            server_host=sock[0] if sock else self.host,
+            server_port=sock[1] if sock else 0,
+        )
+        version.acquire()
+        try:
+            loop = asyncio.get_running_loop()
+            response, stats, failure = await loop.run_in_executor(
+                self._pool, self._execute, app, entry, guest_request
+            )
+        finally:
+            version.release()
+        latency_ms = (time.perf_counter() - started) * 1000
+        self._observer.request_served(
+            ServedRequest(
+                app,
+                entry.runner.component_id,
+                request.method,
+                path,
+                response.status,
+                latency_ms,
+                request_id,
+                stats,
+                failure,
+            )
+        )
+        return web.Response(status=response.status, headers=response.headers, body=response.body)
+
+    def _execute(
+        self, app: str, entry: RouteEntry, request: GuestRequest
+    ) -> tuple[GuestResponse, ExecutionStats, str]:
+        component = entry.runner.component_id
+        observer = self._observer
+
+        def log(stream: LogStream, text: str) -> None:
+            observer.guest_output(app, component, request.request_id, stream, text)
+
+        try:
+            response, stats = entry.runner.handle(request, log)
+            return response, stats, ""
+        except GuestError as err:
+            body = f"wasmdev: component `{component}` failed this request: {err.reason}\n"
+            return GuestResponse(500, (("Content-Type", "text/plain"),), body.encode()), err.stats, err.reason
+        except Exception as err:  # a host bug must cost one request, not the server
+            reason = f"host error: {type(err).__name__}: {err}"
+            body = f"wasmdev: internal error running component `{component}`: {reason}\n"
+            return (
+                GuestResponse(500, (("Content-Type", "text/plain"),), body.encode()),
+                ExecutionStats(),
+                reason,
+            )
+
+    @staticmethod
+    def _not_found(app: str, path: str, version: ServingVersion) -> web.Response:
+        lines = [f"wasmdev: no route of app `{app}` matches {path}", "routes:", *version.route_lines()]
+        return web.Response(status=404, text="\n".join(lines) + "\n")

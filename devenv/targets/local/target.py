@@ -1,0 +1,217 @@
+"""The local target: every app served in-process by wasmtime, one port per app on 127.0.0.1.
+
+Ports: each app gets its own port (``app_ports``: ``[apps.NAME].port``, else ``[local].base_port``
+plus the app's index), so apps' routes never collide and an app's URLs stay stable across
+restarts. The HTTP server and guests run on the server's own threads (server.py); this class's
+async methods are safe to call from the engine's loop and never block it: compiling runs in a
+worker thread, swapping runs on the server loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import itertools
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from devenv.errors import TargetUnavailable
+from devenv.model import BuiltApp, LogLine, LogStream, RequestRecord
+from devenv.store import actions as a
+from devenv.store.store import Store
+from devenv.targets.base import DeployResult
+from devenv.targets.local.compile_cache import CompileCache
+from devenv.targets.local.executor import RequestLimits
+from devenv.targets.local.runtime import WasmRuntime
+from devenv.targets.local.server import LocalServer, ServedRequest
+from devenv.targets.local.usage import UsageCounters, UsageMeter
+from devenv.targets.local.version_builder import build_version
+
+if TYPE_CHECKING:
+    from devenv.config import Settings
+
+__all__ = ["LocalTarget", "UsageCounters"]
+
+DEFAULT_WORKERS = 4  # guest threads: enough to overlap wasm on 2 cores, few enough to stay warm
+
+
+class LocalTarget:
+    name = "local"
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        app_ports: Mapping[str, int] | None = None,
+        *,
+        workers: int = DEFAULT_WORKERS,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        local = settings.local
+        self.host: str = local.host
+        self.limits = RequestLimits(
+            timeout_s=float(local.request_timeout_s), memory_bytes=int(local.memory_limit_mb) * 1024 * 1024
+        )
+        self._ports: dict[str, int] = dict(app_ports or {})
+        self._bound: dict[str, int] = {}
+        self._digests: dict[str, str] = {}
+        self._urls: dict[str, DeployResult] = {}
+        self._workers = workers
+        self._runtime: WasmRuntime | None = None
+        self._server: LocalServer | None = None
+        self.cache: CompileCache | None = None
+        self._usage = UsageMeter()
+        self._staging_root: Path | None = None
+        self._versions = itertools.count(1)
+        self._deploy_locks: dict[str, asyncio.Lock] = {}
+
+    # --- Target protocol ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._server is not None:
+            return
+        try:
+            self._runtime = WasmRuntime()
+        except Exception as err:  # wasmtime's native library missing or broken
+            raise TargetUnavailable(
+                what=f"wasmtime could not start: {err}",
+                where="local target",
+                fix="reinstall wasmdev's dependencies: pip install --force-reinstall 'wasmtime>=50,<51'",
+            ) from None
+        cache_dir = Path(self.settings.local.cache_dir) / "compiled"
+        self.cache = CompileCache(cache_dir, self._runtime.config_key)
+        self._staging_root = Path(tempfile.mkdtemp(prefix="wasmdev-files-"))
+        self._server = LocalServer(self.host, self, workers=self._workers)
+        self._server.start()
+
+    async def deploy(self, built: BuiltApp) -> DeployResult:
+        if self._server is None:
+            await self.start()
+        app = built.spec.name
+        lock = self._deploy_locks.setdefault(app, asyncio.Lock())
+        async with lock:  # two builds of one app racing: the later deploy call wins, whole
+            if self._digests.get(app) == built.digest and app in self._urls:
+                return self._urls[app]
+            assert self._server is not None and self._runtime is not None and self.cache is not None
+            assert self._staging_root is not None
+            staging = self._staging_root / f"{app}-{built.short_digest}-{next(self._versions)}"
+            try:
+                plan = await asyncio.to_thread(
+                    build_version, built, self._runtime, self.cache, self.limits, staging
+                )
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            port = await self._server.run(self._server.listen(app, self.port_for(app)))
+            self._bound[app] = port
+            await self._server.run(self._server.swap(app, plan.version))
+            self._usage.new_version(app)
+            self._digests[app] = built.digest
+            base = f"http://{self.host}:{port}"
+            result = DeployResult(urls=tuple(base + p for p in plan.version.url_paths()), notes=plan.notes)
+            self._urls[app] = result
+            return result
+
+    async def remove(self, app: str) -> None:
+        if self._server is not None:
+            await self._server.run(self._server.remove(app))
+        self._bound.pop(app, None)
+        self._digests.pop(app, None)
+        self._urls.pop(app, None)
+        self._usage.forget(app)
+
+    async def close(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+        if self._runtime is not None:
+            self._runtime.close()
+        if self._staging_root is not None:
+            shutil.rmtree(self._staging_root, ignore_errors=True)
+            self._staging_root = None
+        self._bound.clear()
+        self._digests.clear()
+        self._urls.clear()
+        # wasmtime-py can panic at interpreter exit if stores/modules outlive this; drop them now.
+        gc.collect()
+
+    # --- what the engine polls -----------------------------------------------------------------------
+
+    def usage(self, app: str) -> UsageCounters:
+        """Cumulative guest CPU, requests and errors of ``app``, and its memory high-water mark."""
+        if app not in self._bound:
+            raise KeyError(app)
+        return self._usage.get(app)
+
+    def port_for(self, app: str) -> int:
+        if app in self._bound:
+            return self._bound[app]
+        if app not in self._ports:
+            # An app the workspace did not list when the target was made: the next free slot.
+            explicit = getattr(self.settings.app(app), "port", None)
+            used = set(self._ports.values())
+            port = explicit or next(
+                p for p in itertools.count(int(self.settings.local.base_port)) if p not in used
+            )
+            self._ports[app] = port
+        return self._ports[app]
+
+    def bound_port(self, app: str) -> int | None:
+        return self._bound.get(app)
+
+    # --- RequestObserver: called on the server's threads --------------------------------------------
+
+    def request_served(self, served: ServedRequest) -> None:
+        now = time.time()
+        error = served.status >= 500
+        if served.component:
+            self._usage.record(served.app, served.stats.cpu_seconds, served.stats.memory_bytes, error)
+        self.store.dispatch(
+            a.RequestServed(
+                RequestRecord(
+                    ts=now,
+                    app=served.app,
+                    component=served.component,
+                    method=served.method,
+                    path=served.path,
+                    status=served.status,
+                    latency_ms=served.latency_ms,
+                    request_id=served.request_id,
+                )
+            )
+        )
+        text = f"{served.method} {served.path} {served.status} {served.latency_ms:.1f}ms"
+        if served.failure:
+            text += f" ({served.failure})"
+        self.store.dispatch(
+            a.LogEmitted(
+                LogLine(
+                    ts=now,
+                    app=served.app,
+                    stream=LogStream.REQUEST,
+                    text=text,
+                    component=served.component,
+                    request_id=served.request_id,
+                    level="error" if error else ("warn" if served.status >= 400 else "info"),
+                )
+            )
+        )
+
+    def guest_output(self, app: str, component: str, request_id: str, stream: LogStream, text: str) -> None:
+        self.store.dispatch(
+            a.LogEmitted(
+                LogLine(
+                    ts=time.time(),
+                    app=app,
+                    stream=stream,
+                    text=text,
+                    component=component,
+                    request_id=request_id,
+                )
+            )
+        )

@@ -1,0 +1,225 @@
+"""Turn a ``BuiltApp`` into a ``ServingVersion``: compile, link, check, and build every runner.
+
+Runs in a worker thread (compiling can take seconds). Nothing here touches what is serving: the
+caller swaps the result in only when this returned without an error, so a broken build leaves
+the previous version serving.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import wasmtime
+
+from devenv.errors import DeployError
+from devenv.model import AppSpec, BuiltApp, ComponentSpec, Executor, HttpTrigger, Route
+from devenv.targets.base import UnsupportedApp
+from devenv.targets.local.compile_cache import CompileCache
+from devenv.targets.local.executor import ComponentRunner, RequestLimits, RunnerTable
+from devenv.targets.local.file_mounts import prepare_preopens
+from devenv.targets.local.router import ServingVersion
+from devenv.targets.local.runtime import WasmRuntime
+from devenv.targets.local.wagi import WagiConfig, WagiRunner
+from devenv.targets.local.wasm_kind import WasmKind, wasm_kind
+
+COMPONENT_HOST_MODULE = "devenv.targets.local.component_host"
+
+
+@dataclass(frozen=True)
+class VersionPlan:
+    version: ServingVersion
+    notes: tuple[str, ...]
+
+
+def not_hosted_note(component_id: str, detail: str = "") -> str:
+    note = (
+        f"component `{component_id}` is a wasi:http component: runs on the cluster target; "
+        "local hosting not yet supported"
+    )
+    return f"{note} ({detail})" if detail else note
+
+
+def _component_host() -> ModuleType | None:
+    try:
+        return importlib.import_module(COMPONENT_HOST_MODULE)
+    except ImportError as err:
+        if err.name == COMPONENT_HOST_MODULE:
+            return None  # not written yet: report, don't fail
+        raise  # the module exists but is broken: that is a bug to see, not to hide
+
+
+class _Builder:
+    def __init__(
+        self, built: BuiltApp, runtime: WasmRuntime, cache: CompileCache, limits: RequestLimits, staging: Path
+    ) -> None:
+        self.built = built
+        self.spec: AppSpec = built.spec
+        self.runtime = runtime
+        self.cache = cache
+        self.limits = limits
+        self.staging = staging
+        self.notes: list[str] = []
+        self._bytes: dict[str, bytes] = {}
+        self._pre: dict[str, wasmtime.InstancePre] = {}
+        self._components: dict[str, ComponentRunner | None] = {}
+
+    def where(self, component_id: str) -> str:
+        return f"{self.spec.manifest_path} [component.{component_id}]"
+
+    def wasm_path(self, component: ComponentSpec) -> Path:
+        path = self.built.wasm.get(component.id) or component.source
+        if path is None:
+            raise DeployError(
+                what=f"component `{component.id}` has no local wasm file (source is {component.source_url!r})",
+                where=self.where(component.id),
+                fix="build it to a local file and point `source` at it",
+            )
+        return path
+
+    def wasm(self, component: ComponentSpec) -> bytes:
+        if component.id not in self._bytes:
+            path = self.wasm_path(component)
+            try:
+                self._bytes[component.id] = path.read_bytes()
+            except OSError as err:
+                raise DeployError(
+                    what=f"cannot read {path}: {err.strerror or err}",
+                    where=self.where(component.id),
+                    fix="run the app's build, or fix `source`",
+                ) from None
+        return self._bytes[component.id]
+
+    def kind(self, component: ComponentSpec) -> WasmKind:
+        kind = wasm_kind(self.wasm(component)[:8])
+        if kind is None:
+            raise DeployError(
+                what=f"{self.wasm_path(component)} is not a WebAssembly binary",
+                where=self.where(component.id),
+                fix="check `source` and the build command's output file",
+            )
+        return kind
+
+    def instance_pre(self, component: ComponentSpec, trigger: HttpTrigger) -> wasmtime.InstancePre:
+        if component.id in self._pre:
+            return self._pre[component.id]
+        engine = self.runtime.engine
+        try:
+            module = self.cache.module(engine, self.wasm(component))
+        except wasmtime.WasmtimeError as err:
+            raise DeployError(
+                what=f"{self.wasm_path(component)} does not compile: {_first_line(err)}",
+                where=self.where(component.id),
+                fix="fix the build; the previous version keeps serving",
+            ) from None
+        exports = {e.name for e in module.exports}
+        if trigger.wagi_entrypoint not in exports:
+            raise DeployError(
+                what=f"the module exports no function `{trigger.wagi_entrypoint}`, the WAGI entrypoint",
+                where=self.where(component.id),
+                fix="build a WASI command (with `_start`), or set `entrypoint` in the trigger's executor",
+            )
+        linker = wasmtime.Linker(engine)
+        linker.define_wasi()
+        try:
+            pre = linker.instantiate_pre(module)
+        except wasmtime.WasmtimeError as err:
+            raise DeployError(
+                what=f"the module imports something the local target does not provide: {_first_line(err)}",
+                where=self.where(component.id),
+                fix="a WAGI module may import only wasi_snapshot_preview1",
+            ) from None
+        self._pre[component.id] = pre
+        return pre
+
+    def wagi_runner(self, component: ComponentSpec, trigger: HttpTrigger) -> WagiRunner:
+        if self.kind(component) is WasmKind.COMPONENT:
+            raise DeployError(
+                what=f"component `{component.id}` is a component, but its trigger uses the WAGI executor",
+                where=self.where(component.id),
+                fix="WAGI runs WASI preview 1 core modules (e.g. --target wasm32-wasi); "
+                'for a Spin HTTP component remove `executor = { type = "wagi" }`',
+            )
+        pre = self.instance_pre(component, trigger)
+        preopens = prepare_preopens(self.spec, component, self.staging / component.id)
+        config = WagiConfig(
+            argv_template=trigger.wagi_argv,
+            entrypoint=trigger.wagi_entrypoint,
+            http_base=self.spec.http_base,
+            environment=tuple(component.environment.items()),
+            preopens=tuple(preopens),
+        )
+        return WagiRunner(component.id, pre, self.runtime, self.limits, config)
+
+    def http_runner(self, component: ComponentSpec) -> ComponentRunner | None:
+        if component.id in self._components:
+            return self._components[component.id]
+        if self.kind(component) is WasmKind.MODULE:
+            raise DeployError(
+                what=f"component `{component.id}` is a core module, but its trigger uses the default "
+                "(wasi:http) executor",
+                where=self.where(component.id),
+                fix='if it is a WAGI module, add executor = { type = "wagi" } to its [[trigger.http]]',
+            )
+        runner: ComponentRunner | None = None
+        host = _component_host()
+        build_runner = getattr(host, "build_runner", None) if host is not None else None
+        if build_runner is None:
+            self.notes.append(not_hosted_note(component.id))
+        else:
+            try:
+                runner = build_runner(
+                    component=component,
+                    wasm_path=self.wasm_path(component),
+                    engine=self.runtime.engine,
+                    cache=self.cache,
+                    limits=self.limits,
+                )
+            except UnsupportedApp as err:
+                self.notes.append(f"component `{component.id}`: {err.what}")
+        self._components[component.id] = runner
+        return runner
+
+    def build(self) -> VersionPlan:
+        if not self.spec.http_triggers:
+            kinds = ", ".join(self.spec.other_triggers) or "none"
+            raise UnsupportedApp(
+                what=f"app `{self.spec.name}` has no HTTP triggers (triggers: {kinds}); "
+                "the local target serves HTTP only",
+                where=str(self.spec.manifest_path),
+            )
+        routes: list[tuple[Route, ComponentRunner]] = []
+        for trigger in self.spec.http_triggers:
+            component = self.spec.components.get(trigger.component)
+            if component is None:
+                raise DeployError(
+                    what=f"route {trigger.route.path} names component `{trigger.component}`, which is not defined",
+                    where=f"{self.spec.manifest_path} [[trigger.http]]",
+                    fix=f"add [component.{trigger.component}] or fix `component`",
+                )
+            if trigger.executor is Executor.WAGI:
+                routes.append((trigger.route, self.wagi_runner(component, trigger)))
+            else:
+                runner = self.http_runner(component)
+                if runner is not None:
+                    routes.append((trigger.route, runner))
+        if not routes:
+            raise UnsupportedApp(what="; ".join(self.notes), where=str(self.spec.manifest_path))
+        table = RunnerTable(digest=self.built.digest, routes=routes)
+        version = ServingVersion(self.spec.name, table, self.spec.http_base, staging=self.staging)
+        return VersionPlan(version, tuple(self.notes))
+
+
+def build_version(
+    built: BuiltApp, runtime: WasmRuntime, cache: CompileCache, limits: RequestLimits, staging: Path
+) -> VersionPlan:
+    """Compile and link every component of ``built``; raise DeployError/UnsupportedApp, or return
+    a version ready to swap in (plus notes about what is not served locally)."""
+    return _Builder(built, runtime, cache, limits, staging).build()
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

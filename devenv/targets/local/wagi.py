@@ -1,0 +1,185 @@
+"""Runs WAGI guests: WASI preview 1 command modules speaking CGI over stdin/stdout/env.
+
+One ``WagiRunner`` per (component, build). It holds an ``InstancePre`` (module compiled and WASI
+imports resolved once, at deploy) and gives every request a fresh Store and instance, so no state
+leaks between requests and a crashed request cannot poison the next one.
+
+Guest stdio goes through memfds owned by the worker thread (see ``_ThreadStdio``): wasmtime-py's
+stdin takes only a path, and its in-memory stdout callbacks cost ~0.7 ms a request.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+import wasmtime
+
+from devenv.model import LogStream
+from devenv.targets.local import guest_ffi
+from devenv.targets.local.cgi import build_argv, build_env, parse_output
+from devenv.targets.local.executor import (
+    ExecutionStats,
+    GuestError,
+    GuestLog,
+    GuestRequest,
+    GuestResponse,
+    RequestLimits,
+)
+from devenv.targets.local.file_mounts import Preopen
+from devenv.targets.local.runtime import WasmRuntime
+
+MAX_STDOUT_BYTES = 64 * 1024 * 1024  # a response bigger than this is a guest bug, not a page
+MAX_STDERR_BYTES = 64 * 1024  # per request; the rest is cut with a note
+MAX_STDERR_LINES = 200
+
+
+class _ThreadStdio(threading.local):
+    """Three memfds per worker thread, reused across requests; wasmtime opens them by path.
+
+    Opening ``/proc/self/fd/N`` gives wasmtime its own file description (offset 0) and, for
+    stdout/stderr, truncates the file, so each request starts from empty files.
+    """
+
+    def __init__(self) -> None:
+        self.stdin_fd = os.memfd_create("wasmdev-stdin", os.MFD_CLOEXEC)
+        self.stdout_fd = os.memfd_create("wasmdev-stdout", os.MFD_CLOEXEC)
+        self.stderr_fd = os.memfd_create("wasmdev-stderr", os.MFD_CLOEXEC)
+        self.stdin_path = f"/proc/self/fd/{self.stdin_fd}".encode()
+        self.stdout_path = f"/proc/self/fd/{self.stdout_fd}".encode()
+        self.stderr_path = f"/proc/self/fd/{self.stderr_fd}".encode()
+
+    def load_stdin(self, body: bytes) -> bytes | None:
+        if not body:
+            return None  # wasmtime's default stdin is empty: the guest reads EOF
+        os.ftruncate(self.stdin_fd, 0)
+        os.pwrite(self.stdin_fd, body, 0)
+        return self.stdin_path
+
+
+_stdio = _ThreadStdio()
+
+
+def _read_all(fd: int, limit: int) -> tuple[bytes, bool]:
+    size = os.fstat(fd).st_size
+    return os.pread(fd, min(size, limit), 0), size > limit
+
+
+@dataclass(frozen=True)
+class WagiConfig:
+    argv_template: str
+    entrypoint: str
+    http_base: str
+    environment: tuple[tuple[str, str], ...]
+    preopens: tuple[Preopen, ...]
+
+
+class WagiRunner:
+    """A ``ComponentRunner`` for one WAGI component of one build."""
+
+    kind = "wagi"
+
+    def __init__(
+        self,
+        component_id: str,
+        pre: wasmtime.InstancePre,
+        runtime: WasmRuntime,
+        limits: RequestLimits,
+        config: WagiConfig,
+    ) -> None:
+        self.component_id = component_id
+        self._pre = pre
+        self._engine = runtime.engine
+        self._deadline_ticks = runtime.deadline_ticks(limits.timeout_s)
+        self._limits = limits
+        self._config = config
+        self._entrypoint = config.entrypoint.encode()
+        self._static_env = dict(config.environment)
+
+    def handle(self, request: GuestRequest, log: GuestLog) -> tuple[GuestResponse, ExecutionStats]:
+        stdio = _stdio
+        env = dict(self._static_env)
+        env.update(build_env(request, self._config.http_base))  # CGI variables win over `environment`
+        wasi = wasmtime.WasiConfig()
+        guest_ffi.set_argv(wasi, [a.encode() for a in build_argv(self._config.argv_template, request)])
+        guest_ffi.set_env(wasi, [k.encode() for k in env], [v.encode() for v in env.values()])
+        guest_ffi.set_stdio_files(wasi, stdio.load_stdin(request.body), stdio.stdout_path, stdio.stderr_path)
+        for p in self._config.preopens:
+            wasi.preopen_dir(p.host_dir, p.guest_dir, fs_mutable=False)
+        store = wasmtime.Store(self._engine)
+        store.set_wasi(wasi)
+        store.set_epoch_deadline(self._deadline_ticks)
+        store.set_limits(memory_size=self._limits.memory_bytes)
+
+        failure: str | None = None
+        memory = 0
+        cpu_start = time.thread_time()
+        try:
+            instance = self._pre.instantiate(store)
+            start = guest_ffi.export(store, instance, self._entrypoint)
+            if start is None or not guest_ffi.is_func(start):
+                failure = f"the module exports no function `{self._config.entrypoint}` (the WAGI entrypoint)"
+            else:
+                try:
+                    guest_ffi.call_nullary(store, start)
+                except wasmtime.ExitTrap as exit_:
+                    if exit_.code != 0:
+                        failure = f"exited with status {exit_.code}"
+                except wasmtime.Trap as trap:
+                    failure = self._trap_reason(trap, store, instance)
+            mem = guest_ffi.export(store, instance, b"memory")
+            if mem is not None and guest_ffi.is_memory(mem):
+                memory = guest_ffi.memory_size(store, mem)
+        except wasmtime.WasmtimeError as err:  # instantiation: e.g. memory over the cap, start trap
+            failure = _short(str(err))
+            if "memory" in failure and "limit" in failure:
+                failure = f"out of memory: the module needs more than the {self._mib()} MiB cap"
+        cpu = time.thread_time() - cpu_start
+        # Drop the store now: it closes wasmtime's handles on the stdio files before we read them.
+        del store
+        stats = ExecutionStats(cpu_seconds=cpu, memory_bytes=memory)
+
+        self._forward_stderr(stdio.stderr_fd, log)
+        if failure is not None:
+            raise GuestError(failure, stats)
+        stdout, truncated = _read_all(stdio.stdout_fd, MAX_STDOUT_BYTES)
+        if truncated:
+            raise GuestError(f"response larger than {MAX_STDOUT_BYTES // (1024 * 1024)} MiB", stats)
+        try:
+            return parse_output(stdout, self.component_id), stats
+        except GuestError as err:
+            raise GuestError(err.reason, stats) from None
+
+    def _trap_reason(self, trap: wasmtime.Trap, store: wasmtime.Store, instance: wasmtime.Instance) -> str:
+        if trap.trap_code is wasmtime.TrapCode.INTERRUPT:
+            return f"timed out after {self._limits.timeout_s:g}s (the request deadline)"
+        mem = guest_ffi.export(store, instance, b"memory")
+        if mem is not None and guest_ffi.is_memory(mem):
+            size = guest_ffi.memory_size(store, mem)
+            # A refused memory.grow shows up as whatever the guest does next (usually a trap):
+            # near the cap, that trap is the out-of-memory.
+            if size + 2 * 1024 * 1024 >= self._limits.memory_bytes:
+                return f"out of memory: linear memory reached the {self._mib()} MiB cap"
+        return "trapped: " + _short(str(trap))
+
+    def _mib(self) -> int:
+        return self._limits.memory_bytes // (1024 * 1024)
+
+    @staticmethod
+    def _forward_stderr(fd: int, log: GuestLog) -> None:
+        data, truncated = _read_all(fd, MAX_STDERR_BYTES)
+        if not data:
+            return
+        lines = data.decode("utf-8", errors="replace").splitlines()
+        for line in lines[:MAX_STDERR_LINES]:
+            log(LogStream.STDERR, line)
+        if truncated or len(lines) > MAX_STDERR_LINES:
+            log(LogStream.STDERR, "[wasmdev: stderr of this request cut here]")
+
+
+def _short(message: str) -> str:
+    """wasmtime's last line is the cause ("wasm trap: wasm `unreachable` instruction executed")."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"
