@@ -120,12 +120,11 @@ class TomlReader:
         for name in table:
             if name not in allowed:
                 near = closest(name, allowed)
-                hint = f"did you mean `{near}`? " if near else ""
                 expected = ", ".join(f"`{a}`" for a in allowed)
                 self.fail(
                     key_join(key, name),
                     f"unknown field `{name}`, expected one of {expected}",
-                    f"{hint}remove or rename `{name}`".strip(),
+                    f"did you mean `{near}`? rename it" if near else f"remove `{name}` or fix its spelling",
                 )
         for name in required:
             if name not in table:
