@@ -1,0 +1,415 @@
+"""The dashboard: a Textual app over the store.
+
+It reads ``store.state`` and the store's bounded buffers and dispatches user intents back; it never
+runs builds, talks to a cluster or executes wasm. The store calls subscribers on the engine's
+thread, so the subscriber here only raises flags; a 10 Hz timer on the UI's loop reads what is new
+(``logs.since(checkpoint)``) and updates the widgets in one batch. A flood of log lines therefore
+costs one deque extend per tick, and a key press never waits behind thousands of messages.
+"""
+
+from __future__ import annotations
+
+import time
+import webbrowser
+from collections.abc import Callable
+from datetime import timezone
+from functools import partial
+from pathlib import Path
+from typing import ClassVar
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Container, Vertical
+from textual.widgets import Footer, Input, Static
+
+from devenv.model import EngineState
+from devenv.store import Store
+from devenv.store import actions as a
+from devenv.ui.app_rows import rows_for
+from devenv.ui.commands import WasmdevCommands
+from devenv.ui.layouts import DEFAULT_LAYOUT, LayoutCatalog, discover_layouts, validate_layout
+from devenv.ui.log_filter import LogFilter
+from devenv.ui.widgets.apps_table import AppsTable
+from devenv.ui.widgets.bootstrap import BootstrapPanel
+from devenv.ui.widgets.build_error import BuildErrorPanel, failing_app
+from devenv.ui.widgets.filter_input import FilterInput
+from devenv.ui.widgets.graphs import LatencyGraph, ResourceGraph
+from devenv.ui.widgets.log_view import LogView
+from devenv.ui.widgets.status_bar import status_text
+
+REFRESH_HZ = 10.0
+GRAPH_INTERVAL_S = 1.0  # the graphs' window slides once a second; faster redraws say nothing new
+LATENCY_BUCKETS = 60
+LATENCY_BUCKET_S = 1.0
+RESOURCE_WINDOW_S = 300.0
+
+
+class WasmdevApp(App[None]):
+    TITLE = "wasmdev"
+    COMMANDS = App.COMMANDS | {WasmdevCommands}
+
+    # App-level defaults only; everything about arrangement lives in the layout files, which are
+    # user CSS and so take precedence over these.
+    DEFAULT_CSS = """
+    #status { height: 1; background: $panel; padding: 0 1; }
+    #main { height: 1fr; }
+    #left, #graphs { height: 1fr; }
+    #logs-panel { height: 1fr; border: round $panel-lighten-2; border-title-align: left; }
+    #logs-panel:focus-within { border: round $accent; }
+    #apps { border: round $panel-lighten-2; }
+    #apps:focus { border: round $accent; }
+    #log-filter { display: none; height: 3; }
+    #logs-panel.-filtering #log-filter { display: block; }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("r", "rebuild_selected", "Rebuild"),
+        Binding("R", "rebuild_all", "Rebuild all"),
+        Binding("p", "toggle_watch", "Pause/resume"),
+        Binding("s", "restart_selected", "Restart"),
+        Binding("c", "clear_logs", "Clear logs"),
+        Binding("slash", "filter_logs", "Filter"),
+        Binding("a", "only_selected_app", "Only this app"),
+        Binding("l", "cycle_layout", "Layout"),
+        Binding("o", "open_url", "Open URL"),
+        Binding("y", "copy_url", "Copy URL", show=False),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        layout: str = DEFAULT_LAYOUT,
+        workspace: Path | None = None,
+        clock: Callable[[], float] = time.time,
+        tz: timezone | None = None,
+        refresh_hz: float = REFRESH_HZ,
+    ) -> None:
+        super().__init__()
+        self.store = store
+        self.workspace = workspace
+        self.layouts: LayoutCatalog = discover_layouts(workspace)
+        self.layout_name = ""  # set once the layout is applied on mount
+        self._requested_layout = layout
+        self._layout_origin: str | None = None
+        self._clock = clock
+        self._tz = tz
+        self._refresh_interval = 1.0 / refresh_hz
+        self.selected_app: str | None = None
+        self._query_filter = LogFilter()
+        self._only_app = False
+        self._checkpoint = 0
+        # Raised by the store subscriber on the engine's thread, lowered by the UI's timer.
+        # Plain attribute writes are atomic under the GIL, and a missed race only delays one tick.
+        self._state_dirty = True
+        self._metrics_dirty = True
+        self._logs_cleared = False
+        self._seen_generation = -1
+        self._last_state_refresh = float("-inf")
+        self._last_graph_refresh = float("-inf")
+        self.shutdown_dispatched = False
+        self._unsubscribe: Callable[[], None] | None = None
+
+    # --- structure ------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="status")
+        yield BootstrapPanel(id="bootstrap")
+        yield BuildErrorPanel(id="build-error")
+        with Container(id="main"):
+            with Vertical(id="left"):
+                yield AppsTable(id="apps")
+                with Vertical(id="logs-panel"):
+                    yield LogView(id="logs", tz=self._tz)
+                    yield Input(
+                        placeholder="text to find, app:NAME for one app; Enter keeps, Esc clears",
+                        id="log-filter",
+                    )
+            with Container(id="graphs"):
+                yield LatencyGraph(id="latency")
+                yield ResourceGraph("cpu", id="cpu")
+                yield ResourceGraph("memory", id="memory")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        for problem in self.layouts.problems:
+            self.notify(problem, severity="warning", timeout=10)
+        if not self.switch_layout(self._requested_layout) and self._requested_layout != DEFAULT_LAYOUT:
+            self.switch_layout(DEFAULT_LAYOUT)
+        self._unsubscribe = self.store.subscribe(self._on_store_change)
+        self.refresh_now()
+        self.set_interval(self._refresh_interval, self.refresh_now, name="store-refresh")
+        self.query_one(AppsTable).focus()
+
+    def on_unmount(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+
+    # --- store -> widgets -------------------------------------------------------------------------
+
+    def _on_store_change(self, state: EngineState, action: a.Action) -> None:
+        """Runs on whichever thread dispatched: flags only, no widget access."""
+        if isinstance(action, a.LogEmitted):
+            return  # the timer polls the log buffer's checkpoint; nothing to flag per line
+        if isinstance(action, a.RequestServed | a.ResourceSampled):
+            self._metrics_dirty = True
+        elif isinstance(action, a.LogsCleared):
+            self._logs_cleared = True
+        else:
+            self._state_dirty = True
+
+    def refresh_now(self) -> None:
+        """Bring every widget up to date with the store (the timer's tick; tests call it directly)."""
+        now = self._clock()
+        self._refresh_logs()
+        state = self.store.state
+        if self._state_dirty or state.generation != self._seen_generation or self._has_clock_text(state, now):
+            self._refresh_state(state, now)
+        if (
+            self._metrics_dirty
+            and now - self._last_graph_refresh >= GRAPH_INTERVAL_S / 2
+            or (now - self._last_graph_refresh >= GRAPH_INTERVAL_S)
+        ):
+            self._refresh_graphs(state, now)
+
+    def _has_clock_text(self, state: EngineState, now: float) -> bool:
+        # Elapsed times and ages must tick even when nothing is dispatched: once a second.
+        return now - self._last_state_refresh >= 1.0
+
+    def _refresh_logs(self) -> None:
+        view = self.query_one(LogView)
+        if self._logs_cleared:
+            self._logs_cleared = False
+            view.clear()
+        chunk = self.store.logs.since(self._checkpoint, limit=view.max_lines)
+        self._checkpoint = chunk.checkpoint
+        if chunk.lines:
+            view.note_received(len(chunk.lines) + chunk.dropped)
+            view.append(chunk.lines)
+        self._update_logs_title()
+
+    def _refresh_state(self, state: EngineState, now: float) -> None:
+        self._state_dirty = False
+        self._seen_generation = state.generation
+        self._last_state_refresh = now
+        self.query_one("#status", Static).update(status_text(state, self.layout_name))
+        table = self.query_one(AppsTable)
+        table.show(rows_for(state, now))
+        if self.selected_app not in state.apps:
+            self.selected_app = table.selected_app
+        self.query_one(BuildErrorPanel).show(failing_app(state, self.selected_app), now)
+        self.query_one(BootstrapPanel).show(state.bootstrap, state.target, now)
+
+    def _refresh_graphs(self, state: EngineState, now: float) -> None:
+        self._metrics_dirty = False
+        self._last_graph_refresh = now
+        name = self.selected_app
+        metrics = self.store.metrics
+        latency = self.query_one(LatencyGraph)
+        app_state = state.apps.get(name) if name is not None else None
+        if name is None or app_state is None:
+            latency.show(None, None, [], [], LATENCY_BUCKET_S)
+            for graph in self.query(ResourceGraph):
+                graph.show(None, [], "", now, RESOURCE_WINDOW_S)
+            return
+        window = LATENCY_BUCKETS * LATENCY_BUCKET_S
+        summary = metrics.latency(name, window_s=window, now=now)
+        p50, p95 = metrics.latency_series(name, buckets=LATENCY_BUCKETS, bucket_s=LATENCY_BUCKET_S, now=now)
+        latency.show(name, summary, p50, p95, LATENCY_BUCKET_S)
+        samples = metrics.samples(name, window_s=RESOURCE_WINDOW_S, now=now)
+        for graph in self.query(ResourceGraph):
+            graph.show(name, samples, app_state.metrics_note, now, RESOURCE_WINDOW_S)
+
+    def _update_logs_title(self) -> None:
+        view = self.query_one(LogView)
+        parts = ["Logs"]
+        described = self._current_filter().describe()
+        if described:
+            parts.append(described)
+        parts.append("following" if view.following else "scrolled (End follows)")
+        self.query_one("#logs-panel").border_title = " · ".join(parts)
+
+    # --- selection and filtering ----------------------------------------------------------------
+
+    def on_apps_table_app_selected(self, event: AppsTable.AppSelected) -> None:
+        if event.app == self.selected_app:
+            return
+        self.selected_app = event.app
+        if self._only_app:
+            self._apply_filter()
+        state, now = self.store.state, self._clock()
+        self.query_one(BuildErrorPanel).show(failing_app(state, self.selected_app), now)
+        self._refresh_graphs(state, now)
+
+    def _current_filter(self) -> LogFilter:
+        only = self.selected_app if self._only_app else None
+        return self._query_filter.with_only_app(only)
+
+    def _apply_filter(self) -> None:
+        """Re-read the store's recent lines through the new filter (the view keeps no unfiltered copy)."""
+        view = self.query_one(LogView)
+        log_filter = self._current_filter()
+        chunk = self.store.logs.since(0)
+        matching = [line for line in chunk.lines if log_filter.matches(line)]
+        self._checkpoint = chunk.checkpoint
+        view.set_filter(log_filter, matching[-view.max_lines :])
+        self._update_logs_title()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "log-filter":
+            self._query_filter = LogFilter.parse(event.value)
+            self._apply_filter()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "log-filter":
+            if not event.value.strip():
+                self.query_one("#logs-panel").remove_class("-filtering")
+            self.query_one(LogView).focus()
+
+    def on_filter_input_dismissed(self, event: FilterInput.Dismissed) -> None:
+        self.query_one("#logs-panel").remove_class("-filtering")
+        self.query_one(LogView).focus()
+
+    # --- intents ------------------------------------------------------------------------------------
+
+    def _dispatch(self, action: a.Action) -> None:
+        self.store.dispatch(action)
+
+    def rebuild(self, app: str | None) -> None:
+        self._dispatch(a.RebuildRequested(app))
+        self.notify(f"Rebuild requested: {app or 'all apps'}", timeout=2)
+
+    def restart(self, app: str) -> None:
+        self._dispatch(a.RestartRequested(app))
+        self.notify(f"Restart requested: {app}", timeout=2)
+
+    def action_rebuild_selected(self) -> None:
+        if self.selected_app is None:
+            self.notify("No app selected", severity="warning", timeout=2)
+            return
+        self.rebuild(self.selected_app)
+
+    def action_rebuild_all(self) -> None:
+        self.rebuild(None)
+
+    def action_restart_selected(self) -> None:
+        if self.selected_app is None:
+            self.notify("No app selected", severity="warning", timeout=2)
+            return
+        self.restart(self.selected_app)
+
+    def action_pause_watch(self) -> None:
+        self._dispatch(a.WatchPaused())
+
+    def action_resume_watch(self) -> None:
+        self._dispatch(a.WatchResumed())
+
+    def action_toggle_watch(self) -> None:
+        if self.store.state.watching:
+            self.action_pause_watch()
+        else:
+            self.action_resume_watch()
+
+    def action_clear_logs(self) -> None:
+        self._dispatch(a.LogsCleared())
+        self._logs_cleared = False
+        self.query_one(LogView).clear()
+
+    def action_filter_logs(self) -> None:
+        self.query_one("#logs-panel").add_class("-filtering")
+        self.query_one("#log-filter", Input).focus()
+
+    def action_only_selected_app(self) -> None:
+        self._only_app = not self._only_app
+        self._apply_filter()
+
+    def action_cycle_layout(self) -> None:
+        self.switch_layout(self.layouts.next_after(self.layout_name))
+
+    def _selected_url(self) -> str | None:
+        app = self.store.state.apps.get(self.selected_app) if self.selected_app else None
+        if app is None or not app.urls:
+            self.notify("The selected app has no URL yet", severity="warning", timeout=2)
+            return None
+        return app.urls[0]
+
+    def action_open_url(self) -> None:
+        if (url := self._selected_url()) is not None:
+            self.open_url(url)
+
+    def action_copy_url(self) -> None:
+        if (url := self._selected_url()) is not None:
+            self.copy_url(url)
+
+    def open_url(self, url: str) -> None:
+        # webbrowser may start a browser process and wait on it: keep that off the UI's loop.
+        self.run_worker(partial(webbrowser.open, url), thread=True, name="open-url", group="open-url")
+        self.notify(f"Opening {url}", timeout=2)
+
+    def copy_url(self, url: str) -> None:
+        self.copy_to_clipboard(url)
+        self.notify(f"Copied {url}", timeout=2)
+
+    async def action_quit(self) -> None:
+        self.request_shutdown()
+        self.exit()
+
+    def request_shutdown(self) -> None:
+        if not self.shutdown_dispatched:
+            self.shutdown_dispatched = True
+            self._dispatch(a.ShutdownRequested())
+
+    # --- layouts ------------------------------------------------------------------------------------
+
+    def switch_layout(self, name: str) -> bool:
+        """Apply a layout by name; False (and a notification saying why) if it is unknown or broken.
+
+        Layouts are swapped by replacing one source in the app's stylesheet and re-applying it,
+        not by toggling classes over rules loaded up front: a layout file is then plain Textual
+        CSS (``#logs-panel { height: 3fr; }``), exactly what a user would write in their own
+        ``layouts/NAME.tcss``, with no selector prefix to remember. Re-parsing costs a few
+        milliseconds on a key press. The screen also gets a ``layout-NAME`` class for CSS that
+        wants to know which layout is on.
+        """
+        layout = self.layouts.layouts.get(name)
+        if layout is None:
+            known = ", ".join(self.layouts.names())
+            self.notify(f"No layout named {name!r}; known layouts: {known}", severity="error", timeout=6)
+            return False
+        problem = validate_layout(layout, self.get_css_variables())
+        if problem is not None:
+            self.notify(problem, severity="error", timeout=10)
+            return False
+        sheet = self.stylesheet
+        if self._layout_origin is not None:
+            sheet.source.pop((self._layout_origin, ""), None)
+        sheet.add_source(layout.css, read_from=(layout.origin, ""))
+        self._layout_origin = layout.origin
+        previous = self.layout_name
+        self.layout_name = name
+        if previous:
+            self.screen.remove_class(f"layout-{previous}")
+        self.screen.add_class(f"layout-{name}")
+        self.refresh_css(animate=False)
+        self._state_dirty = True
+        self._metrics_dirty = True
+        return True
+
+
+class UnknownLayout(ValueError):
+    """``--layout NAME`` names no built-in layout and no file in the workspace's layouts/."""
+
+
+def run_dashboard(store: Store, *, layout: str = DEFAULT_LAYOUT, workspace: Path | None = None) -> None:
+    """Run the dashboard until the user quits; ShutdownRequested is dispatched either way."""
+    catalog = discover_layouts(workspace)
+    if layout not in catalog.layouts:
+        known = ", ".join(catalog.names())
+        where = f" or {workspace / 'layouts'}/{layout}.tcss" if workspace is not None else ""
+        raise UnknownLayout(f"no layout named {layout!r}{where}; known layouts: {known}")
+    app = WasmdevApp(store, layout=layout, workspace=workspace)
+    try:
+        app.run()
+    finally:
+        app.request_shutdown()

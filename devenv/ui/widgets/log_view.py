@@ -1,0 +1,173 @@
+"""A virtual log view: holds a bounded window of lines and renders only the rows on screen.
+
+Why not Textual's ``Log``: it holds plain strings (no per-app / per-stream colour without a
+highlighter pass over every line) and re-measures text as it is written. Here, as in toolong, each
+frame renders just the visible rows from ``LogLine`` objects, with a small LRU of rendered strips,
+so a flood of 10,000 lines a second costs a deque extend per refresh tick, not a render per line.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Iterable
+from datetime import timezone
+
+from rich.style import Style
+from textual.binding import Binding
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from devenv.model import LogLine
+from devenv.ui.log_filter import LogFilter
+from devenv.ui.widgets.log_style import render_log_line
+
+DEFAULT_MAX_LINES = 10_000
+_STRIP_CACHE_SIZE = 512  # a few screens' worth: scrolling back and forth re-renders nothing
+
+
+class LogView(ScrollView, can_focus=True):
+    """Shows the lines it is given that pass its filter; follows the tail until scrolled up."""
+
+    DEFAULT_CSS = """
+    LogView {
+        height: 1fr;
+        background: $surface;
+    }
+    """
+
+    BINDINGS = [
+        Binding("end,G", "follow", "Follow tail", show=False),
+        Binding("home,g", "scroll_home", "Top", show=False),
+    ]
+
+    def __init__(
+        self,
+        *,
+        max_lines: int = DEFAULT_MAX_LINES,
+        tz: timezone | None = None,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self._lines: deque[LogLine] = deque(maxlen=max_lines)
+        self._strips: OrderedDict[int, Strip] = OrderedDict()
+        self._widest = 0
+        self._tz = tz
+        self.filter = LogFilter()
+        self.following = True
+        self.received = 0  # lines offered to append(), filtered or not: for the title and tests
+
+    # --- data in ------------------------------------------------------------------------------
+
+    @property
+    def max_lines(self) -> int:
+        return self._lines.maxlen or 0
+
+    @property
+    def line_count(self) -> int:
+        return len(self._lines)
+
+    @property
+    def lines(self) -> list[LogLine]:
+        """A copy of the lines held (after filtering), oldest first."""
+        return list(self._lines)
+
+    def append(self, lines: Iterable[LogLine]) -> int:
+        """Add the lines that pass the filter; returns how many were kept."""
+        keep = [line for line in lines if self.filter.matches(line)]
+        if not keep:
+            return 0
+        # Count lines pushed out of the front so a reader who scrolled up keeps looking at the
+        # same lines instead of watching the text slide under the viewport.
+        evicted = max(0, len(self._lines) + len(keep) - self.max_lines)
+        self._lines.extend(keep)
+        self._widest = max(self._widest, max(self._width_of(line) for line in keep))
+        self._after_change(evicted)
+        return len(keep)
+
+    def replace(self, lines: Iterable[LogLine]) -> None:
+        """Start over with ``lines`` (already in order): used when the filter changes."""
+        self._lines.clear()
+        self._strips.clear()
+        self._widest = 0
+        self.following = True
+        self.append(lines)
+        self._after_change(0)
+
+    def clear(self) -> None:
+        self.replace(())
+
+    def set_filter(self, log_filter: LogFilter, source: Iterable[LogLine]) -> None:
+        """Apply a new filter to ``source`` (the store's recent lines) and show the result."""
+        self.filter = log_filter
+        self.replace(source)
+
+    def note_received(self, count: int) -> None:
+        self.received += count
+
+    # --- scrolling ----------------------------------------------------------------------------
+
+    def action_follow(self) -> None:
+        self.following = True
+        self.scroll_end(animate=False, immediate=True, x_axis=False)
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        # The user scrolling up stops following; scrolling back to the bottom resumes it.
+        if new_value < old_value:
+            self.following = new_value >= self.max_scroll_y
+        elif new_value >= self.max_scroll_y:
+            self.following = True
+
+    def on_resize(self) -> None:
+        # Lines that arrived before the first layout (or a layout switch) must still end up with
+        # the tail in view.
+        if self.following:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
+
+    def _after_change(self, evicted: int) -> None:
+        self.virtual_size = Size(self._widest, len(self._lines))
+        if self.following:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
+        elif evicted:
+            self.set_scroll(None, max(0.0, self.scroll_y - evicted))
+        self.refresh()
+
+    def _width_of(self, line: LogLine) -> int:
+        # Prefix (time, app, stream) plus the text; exact enough for the horizontal scrollbar.
+        return 31 + len(line.text)
+
+    # --- rendering ----------------------------------------------------------------------------
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._strips.clear()
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        index = scroll_y + y
+        width = self.scrollable_content_region.width
+        rich_style = self.rich_style
+        if index >= len(self._lines):
+            return Strip.blank(width, rich_style)
+        strip = self._strip(index, rich_style)
+        return strip.crop_extend(scroll_x, scroll_x + width, rich_style)
+
+    def _strip(self, index: int, rich_style: Style) -> Strip:
+        line = self._lines[index]
+        # Keyed by the buffer's sequence number, not the row, so evictions at the front do not
+        # invalidate the cache; lines that never went through a LogBuffer (seq 0) are not cached.
+        strip = self._strips.get(line.seq) if line.seq else None
+        if strip is not None:
+            self._strips.move_to_end(line.seq)
+            return strip
+        text = render_log_line(line, self._tz)
+        text.stylize_before(rich_style)
+        strip = Strip(text.render(self.app.console), text.cell_len)
+        if line.seq:
+            self._strips[line.seq] = strip
+            if len(self._strips) > _STRIP_CACHE_SIZE:
+                self._strips.popitem(last=False)
+        return strip

@@ -1,0 +1,32 @@
+"""The one-line status bar: target, watching or paused, app health counts, layout."""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from devenv.model import AppStatus, EngineState
+
+
+def status_text(state: EngineState, layout: str) -> Text:
+    text = Text()
+    text.append("wasmdev", "bold")
+    text.append(f"  target {state.target}")
+    if state.watching:
+        text.append("  ● watching", "green")
+    else:
+        text.append("  ⏸ paused (p resumes)", "bold yellow")
+    counts: dict[AppStatus, int] = {}
+    for app in state.apps.values():
+        counts[app.status] = counts.get(app.status, 0) + 1
+    text.append(f"  {len(state.apps)} apps")
+    for status, style in (
+        (AppStatus.SERVING, "green"),
+        (AppStatus.DEGRADED, "yellow"),
+        (AppStatus.FAILED, "red"),
+    ):
+        if counts.get(status):
+            text.append(f"  {counts[status]} {status.value}", style)
+    text.append(f"  layout {layout}", "dim")
+    if state.workspace is not None:
+        text.append(f"  {state.workspace}", "dim")
+    return text
