@@ -47,7 +47,7 @@ def load(args: argparse.Namespace) -> Workspace:
     if getattr(args, "target", None):
         overrides["target"] = args.target
     if getattr(args, "port", None) is not None:
-        overrides["port"] = args.port
+        overrides["local_base_port"] = args.port
     if not overrides:
         return workspace
     return dataclasses.replace(workspace, settings=workspace.settings.with_overrides(**overrides))

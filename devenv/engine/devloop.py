@@ -59,6 +59,7 @@ class _AppSlot:
     dirty: bool = False
     dirty_since: float | None = None  # when the earliest unbuilt edit was seen
     restart: bool = False
+    disabled: bool = False  # `enabled = false` in wasmdev.toml: read, never built or deployed
     serving: BuiltApp | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     worker: asyncio.Task[None] | None = None
@@ -95,7 +96,7 @@ class DevLoop:
         self.workspace = workspace
         self.settings: Any = workspace.settings
         self.target = target
-        self.config_path = config_path
+        self.config_path = config_path or getattr(self.settings, "config_path", None)
         self.watch = watch
         self.samplers = samplers
         self.builder = builder or Builder(store, timeout_s=float(self.settings.build_timeout_s))
@@ -197,6 +198,11 @@ class DevLoop:
         slot.name = spec.name
         reloaded = slot.spec is not None
         slot.spec = spec
+        app_settings = self.settings.app(spec.name) if hasattr(self.settings, "app") else None
+        slot.disabled = app_settings is not None and not getattr(app_settings, "enabled", True)
+        if slot.disabled:
+            self._system(spec.name, "disabled in wasmdev.toml (enabled = false): not built or served")
+            return False
         self.store.dispatch(a.AppLoaded(spec=spec))
         if reloaded:
             self._system(spec.name, f"manifest reloaded: {spec.manifest_path}")
@@ -235,7 +241,7 @@ class DevLoop:
             if slot.restart:
                 slot.restart = False
                 await self._restart(slot)
-            if not slot.dirty or slot.spec is None:
+            if not slot.dirty or slot.spec is None or slot.disabled:
                 continue
             slot.dirty, trigger, slot.dirty_since = False, slot.dirty_since, None
             spec = slot.spec

@@ -71,7 +71,9 @@ async def test_failed_build_names_app_command_exit_code_and_keeps_the_output(tmp
 
 
 async def test_build_commands_run_with_our_interpreter_first_on_path(tmp_path: Path) -> None:
-    manifest = write_wat_app(tmp_path, "pyapp", extra_command=" && python -c 'import sys; print(sys.executable)'")
+    manifest = write_wat_app(
+        tmp_path, "pyapp", extra_command=" && python -c 'import sys; print(sys.executable)'"
+    )
     spec = load_app(manifest)
     store = _store_with(spec)
     await Builder(store).build(spec)
@@ -95,7 +97,7 @@ async def test_build_timeout_kills_the_command_and_reports_it(tmp_path: Path) ->
 
 async def test_missing_source_after_a_successful_command_is_a_build_failure(tmp_path: Path) -> None:
     manifest = write_wat_app(tmp_path, "nosrc")
-    manifest.write_text(manifest.read_text().replace("command = \"python build.py\"", "command = \"true\""))
+    manifest.write_text(manifest.read_text().replace('command = "python build.py"', 'command = "true"'))
     spec = load_app(manifest)
     store = _store_with(spec)
     with pytest.raises(BuildError, match="source .*target/app.wasm does not exist after the build"):

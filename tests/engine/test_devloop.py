@@ -1,0 +1,146 @@
+"""The dev loop end to end in-process: real builds, real watchfiles, the real local target,
+real HTTP. Each test edits files the way a developer does and checks what is served."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+from devenv.model import AppStatus, BuildStatus
+from devenv.store import actions as a
+from tests.engine.session import dev_session
+from tests.engine.wat_app import break_source, set_body, write_wat_app
+
+
+async def test_first_build_serves_and_an_edit_is_served_with_edit_to_serving(
+    tmp_path: Path, compile_cache: Path
+) -> None:
+    manifest = write_wat_app(tmp_path, "web", body="hello v1")
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait_body("web", "hello v1")
+        assert s.store.state.apps["web"].status is AppStatus.SERVING
+        set_body(manifest, "hello v2")
+        await s.wait_body("web", "hello v2")
+        await s.wait(lambda st: st.apps["web"].edit_to_serving_ms is not None, "edit-to-serving figure")
+        assert s.store.state.apps["web"].edit_to_serving_ms > 0
+
+
+async def test_a_failed_build_keeps_the_old_version_serving(tmp_path: Path, compile_cache: Path) -> None:
+    manifest = write_wat_app(tmp_path, "web", body="still v1")
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait_body("web", "still v1")
+        serving = s.store.state.apps["web"].serving_digest
+        break_source(manifest)
+        await s.wait(lambda st: st.apps["web"].build.status is BuildStatus.FAILED, "the broken build")
+
+        app = s.store.state.apps["web"]
+        assert app.status is AppStatus.DEGRADED
+        assert app.serving_digest == serving
+        assert "python build.py" in app.build.command and "exited with code 2" in app.build.error
+        assert "app.wat:" in app.build.output  # the compiler's complaint, for the error panel
+        response = await s.get("web")
+        assert response.status_code == 200 and "still v1" in response.text
+
+        set_body(manifest, "fixed v2")  # the next good build replaces it and clears the error
+        await s.wait_body("web", "fixed v2")
+        await s.wait(lambda st: st.apps["web"].status is AppStatus.SERVING, "serving again")
+
+
+async def test_a_formatter_rewriting_200_files_gives_one_build(tmp_path: Path, compile_cache: Path) -> None:
+    manifest = write_wat_app(tmp_path, "fmt")
+    manifest.write_text(
+        manifest.read_text().replace('watch = ["*.wat"]', 'watch = ["*.wat", "src/**/*.txt"]')
+    )
+    (tmp_path / "fmt" / "src").mkdir()
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait(lambda st: st.apps["fmt"].status is AppStatus.SERVING, "first version")
+        assert s.count(a.BuildStarted, "fmt") == 1
+        for i in range(200):
+            (tmp_path / "fmt" / "src" / f"f{i:03d}.txt").write_text(f"formatted {i}\n")
+        await s.wait(lambda _st: s.count(a.BuildSucceeded, "fmt") == 2, "the rebuild")
+        await asyncio.sleep(1.0)  # room for a (wrong) second rebuild to show up
+        assert s.count(a.BuildStarted, "fmt") == 2
+
+
+async def test_edits_during_a_build_queue_exactly_one_rebuild_with_the_newest_source(
+    tmp_path: Path, compile_cache: Path
+) -> None:
+    # The build reads app.wat first, then takes a second: edits land while it runs.
+    manifest = write_wat_app(tmp_path, "slow", body="v1", extra_command=" && sleep 1")
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait_body("slow", "v1")
+        set_body(manifest, "v2")
+        await s.wait(lambda _st: s.count(a.BuildStarted, "slow") == 2, "the build of v2 to start")
+        await asyncio.sleep(0.3)  # the v2 build has read its source and is sleeping
+        for version in ("v3", "v4", "v5"):
+            set_body(manifest, version)
+            await asyncio.sleep(0.1)
+        await s.wait_body("slow", "v5")
+        await asyncio.sleep(1.5)  # room for a (wrong) extra build
+        assert s.count(a.BuildStarted, "slow") == 3  # first, v2 (superseded), one rebuild for v3..v5
+        # The superseded v2 build never went live: newest source wins.
+        served = [x.digest for x in s.actions if isinstance(x, a.VersionServing) and x.app == "slow"]
+        assert len(served) == 2
+        assert (await s.get("slow")).text.strip() == "v5"
+
+
+async def test_a_broken_manifest_degrades_the_app_but_it_keeps_serving(
+    tmp_path: Path, compile_cache: Path
+) -> None:
+    manifest = write_wat_app(tmp_path, "mani", body="manifest v1")
+    good = manifest.read_text()
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait_body("mani", "manifest v1")
+        manifest.write_text(good.replace("[component.mani]", "[component.mani\n"))
+        await s.wait(lambda st: st.apps["mani"].status is AppStatus.DEGRADED, "the manifest error")
+        assert "spin.toml" in s.store.state.apps["mani"].error
+        assert "manifest v1" in (await s.get("mani")).text
+
+        set_body(manifest, "manifest v2")
+        manifest.write_text(good)
+        await s.wait(lambda st: st.apps["mani"].status is AppStatus.SERVING, "the app back")
+        await s.wait_body("mani", "manifest v2")
+        assert s.store.state.apps["mani"].error == ""
+
+
+async def test_apps_appear_and_vanish_with_their_manifests(tmp_path: Path, compile_cache: Path) -> None:
+    write_wat_app(tmp_path, "first", body="first app")
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait_body("first", "first app")
+        second = write_wat_app(tmp_path, "second", body="second app")
+        await s.wait_body("second", "second app")
+        second.unlink()
+        await s.wait(lambda st: "second" not in st.apps, "the removed app to go")
+        assert "first app" in (await s.get("first")).text
+
+
+async def test_intents_from_another_thread_rebuild_pause_and_resume(
+    tmp_path: Path, compile_cache: Path
+) -> None:
+    manifest = write_wat_app(tmp_path, "ui", body="intent v1")
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait_body("ui", "intent v1")
+
+        def from_ui_thread(action: a.Action) -> None:
+            t = threading.Thread(target=s.store.dispatch, args=(action,))
+            t.start()
+            t.join()
+
+        from_ui_thread(a.RebuildRequested(app="ui"))
+        await s.wait(lambda _st: s.count(a.BuildSucceeded, "ui") == 2, "the requested rebuild")
+
+        from_ui_thread(a.WatchPaused())
+        await s.wait(lambda st: not st.watching, "watching paused")
+        await asyncio.sleep(0.1)
+        set_body(manifest, "intent v2")
+        await asyncio.sleep(1.0)  # a paused loop must not build this edit
+        assert s.count(a.BuildStarted, "ui") == 2
+        assert "intent v1" in (await s.get("ui")).text
+
+        from_ui_thread(a.WatchResumed())
+        await s.wait_body("ui", "intent v2")  # the edit made while paused is built on resume
+
+        from_ui_thread(a.RestartRequested(app="ui"))
+        await s.wait(lambda _st: s.count(a.VersionServing, "ui") >= 4, "the restart to redeploy")
+        assert "intent v2" in (await s.get("ui")).text
