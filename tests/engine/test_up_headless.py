@@ -1,0 +1,117 @@
+"""`wasmdev up --headless` as a real subprocess on a copy of sample-apps/hello-wat: request it,
+edit the WAT, see the new response; the printed lines tell the story; Ctrl-C ends it cleanly."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import SAMPLE_APPS
+from tests.engine.session import WAIT_S, free_port
+
+HELLO_WAT = SAMPLE_APPS / "hello-wat"
+
+
+class Lines:
+    """stdout of a child, line by line, readable with a deadline."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.seen: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        assert proc.stdout is not None
+        self._thread = threading.Thread(target=self._read, args=(proc.stdout,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:  # noqa: ANN001
+        for line in stream:
+            self._queue.put(line.rstrip("\n"))
+
+    def expect(self, pattern: str, timeout: float = WAIT_S) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            self.seen.append(line)
+            if m := regex.search(line):
+                return m
+        raise AssertionError(f"no line matching {pattern!r}; saw:\n" + "\n".join(self.seen[-40:]))
+
+
+def _get_until(url: str, text: str) -> str:
+    deadline = time.monotonic() + WAIT_S
+    body = ""
+    while time.monotonic() < deadline:
+        try:
+            body = httpx.get(url, timeout=5).text
+        except httpx.TransportError:
+            body = ""
+        if text in body:
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"{url} never served {text!r}; last body {body!r}")
+
+
+@pytest.mark.skipif(
+    not (HELLO_WAT / "spin.toml").is_file(), reason="sample-apps/hello-wat is not in this tree"
+)
+def test_up_headless_serves_rebuilds_on_edit_and_stops_cleanly(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    shutil.copytree(HELLO_WAT, workspace / "hello-wat", ignore=shutil.ignore_patterns("*.wasm"))
+    wat = workspace / "hello-wat" / "hello.wat"
+    assert "hello-wat v1!" in wat.read_text()
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "devenv",
+            "up",
+            "--headless",
+            "-C",
+            str(workspace),
+            "--port",
+            str(free_port()),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        lines = Lines(proc)
+        lines.expect(r"\[hello-wat/hello\] build: \$ python build\.py")
+        url = lines.expect(r"\[hello-wat\] wasmdev: serving \w+ at (http://127\.0\.0\.1:\d+/\S+)").group(1)
+        assert "Hello from hello-wat v1!" in _get_until(url + "/x", "v1")
+        lines.expect(r"request: GET /hello/x 200 ")
+
+        wat.write_text(wat.read_text().replace("hello-wat v1!", "hello-wat v2!"))
+        lines.expect(r"wasmdev: serving \w+ at .* \(edit→serving \d+ ms\)")
+        assert "Hello from hello-wat v2!" in _get_until(url + "/x", "v2")
+
+        wat.write_text("(module (func (unknown)))")  # a broken edit: reported, v2 keeps serving
+        lines.expect(r"\[hello-wat\] wasmdev ERROR: build failed: .*python build\.py")
+        assert "hello-wat v2!" in httpx.get(url + "/x", timeout=5).text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(WAIT_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    stderr = proc.stderr.read() if proc.stderr else ""
+    assert code in (0, 130), stderr
+    assert "Traceback" not in stderr
