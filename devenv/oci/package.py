@@ -50,7 +50,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from devenv.errors import ManifestError
-from devenv.model import BuiltApp, ComponentSpec
+from devenv.model import AppSpec, BuiltApp, ComponentSpec
 from devenv.oci.image import DEFAULT_PLATFORMS, OciImage, build_image
 from devenv.oci.layout import BlobStore, Layer, LayerEntry, Platform
 from devenv.oci.toml_writer import dumps_toml
@@ -88,7 +88,7 @@ def package_app(
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ManifestError.at(manifest_path, "", f"cannot read the manifest to package it: {exc}") from exc
 
-    tables = dict(_component_tables(document, manifest_path))
+    tables = _component_tables(document, spec)
     wasm_layers: list[Layer] = []
     file_layers: list[Layer] = []
     for component_id in sorted(spec.components):
@@ -249,18 +249,53 @@ def _walk(directory: Path) -> Iterator[Path]:
             yield path
 
 
-def _component_tables(document: dict[str, Any], manifest_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(id, table) for each component: v2 ``[component.<id>]`` or v1 ``[[component]]`` with ``id``."""
+def _component_tables(document: dict[str, Any], spec: AppSpec) -> dict[str, dict[str, Any]]:
+    """Component id → its table in ``document`` (mutable, so rewriting it rewrites the manifest).
+
+    Top-level components are found by id (v2 ``[component.<id>]``, v1 ``[[component]]`` with
+    ``id``). Inline components (``component = { source = ... }`` in a trigger) have ids the
+    manifest reader generated; they are matched to the spec's remaining components by source, in
+    declaration order, so the id scheme lives in one place only.
+    """
+    tables: dict[str, dict[str, Any]] = {}
     components = document.get("component", {})
     if isinstance(components, Mapping):
-        for cid, table in components.items():
-            yield cid, table
+        tables.update({cid: t for cid, t in components.items() if isinstance(t, dict)})
     elif isinstance(components, list):
-        for table in components:
-            if isinstance(table, dict) and "id" in table:
-                yield str(table["id"]), table
-    else:
-        raise ManifestError.at(manifest_path, "component", "components are neither tables nor an array")
+        tables.update({str(t["id"]): t for t in components if isinstance(t, dict) and "id" in t})
+    unclaimed = [cid for cid in spec.components if cid not in tables]
+    for inline in _inline_component_tables(document):
+        for cid in unclaimed:
+            if _same_source(inline, spec.components[cid], spec.root):
+                tables[cid] = inline
+                unclaimed.remove(cid)
+                break
+    return tables
+
+
+def _inline_component_tables(document: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    triggers = document.get("trigger", {})
+    if not isinstance(triggers, Mapping):
+        return
+    for entries in triggers.values():
+        for entry in entries if isinstance(entries, list) else []:
+            if not isinstance(entry, Mapping):
+                continue
+            specs: list[Any] = [entry.get("component")]
+            components = entry.get("components")
+            if isinstance(components, Mapping):
+                for value in components.values():
+                    specs.extend(value if isinstance(value, list) else [value])
+            yield from (s for s in specs if isinstance(s, dict))
+
+
+def _same_source(table: Mapping[str, Any], component: ComponentSpec, root: Path) -> bool:
+    source = table.get("source")
+    if isinstance(source, str):
+        return component.source is not None and (root / source).resolve() == component.source.resolve()
+    if isinstance(source, Mapping) and "url" in source:
+        return component.source_url == source["url"]
+    return False
 
 
 def _refuse_local_dependencies(table: Mapping[str, Any], manifest_path: Path, component_id: str) -> None:

@@ -231,3 +231,71 @@ x = 2
 """
     )
     assert tomllib.loads(dumps_toml(doc)) == doc
+
+
+def built_from_manifest(manifest: Path) -> BuiltApp:
+    """Read the manifest with wasmdev's own reader, as the engine does, and 'build' it."""
+    from devenv.manifest import load_app
+
+    spec = load_app(manifest)
+    wasm = {cid: c.source for cid, c in spec.components.items() if c.source is not None}
+    return BuiltApp(spec=spec, digest="sha256:" + "0" * 64, wasm=wasm, built_at=0.0)
+
+
+def test_inline_components_are_rewritten_where_they_are(tmp_path: Path) -> None:
+    root = tmp_path / "inline"
+    (root / "target").mkdir(parents=True)
+    (root / "target" / "a.wasm").write_bytes(WASM_MAGIC + b"a")
+    (root / "target" / "b.wasm").write_bytes(WASM_MAGIC + b"b")
+    (root / "public").mkdir()
+    (root / "public" / "robots.txt").write_text("User-agent: *")
+    (root / "spin.toml").write_text(
+        """\
+spin_manifest_version = 2
+[application]
+name = "inline"
+[[trigger.http]]
+route = "/a/..."
+component = { source = "target/a.wasm", files = [{ source = "public", destination = "/" }] }
+[[trigger.http]]
+route = "/b"
+component = "b"
+[component.b]
+source = "target/b.wasm"
+"""
+    )
+    built = built_from_manifest(root / "spin.toml")
+    image = package_app(built, tmp_path / "store")
+    manifest = tomllib.loads(read_member(image, "spin.toml", "spin.toml").decode())
+    inline_id = next(cid for cid in built.spec.components if cid != "b")
+    inline = manifest["trigger"]["http"][0]["component"]
+    assert inline["source"] == f"components/{inline_id}.wasm"
+    assert inline["files"] == [{"source": f"/files/{inline_id}", "destination": "/"}]
+    assert manifest["component"]["b"]["source"] == "components/b.wasm"
+    assert read_member(image, f"component {inline_id}", f"components/{inline_id}.wasm") == WASM_MAGIC + b"a"
+    assert read_member(image, f"files {inline_id}", f"files/{inline_id}/robots.txt") == b"User-agent: *"
+
+
+def test_v1_manifests_are_rewritten_in_their_own_shape(tmp_path: Path) -> None:
+    root = tmp_path / "old"
+    root.mkdir()
+    (root / "hello.wasm").write_bytes(WASM_MAGIC + b"hello")
+    (root / "spin.toml").write_text(
+        """\
+spin_manifest_version = "1"
+name = "old"
+version = "1.0.0"
+trigger = { type = "http", base = "/" }
+
+[[component]]
+id = "hello"
+source = "hello.wasm"
+[component.trigger]
+route = "/hello"
+"""
+    )
+    image = package_app(built_from_manifest(root / "spin.toml"), tmp_path / "store")
+    manifest = tomllib.loads(read_member(image, "spin.toml", "spin.toml").decode())
+    assert manifest["component"][0]["source"] == "components/hello.wasm"
+    assert manifest["component"][0]["trigger"] == {"route": "/hello"}
+    assert manifest["trigger"] == {"type": "http", "base": "/"}

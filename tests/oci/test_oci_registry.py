@@ -142,7 +142,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def web_server() -> Iterator[WebServer]:
     server = WebServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:
         yield server
