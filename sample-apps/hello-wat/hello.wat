@@ -56,10 +56,10 @@
   (data (i32.const 520) "/exit")                                      ;; 5
   (data (i32.const 528) "/nohdr")                                     ;; 6
   (data (i32.const 544) "Location: /hello/moved\n\n")                 ;; 24
-  (data (i32.const 576) "Status: 201 Created\nX-Guest: made\nContent-Type: text/plain\n\ncreated\n") ;; 67
+  (data (i32.const 576) "Status: 201 Created\nX-Guest: made\nContent-Type: text/plain\n\ncreated\n") ;; 68
   (data (i32.const 656) "hello-wat: about to trap\n")                 ;; 25
   (data (i32.const 688) "hello-wat: memory refused\n")                ;; 26
-  (data (i32.const 720) "Status: 404 Not Found\nContent-Type: text/plain\n\ncannot open file, errno ") ;; 73
+  (data (i32.const 720) "Status: 404 Not Found\nContent-Type: text/plain\n\ncannot open file, errno ") ;; 72
   (data (i32.const 800) "no header block here\n")                     ;; 21
   (data (i32.const 832) "Content-Type: ")                             ;; 14
 
@@ -163,7 +163,7 @@
                        (i32.const 0) (i64.const 6) (i64.const 0) (i32.const 0) (i32.const 44)))
     (if (local.get $errno)
       (then
-        (call $write (i32.const 1) (i32.const 720) (i32.const 73))
+        (call $write (i32.const 1) (i32.const 720) (i32.const 72))
         ;; errno as two decimal digits
         (i32.store8 (i32.const 48) (i32.add (i32.const 48) (i32.div_u (local.get $errno) (i32.const 10))))
         (i32.store8 (i32.const 49) (i32.add (i32.const 48) (i32.rem_u (local.get $errno) (i32.const 10))))
@@ -210,7 +210,7 @@
     (if (call $is (local.get $path) (local.get $plen) (i32.const 456) (i32.const 9))
       (then (call $write (i32.const 1) (i32.const 544) (i32.const 24)) (return)))
     (if (call $is (local.get $path) (local.get $plen) (i32.const 472) (i32.const 8))
-      (then (call $write (i32.const 1) (i32.const 576) (i32.const 67)) (return)))
+      (then (call $write (i32.const 1) (i32.const 576) (i32.const 68)) (return)))
     (if (call $is (local.get $path) (local.get $plen) (i32.const 480) (i32.const 5))
       (then (call $file) (return)))
     (if (call $is (local.get $path) (local.get $plen) (i32.const 488) (i32.const 6))

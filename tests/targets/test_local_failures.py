@@ -1,0 +1,89 @@
+"""A guest that fails costs one request a 500 with a short reason; the server keeps serving."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from devenv.model import LogStream
+from devenv.store.store import Store
+from devenv.targets.local.target import LocalTarget
+from tests.targets.local_helpers import Client, make_app
+
+TIMEOUT_S = 0.3
+MEMORY_MB = 16
+
+
+@pytest.fixture
+async def strict(tmp_path: Path) -> AsyncIterator[Client]:
+    """A target with a short deadline and a small memory cap, serving the hello guest."""
+    from tests.targets.local_helpers import local_settings
+
+    store = Store()
+    target = LocalTarget(
+        store, local_settings(tmp_path, timeout_s=TIMEOUT_S, memory_mb=MEMORY_MB), app_ports={"demo": 0}
+    )
+    await target.start()
+    await target.deploy(make_app(tmp_path / "app"))
+    async with aiohttp.ClientSession() as session:
+        yield Client(session, target)
+    await target.close()
+
+
+def request_line(client: Client) -> str:
+    lines = [line for line in client.target.store.logs.since(0).lines if line.stream is LogStream.REQUEST]
+    return lines[-1].text
+
+
+async def test_trap_is_a_500_and_the_next_request_is_fine(strict: Client) -> None:
+    reply = await strict.get("demo", "/hello/trap")
+    assert reply.status == 500
+    assert "unreachable" in reply.text and "`hello`" in reply.text
+    assert request_line(strict).startswith("GET /hello/trap 500 ")
+    assert "trapped" in request_line(strict)
+    stderr = [
+        line.text for line in strict.target.store.logs.since(0).lines if line.stream is LogStream.STDERR
+    ]
+    assert "hello-wat: about to trap" in stderr  # output before the trap is still logged
+    assert (await strict.get("demo", "/hello")).status == 200
+
+
+async def test_infinite_loop_is_stopped_by_the_deadline(strict: Client) -> None:
+    reply = await strict.get("demo", "/hello/loop")
+    assert reply.status == 500
+    assert f"timed out after {TIMEOUT_S:g}s" in reply.text
+    record = strict.target.store.metrics.requests("demo")[-1]
+    assert record.latency_ms >= TIMEOUT_S * 1000  # it ran until the deadline, not less
+    assert (await strict.get("demo", "/hello")).status == 200
+
+
+async def test_memory_blowup_is_capped(strict: Client) -> None:
+    reply = await strict.get("demo", "/hello/grow")
+    assert reply.status == 500
+    assert f"out of memory: linear memory reached the {MEMORY_MB} MiB cap" in reply.text
+    usage = strict.target.usage("demo")
+    assert (MEMORY_MB - 1) * 1024 * 1024 <= usage.memory_high_water_bytes <= MEMORY_MB * 1024 * 1024
+    assert (await strict.get("demo", "/hello")).status == 200
+
+
+async def test_nonzero_exit_and_bad_output_are_500s(strict: Client) -> None:
+    exited = await strict.get("demo", "/hello/exit")
+    assert exited.status == 500 and "exited with status 3" in exited.text
+    bad = await strict.get("demo", "/hello/nohdr")
+    assert bad.status == 500 and "bad CGI output" in bad.text
+    assert (await strict.get("demo", "/hello")).status == 200
+    assert strict.target.usage("demo").errors_total == 2
+
+
+async def test_a_stuck_guest_does_not_block_other_requests(strict: Client) -> None:
+    import asyncio
+
+    stuck = asyncio.create_task(strict.get("demo", "/hello/loop"))
+    await asyncio.sleep(0.05)
+    fine = await strict.get("demo", "/hello")  # served while the loop still holds a worker
+    assert fine.status == 200
+    assert not stuck.done()
+    assert (await stuck).status == 500
