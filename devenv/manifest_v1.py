@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from devenv.manifest import RawComponent, RawManifest, RawTrigger, read_variables
 from devenv.manifest_reader import TomlReader, key_join
 from devenv.manifest_rules import (
     convert_allowed_http_hosts,
@@ -24,6 +23,7 @@ from devenv.manifest_rules import (
     kebab_problem,
     lower_snake_problem,
 )
+from devenv.manifest_v2 import RawComponent, RawManifest, RawTrigger, read_variables
 
 _TOP_KEYS = (
     "spin_manifest_version",
