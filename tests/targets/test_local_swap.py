@@ -1,0 +1,112 @@
+"""Hot swap: a new build replaces the old atomically; in-flight requests finish on the build they
+started with; a build that does not compile or link leaves the old one serving."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+
+from devenv.errors import DeployError
+from devenv.store.store import Store
+from devenv.targets.local.target import LocalTarget
+from tests.targets import local_helpers
+from tests.targets.local_helpers import Client, Comp, hello_wasm, local_settings, make_app
+
+store, target, client = local_helpers.store, local_helpers.target, local_helpers.client
+
+
+async def test_in_flight_request_finishes_on_v1_while_new_requests_get_v2(
+    client: Client, target: LocalTarget, tmp_path: Path
+) -> None:
+    await target.deploy(make_app(tmp_path / "v1", [Comp(wasm=hello_wasm("v1"))], digest="sha256:1"))
+    slow = asyncio.create_task(client.get("demo", "/hello/sleep"))  # the guest sleeps 400 ms
+    await asyncio.sleep(0.1)
+    await target.deploy(make_app(tmp_path / "v2", [Comp(wasm=hello_wasm("v2"))], digest="sha256:2"))
+    fresh = await client.get("demo", "/hello")
+    assert not slow.done(), "the slow request should still be in flight during the swap"
+    assert "hello-wat v2!" in fresh.text
+    assert "hello-wat v1!" in (await slow).text
+
+
+async def test_broken_build_leaves_the_old_version_serving(
+    client: Client, target: LocalTarget, tmp_path: Path
+) -> None:
+    await target.deploy(make_app(tmp_path / "v1", [Comp(wasm=hello_wasm("v1"))], digest="sha256:1"))
+
+    garbage = make_app(tmp_path / "bad", [Comp(wasm=b"\0asm\x01\0\0\0\x99broken")], digest="sha256:bad")
+    with pytest.raises(DeployError) as err:
+        await target.deploy(garbage)
+    assert "does not compile" in str(err.value) and "hello.wasm" in str(err.value)
+
+    unlinkable = (
+        b'(module (import "env" "missing" (func)) (memory (export "memory") 1) (func (export "_start")))'
+    )
+    import wasmtime
+
+    bad_import = make_app(
+        tmp_path / "imp", [Comp(wasm=bytes(wasmtime.wat2wasm(unlinkable)))], digest="sha256:imp"
+    )
+    with pytest.raises(DeployError) as err:
+        await target.deploy(bad_import)
+    assert "does not provide" in str(err.value) and "missing" in str(err.value)
+
+    no_start = bytes(wasmtime.wat2wasm('(module (memory (export "memory") 1))'))
+    with pytest.raises(DeployError) as err:
+        await target.deploy(make_app(tmp_path / "ns", [Comp(wasm=no_start)], digest="sha256:ns"))
+    assert "_start" in str(err.value)
+
+    reply = await client.get("demo", "/hello")
+    assert reply.status == 200 and "hello-wat v1!" in reply.text
+
+
+async def test_redeploying_the_same_digest_is_a_no_op(target: LocalTarget, tmp_path: Path) -> None:
+    app = make_app(tmp_path / "app")
+    first = await target.deploy(app)
+    assert target.cache is not None
+    compiled = target.cache.compiled
+    again = await target.deploy(app)
+    assert again == first
+    assert target.cache.compiled == compiled
+
+
+async def test_port_in_use_names_the_port_and_the_fix(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        target = LocalTarget(Store(), local_settings(tmp_path), app_ports={"demo": port})
+        await target.start()
+        try:
+            with pytest.raises(DeployError) as err:
+                await target.deploy(make_app(tmp_path / "app"))
+        finally:
+            await target.close()
+    message = str(err.value)
+    assert f"port {port}" in message
+    assert "[apps.demo].port" in message and "[local].base_port" in message
+
+
+async def test_retired_version_files_are_removed_once_its_last_request_ends(
+    client: Client, target: LocalTarget, tmp_path: Path
+) -> None:
+    from devenv.model import FileMount
+
+    root = tmp_path / "app"
+    root.mkdir()
+    (root / "greeting.txt").write_text("one\n")
+    await target.deploy(make_app(root, [Comp(files=(FileMount("greeting.txt"),))], digest="sha256:1"))
+    assert (await client.get("demo", "/hello/file?greeting.txt")).text == "one\n"
+    staged = list((target._staging_root or Path("/nonexistent")).iterdir())
+    assert len(staged) == 1
+
+    (root / "greeting.txt").write_text("two\n")
+    slow = asyncio.create_task(client.get("demo", "/hello/sleep"))
+    await asyncio.sleep(0.1)
+    await target.deploy(make_app(root, [Comp(files=(FileMount("greeting.txt"),))], digest="sha256:2"))
+    assert staged[0].exists(), "v1's files must stay while a request still runs on v1"
+    assert (await client.get("demo", "/hello/file?greeting.txt")).text == "two\n"
+    await slow
+    assert not staged[0].exists()
