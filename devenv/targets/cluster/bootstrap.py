@@ -1,0 +1,383 @@
+"""Bring up (or reuse) the local k3d cluster wasmdev deploys to, one visible step at a time.
+
+Each step is reported as a ``StepState`` (pending → running → done/failed/skipped, with start and
+finish times so the UI can show elapsed time) through a sink: the store's dispatch for ``wasmdev
+up``, a plain-text printer for ``wasmdev cluster create``.
+
+The order is the order a user would check by hand: Docker, k3d, ports, then the registry, the
+cluster, the kubeconfig, and Kubernetes itself. k3d's ``--wait`` only waits for log lines in the
+node containers, so nodes Ready and the RuntimeClass are awaited here through the API server.
+Whatever this run created is removed again if a later step fails: nothing half-made is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from devenv.errors import TargetUnavailable, WasmdevError
+from devenv.targets.cluster.k3d import (
+    INSTALL_K3D,
+    MIN_K3D_VERSION,
+    ClusterInfo,
+    K3dCli,
+    K3dCommandError,
+    RegistryInfo,
+    format_version,
+)
+from devenv.targets.cluster.node_readiness import (
+    RECREATE,
+    KubeProbe,
+    KubernetesProbe,
+    Polling,
+    ProbeFactory,
+    ensure_spin_runtime_class,
+    first_line,
+    wait_nodes_ready,
+)
+from devenv.targets.cluster.steps import StepReporter, StepSink
+
+
+class ClusterSettingsLike(Protocol):
+    """The fields of ``devenv.config.ClusterSettings`` that the cluster target reads."""
+
+    name: str
+    image: str
+    agents: int
+    http_port: int
+    api_port: int | None
+    registry_name: str
+    registry_port: int
+    runtime_class: str
+    namespace: str
+    kubeconfig: Path
+
+
+STEPS: tuple[tuple[str, str], ...] = (
+    ("docker", "Docker engine"),
+    ("k3d", "k3d CLI"),
+    ("ports", "Host ports"),
+    ("registry", "Image registry"),
+    ("cluster", "k3d cluster"),
+    ("kubeconfig", "Kubeconfig"),
+    ("nodes", "Nodes Ready"),
+    ("runtimeclass", "RuntimeClass"),
+)
+
+
+# --- checks --------------------------------------------------------------------------------------
+
+
+def ping_docker() -> None:
+    """Raise TargetUnavailable unless a Docker engine answers (DOCKER_HOST or the default socket)."""
+    import docker  # imported here: the local target must not pay for it
+
+    try:
+        client = docker.from_env(timeout=5)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:  # DockerException, requests' ConnectionError, a bad DOCKER_HOST …
+        where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        raise TargetUnavailable(
+            what=f"the Docker engine is not reachable at {where} ({first_line(exc)})",
+            fix="start Docker (`sudo systemctl start docker`, or open Docker Desktop), then check with `docker info`",
+        ) from exc
+
+
+def port_in_use(port: int, host: str = "0.0.0.0") -> bool:
+    """True if something listens on ``host:port``. k3d maps the HTTP port on all interfaces."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR so a connection lingering in TIME_WAIT is not mistaken for a listener.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.errno in (errno.EADDRINUSE, errno.EACCES)
+    return False
+
+
+@dataclass(frozen=True)
+class PortNeed:
+    port: int
+    purpose: str
+    flag: str  # how to choose another, for the message
+    host: str = "0.0.0.0"
+
+
+def check_ports(needs: list[PortNeed], in_use: Callable[[int, str], bool] = port_in_use) -> None:
+    busy = [n for n in needs if in_use(n.port, n.host)]
+    if not busy:
+        return
+    what = "; ".join(f"port {n.port} ({n.purpose}) is already in use" for n in busy)
+    fix = "; ".join(f"free port {n.port} or choose another with {n.flag}" for n in busy)
+    raise TargetUnavailable(what=what, fix=fix)
+
+
+# --- the cluster as wasmdev sees it ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClusterEndpoint:
+    """What the deployer needs to reach the cluster, and what this run made."""
+
+    name: str
+    kubeconfig: Path
+    context: str  # k3d names both cluster and context k3d-NAME
+    http_port: int
+    registry: RegistryInfo | None
+    created_cluster: bool = False
+    created_registry: bool = False
+    notes: tuple[str, ...] = ()
+
+
+@dataclass
+class BootstrapOptions:
+    """Seams and limits; the defaults are what ``wasmdev cluster create`` uses."""
+
+    # Nodes Ready + RuntimeClass. The node image pull happens inside k3d's own wait, not here.
+    polling: Polling = Polling(timeout=180.0, interval=1.0)
+    docker_ping: Callable[[], None] = ping_docker
+    port_in_use: Callable[[int, str], bool] = port_in_use
+    probe_factory: ProbeFactory | None = None  # default: the kubernetes client
+
+
+def default_probe(kubeconfig: Path, context: str) -> KubeProbe:
+    return KubernetesProbe(kubeconfig, context)
+
+
+async def bootstrap_cluster(
+    settings: ClusterSettingsLike,
+    sink: StepSink,
+    *,
+    cli: K3dCli | None = None,
+    options: BootstrapOptions | None = None,
+) -> ClusterEndpoint:
+    """Check, create or reuse, and wait; raise TargetUnavailable (after rolling back) on failure."""
+    opts = options or BootstrapOptions()
+    cli = cli or K3dCli(settings.kubeconfig)
+    steps = StepReporter(sink)
+    steps.plan(STEPS)
+
+    async with steps.step("docker", "Docker engine") as s:
+        await asyncio.to_thread(opts.docker_ping)
+        s.note("reachable")
+
+    async with steps.step("k3d", "k3d CLI") as s:
+        s.note(await check_k3d(cli))
+
+    # What exists decides which ports must be free: a reused cluster already holds its own.
+    cluster = await cli.get_cluster(settings.name)
+    registry = await cli.get_registry(settings.registry_name) if settings.registry_name else None
+
+    async with steps.step("ports", "Host ports") as s:
+        needs = _port_needs(settings, cluster, registry)
+        if not needs:
+            s.skip("in use by the existing cluster and registry")
+        else:
+            check_ports(needs, opts.port_in_use)
+            s.note(", ".join(f"{n.port} free" for n in needs))
+
+    made = _Undo(cli, settings)
+    try:
+        return await _create_and_wait(settings, cli, steps, opts, cluster, registry, made)
+    except BaseException as exc:
+        if made.anything:
+            # Shielded: a Ctrl-C during create must still remove what this run made.
+            await asyncio.shield(made.roll_back(steps))
+        if isinstance(exc, WasmdevError) and not isinstance(exc, TargetUnavailable):
+            raise TargetUnavailable(what=exc.what, where=exc.where, fix=exc.fix) from exc
+        raise
+
+
+async def check_k3d(cli: K3dCli) -> str:
+    exe = cli.locate()
+    if exe is None:
+        raise TargetUnavailable(
+            what="k3d is not installed (not found on PATH)",
+            fix=f"install k3d ≥ {format_version(MIN_K3D_VERSION)}: {INSTALL_K3D}",
+        )
+    version = await cli.version()
+    if version is None:
+        return f"k3d (development build, version unknown) at {exe}"
+    if version < MIN_K3D_VERSION:
+        raise TargetUnavailable(
+            what=f"k3d {format_version(version)} at {exe} is too old: the Spin shim node image "
+            f"(containerd-shim-spin k3d:v0.24.0, k3s v1.35) needs k3d ≥ {format_version(MIN_K3D_VERSION)}",
+            fix=f"upgrade k3d: {INSTALL_K3D}",
+        )
+    return f"k3d {format_version(version)} at {exe}"
+
+
+def _port_needs(
+    settings: ClusterSettingsLike, cluster: ClusterInfo | None, registry: RegistryInfo | None
+) -> list[PortNeed]:
+    needs = []
+    if cluster is None:
+        needs.append(PortNeed(settings.http_port, "HTTP ingress", "--http-port / [cluster].http_port"))
+        if settings.api_port is not None:
+            needs.append(
+                PortNeed(
+                    settings.api_port, "Kubernetes API", "--api-port / [cluster].api_port", host="127.0.0.1"
+                )
+            )
+    if settings.registry_name and registry is None:
+        needs.append(
+            PortNeed(
+                settings.registry_port,
+                "image registry",
+                "--registry-port / [cluster].registry_port",
+                host="127.0.0.1",
+            )
+        )
+    return needs
+
+
+@dataclass
+class _Undo:
+    """What this run created, so a failure can remove exactly that and nothing the user had."""
+
+    cli: K3dCli
+    settings: ClusterSettingsLike
+    registry: str | None = None
+    cluster: str | None = None
+    kubeconfig_existed: bool = True
+
+    @property
+    def anything(self) -> bool:
+        return bool(self.registry or self.cluster)
+
+    async def roll_back(self, steps: StepReporter) -> None:
+        async with steps.step("rollback", "Roll back") as s:
+            removed, failed = [], []
+            if self.cluster:
+                try:
+                    await self.cli.delete_cluster(self.cluster)
+                    removed.append(f"cluster {self.cluster}")
+                except WasmdevError as err:
+                    failed.append(f"cluster {self.cluster}: {err.what}")
+            if self.registry:
+                try:
+                    await self.cli.delete_registry(self.registry)
+                    removed.append(f"registry k3d-{self.registry}")
+                except WasmdevError as err:
+                    failed.append(f"registry k3d-{self.registry}: {err.what}")
+            if self.cluster and not self.kubeconfig_existed:
+                with suppress(FileNotFoundError):
+                    self.settings.kubeconfig.unlink()
+            s.note("removed " + ", ".join(removed) if removed else "nothing to remove")
+            if failed:
+                raise TargetUnavailable(
+                    what="could not remove " + "; ".join(failed),
+                    fix="remove them by hand: wasmdev cluster delete",
+                )
+
+
+async def _create_and_wait(
+    settings: ClusterSettingsLike,
+    cli: K3dCli,
+    steps: StepReporter,
+    opts: BootstrapOptions,
+    cluster: ClusterInfo | None,
+    registry: RegistryInfo | None,
+    made: _Undo,
+) -> ClusterEndpoint:
+    notes: list[str] = []
+    async with steps.step("registry", "Image registry") as s:
+        if not settings.registry_name:
+            s.skip("none configured: images go in with `k3d image import`")
+        else:
+            registry = await _ensure_registry(settings, cli, registry, made)
+            s.note(f"{registry.name}: push to {registry.push_host}, pods pull {registry.pull_host}")
+
+    async with steps.step("cluster", "k3d cluster") as s:
+        if cluster is None:
+            s.note(f"creating {settings.name} from {settings.image} (pulls the node image on first use)")
+            made.kubeconfig_existed = settings.kubeconfig.exists()
+            made.cluster = settings.name  # before the call: k3d may leave pieces if it is killed
+            reg_use = [f"{registry.name}:{registry.host_port}"] if registry else []
+            try:
+                await cli.create_cluster(
+                    settings.name,
+                    image=settings.image,
+                    http_port=settings.http_port,
+                    agents=settings.agents,
+                    registry_use=reg_use,
+                    api_port=settings.api_port,
+                )
+            except K3dCommandError as err:
+                # k3d has already rolled its own part back; the registry is ours to remove.
+                raise TargetUnavailable(
+                    what=err.what,
+                    where=err.where,
+                    fix=f"check that Docker can pull the node image (`docker pull {settings.image}`) "
+                    "and has disk space, then run `wasmdev cluster create` again",
+                ) from err
+            cluster = await cli.get_cluster(settings.name)
+            if cluster is None:
+                raise TargetUnavailable(
+                    what=f"k3d reported cluster {settings.name!r} created but does not list it",
+                    fix=f"check `k3d cluster list`; then {RECREATE}",
+                )
+            s.note(f"created {settings.name}: {1 + settings.agents} node(s), http on :{settings.http_port}")
+        else:
+            if not cluster.running:
+                s.note(f"starting the stopped cluster {settings.name}")
+                await cli.start_cluster(settings.name)
+            s.note(
+                f"reusing {settings.name}: {cluster.servers_count} server(s), {cluster.agents_count} agent(s)"
+            )
+            if cluster.http_port is not None and cluster.http_port != settings.http_port:
+                notes.append(
+                    f"cluster {settings.name} serves HTTP on :{cluster.http_port}, not the configured "
+                    f":{settings.http_port}; to change it: {RECREATE}"
+                )
+
+    async with steps.step("kubeconfig", "Kubeconfig") as s:
+        await cli.write_kubeconfig(settings.name, settings.kubeconfig)
+        s.note(f"{settings.kubeconfig} (context k3d-{settings.name}; ~/.kube/config untouched)")
+
+    context = f"k3d-{settings.name}"
+    factory = opts.probe_factory or default_probe
+    probe = factory(settings.kubeconfig, context)
+    expected = cluster.servers_count + cluster.agents_count
+    async with steps.step("nodes", "Nodes Ready") as s:
+        nodes = await wait_nodes_ready(probe, expected, opts.polling, s)
+    async with steps.step("runtimeclass", "RuntimeClass") as s:
+        s.note(await ensure_spin_runtime_class(probe, settings.runtime_class, nodes, opts.polling))
+
+    return ClusterEndpoint(
+        name=settings.name,
+        kubeconfig=settings.kubeconfig,
+        context=context,
+        http_port=cluster.http_port or settings.http_port,
+        registry=registry,
+        created_cluster=made.cluster is not None,
+        created_registry=made.registry is not None,
+        notes=tuple(notes),
+    )
+
+
+async def _ensure_registry(
+    settings: ClusterSettingsLike, cli: K3dCli, registry: RegistryInfo | None, made: _Undo
+) -> RegistryInfo:
+    if registry is None:
+        made.registry = settings.registry_name
+        await cli.create_registry(settings.registry_name, settings.registry_port)
+    elif not registry.running:
+        await cli.start_registry(registry.name)
+    found = await cli.get_registry(settings.registry_name)
+    if found is None or found.host_port is None:
+        raise TargetUnavailable(
+            what=f"registry k3d-{settings.registry_name} has no host port mapping",
+            fix=f"k3d registry delete {settings.registry_name}; then wasmdev cluster create",
+        )
+    return found

@@ -1,0 +1,110 @@
+"""Put the fake ``k3d`` on PATH with its own state, call log and HOME, and read back what it did.
+
+The fake is a Python script with a ``#!/usr/bin/env python3`` line; the PATH built here resolves
+``python3`` to the interpreter running the tests (a symlink in a private folder), so the fake sees
+the same packages (PyYAML) and no real ``k3d`` on the machine can shadow it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devenv.targets.cluster.k3d import K3dCli
+
+FAKE_DIR = Path(__file__).resolve().parent
+USER_KUBECONFIG = """\
+# the user's own kubeconfig: wasmdev must never rewrite it
+apiVersion: v1
+kind: Config
+clusters:
+- name: work
+  cluster: {server: "https://work.example:6443"}
+contexts:
+- name: work
+  context: {cluster: work, user: me}
+users:
+- name: me
+  user: {token: abc}
+current-context: work
+"""
+
+
+@dataclass
+class FakeK3d:
+    root: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def state_path(self) -> Path:
+        return self.root / "k3d-state.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "k3d-calls.jsonl"
+
+    @property
+    def home(self) -> Path:
+        return self.root / "home"
+
+    @property
+    def user_kubeconfig(self) -> Path:
+        return self.home / ".kube" / "config"
+
+    def calls(self) -> list[dict[str, Any]]:
+        if not self.log_path.exists():
+            return []
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+
+    def argvs(self) -> list[list[str]]:
+        return [c["argv"] for c in self.calls()]
+
+    def calls_of(self, *prefix: str) -> list[list[str]]:
+        return [a for a in self.argvs() if tuple(a[: len(prefix)]) == prefix]
+
+    def state(self) -> dict[str, Any]:
+        if not self.state_path.exists():
+            return {"clusters": {}, "registries": {}}
+        return json.loads(self.state_path.read_text())
+
+    def edit_state(self, fn: Any) -> None:
+        state = self.state()
+        fn(state)
+        self.state_path.write_text(json.dumps(state))
+
+    def fail(self, command: str, reason: str) -> None:
+        knobs = json.loads(self.env.get("FAKE_K3D_FAIL") or "{}")
+        knobs[command] = reason
+        self.env["FAKE_K3D_FAIL"] = json.dumps(knobs)
+
+    def cli(self, kubeconfig: Path) -> K3dCli:
+        return K3dCli(kubeconfig, env=self.env)
+
+    def remove_from_path(self) -> None:
+        self.env["PATH"] = str(self.root / "pybin")
+
+
+def make_fake_k3d(root: Path, *, api_server: str | None = None, version: str = "v5.9.0") -> FakeK3d:
+    pybin = root / "pybin"
+    pybin.mkdir(parents=True, exist_ok=True)
+    link = pybin / "python3"
+    if not link.exists():
+        link.symlink_to(sys.executable)
+    fake = FakeK3d(root)
+    fake.home.mkdir(parents=True, exist_ok=True)
+    fake.user_kubeconfig.parent.mkdir(parents=True, exist_ok=True)
+    fake.user_kubeconfig.write_text(USER_KUBECONFIG)
+    fake.env = {
+        "PATH": f"{FAKE_DIR}{os.pathsep}{pybin}",
+        "HOME": str(fake.home),
+        "FAKE_K3D_STATE": str(fake.state_path),
+        "FAKE_K3D_LOG": str(fake.log_path),
+        "FAKE_K3D_VERSION": version,
+    }
+    if api_server:
+        fake.env["FAKE_K3D_API_SERVER"] = api_server
+    return fake
