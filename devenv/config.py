@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -228,7 +229,7 @@ def _number(minimum: float, allow_minimum: bool = True) -> Check:
         bound = f"of at least {minimum}" if allow_minimum else f"greater than {minimum}"
         if isinstance(value, bool) or not isinstance(value, int | float):
             fail(f"expected a number, found {describe(value)}", f"use a number {bound}")
-        if value < minimum or (value == minimum and not allow_minimum):
+        if not math.isfinite(value) or value < minimum or (value == minimum and not allow_minimum):
             fail(f"{value} is out of range", f"use a number {bound}")
         return float(value)
 

@@ -87,7 +87,7 @@ def detect_version(reader: TomlReader, doc: dict[str, Any]) -> int:
     value = doc[key]
     if value == "1":
         return 1
-    if value == 2 and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool) and value == 2:
         return 2
     shown = f'"{value}"' if isinstance(value, str) else str(value)
     reader.fail(key, f"invalid manifest version: {shown}", V2_FIX)

@@ -143,6 +143,7 @@ def test_explicit_config_path_and_globs(tmp_path: Path) -> None:
         ('target = "kub"\n', "target", 'did you mean "kube"'),
         ("watch_debounce_ms = '50'\n", "watch_debounce_ms", "expected an integer, found a string ('50')"),
         ("build_timeout_s = 0\n", "build_timeout_s", "out of range"),
+        ("build_timeout_s = nan\n", "build_timeout_s", "out of range"),
         ("[local]\nbase_prot = 4000\n", "local.base_prot", "did you mean `base_port`"),
         ("[local]\nbase_port = 70000\n", "local.base_port", "70000 is out of range"),
         ("[local]\nbase_port = true\n", "local.base_port", "expected an integer, found a boolean (true)"),

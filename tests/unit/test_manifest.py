@@ -476,6 +476,7 @@ def test_templated_outbound_host_is_checked_with_the_variable_default(tmp_path: 
     [
         ("", "missing field `spin_manifest_version`", ""),
         ("spin_manifest_version = 3\n", "invalid manifest version: 3", "spin_manifest_version"),
+        ("spin_manifest_version = 2.0\n", "invalid manifest version: 2.0", "spin_manifest_version"),
         ('spin_manifest_version = "2"\n', 'invalid manifest version: "2"', "spin_manifest_version"),
         ("spin_manifest_version = 2\n", "missing field `application`", ""),
         ("spin_manifest_version = 2\n[application]\n", "missing field `name`", "application"),
