@@ -45,6 +45,17 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "runtimeclasses": ("node.k8s.io/v1", "RuntimeClass", False),
 }
 GROUP_NAME = {"apps/v1": "deployments.apps", "networking.k8s.io/v1": "ingresses.networking.k8s.io"}
+VERSION = {
+    "major": "1",
+    "minor": "35",
+    "gitVersion": "v1.35.2+k3s1",
+    "gitCommit": "0" * 40,
+    "gitTreeState": "clean",
+    "buildDate": "2026-03-01T00:00:00Z",
+    "goVersion": "go1.25.7",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
 RETURNS_OBJECT_ON_DELETE = {"pods", "services"}  # the others answer a Status, as the real server does
 
 
@@ -251,9 +262,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self, method: str, segs: list[str], q: dict[str, str]) -> None:
         fake = self.server.fake
         if segs == ["version"]:
-            return self._send(
-                200, {"major": "1", "minor": "35", "gitVersion": "v1.35.2+k3s1", "platform": "linux/amd64"}
-            )
+            return self._send(200, VERSION)
         if segs == ["api"]:
             return self._send(200, {"kind": "APIVersions", "versions": ["v1"]})
         if segs == ["apis"]:
