@@ -1,0 +1,225 @@
+"""Hosts wasi:http 0.2 components (Spin 2/3's ``fermyon:spin/http-trigger@2.0.0`` and
+``wasi:http/proxy@0.2.x``) in-process on wasmtime-py: the local target's ``ComponentRunner`` for
+the default HTTP executor.
+
+``build_runner`` runs once per (component, build): load the compiled component from the compile
+cache, check its world, define every import on a Linker (Python WASI, see ``wasi/``), and
+instantiate once to prove it links. ``handle`` then gives every request a fresh Store and
+instance, as Spin does, with the request deadline (epoch interruption) and the memory cap (store
+limits); a trap, a timeout, a refused import or a missing response is a ``GuestError`` for that
+request only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import wasmtime
+from wasmtime.component import Component, ExportIndex, Linker
+
+from devenv.model import ComponentSpec, LogStream
+from devenv.targets.base import UnsupportedApp
+from devenv.targets.local.compile_cache import CompileCache
+from devenv.targets.local.executor import (
+    ComponentRunner,
+    ExecutionStats,
+    GuestError,
+    GuestLog,
+    GuestRequest,
+    GuestResponse,
+    RequestLimits,
+)
+from devenv.targets.local.file_mounts import Preopen
+from devenv.targets.local.runtime import TICK_S
+from devenv.targets.local.wasi import REFUSALS, all_interfaces, fastbytes
+from devenv.targets.local.wasi.cli import flush_stdio
+from devenv.targets.local.wasi.host import GuestExit, GuestTrap, HostConfig, HostContext, activate
+from devenv.targets.local.wasi.http_types import (
+    ErrorResponse,
+    IncomingRequest,
+    OutgoingResponse,
+    ResponseOutparam,
+)
+from devenv.targets.local.wasi.registry import LinkReport, link_imports
+from devenv.targets.local.wasi.worlds import World, classify
+
+__all__ = ["HttpComponentRunner", "build_runner"]
+
+
+def build_runner(
+    component: ComponentSpec,
+    wasm_path: Path,
+    engine: wasmtime.Engine,
+    cache: CompileCache,
+    limits: RequestLimits,
+    preopens: Sequence[Preopen] = (),
+) -> ComponentRunner:
+    """A runner for one wasi:http component of one build.
+
+    ``preopens`` are the component's granted files (``file_mounts.prepare_preopens``); without
+    them the guest sees no files. Raises ``UnsupportedApp`` for a world this host cannot run
+    (Spin 4 / WASI 0.3, a command, a core module) and for imports that do not link.
+    """
+    where = f"component `{component.id}` ({wasm_path})"
+    try:
+        compiled = cache.component(engine, wasm_path.read_bytes())
+    except OSError as err:
+        raise UnsupportedApp(what=f"cannot read {wasm_path}: {err.strerror or err}", where=where) from None
+    except wasmtime.WasmtimeError as err:
+        raise UnsupportedApp(
+            what=f"{wasm_path.name} is not a component this wasmtime can compile: {_last_line(str(err))}",
+            where=where,
+            fix="build it for fermyon:spin/http-trigger@2.0.0 or wasi:http/proxy@0.2.x",
+        ) from None
+    world = classify(compiled, engine)
+    if world.handler is None:
+        raise UnsupportedApp(what=world.reason, where=where, fix=world.fix)
+    fastbytes.install()
+    config = HostConfig(
+        component_id=component.id,
+        environment=tuple(component.environment.items()),
+        preopens=tuple(preopens),
+        allowed_outbound_hosts=tuple(component.allowed_outbound_hosts),
+    )
+    runner = HttpComponentRunner(component.id, compiled, engine, limits, config, world)
+    runner.check_links()
+    return runner
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    response: GuestResponse | None
+    failure: str | None
+
+
+class HttpComponentRunner:
+    """A ``ComponentRunner`` for one wasi:http component of one build. Immutable once built; safe
+    to call from several worker threads at once (each request has its own Store)."""
+
+    kind = "wasi-http"
+
+    def __init__(
+        self,
+        component_id: str,
+        component: Component,
+        engine: wasmtime.Engine,
+        limits: RequestLimits,
+        config: HostConfig,
+        world: World,
+    ) -> None:
+        self.component_id = component_id
+        self.world = world
+        self._component = component
+        self._engine = engine
+        self._limits = limits
+        self._config = config
+        self._deadline_ticks = max(1, round(limits.timeout_s / TICK_S)) + 1
+        self._linker = Linker(engine)
+        self.link_report: LinkReport = link_imports(self._linker, component, engine, all_interfaces(), REFUSALS)
+        assert world.handler is not None
+        iface = component.get_export_index(world.handler)
+        handle = component.get_export_index("handle", iface) if iface is not None else None
+        if handle is None:
+            raise UnsupportedApp(what=f"{world.handler} exports no `handle` function", where=component_id)
+        self._handle_index: ExportIndex = handle
+
+    def check_links(self) -> None:
+        """Instantiate once, at deploy: a component whose imports cannot be satisfied is refused
+        here, before it replaces a working version, not on its first request."""
+        store = wasmtime.Store(self._engine)
+        store.set_epoch_deadline(self._deadline_ticks)
+        store.set_limits(memory_size=self._limits.memory_bytes)
+        try:
+            self._linker.instantiate(store, self._component)
+        except wasmtime.WasmtimeError as err:
+            raise UnsupportedApp(
+                what=f"the component does not link on the local target: {_last_line(str(err))}",
+                where=self.component_id,
+                fix="run it on the cluster target",
+            ) from None
+
+    def handle(self, request: GuestRequest, log: GuestLog) -> tuple[GuestResponse, ExecutionStats]:
+        started = time.monotonic()
+        ctx = HostContext(
+            config=self._config, log=log, deadline=started + self._limits.timeout_s, timeout_s=self._limits.timeout_s
+        )
+        store = wasmtime.Store(self._engine)
+        store.set_epoch_deadline(self._deadline_ticks)
+        store.set_limits(memory_size=self._limits.memory_bytes)
+        cpu_start = time.thread_time()
+        activate(ctx)
+        try:
+            outcome = self._run(store, ctx, request)
+        finally:
+            activate(None)
+            flush_stdio(ctx)
+            ctx.table.clear()
+            del store  # the Store owns the instance and every handle the guest still held
+        stats = ExecutionStats(cpu_seconds=time.thread_time() - cpu_start, memory_bytes=0)
+        if outcome.failure is not None:
+            raise GuestError(outcome.failure, stats)
+        assert outcome.response is not None
+        return outcome.response, stats
+
+    def _run(self, store: wasmtime.Store, ctx: HostContext, request: GuestRequest) -> _Outcome:
+        try:
+            instance = self._linker.instantiate(store, self._component)
+            func = instance.get_func(store, self._handle_index)
+            if func is None:
+                return _Outcome(None, f"{self.world.handler}#handle is not a function")
+            req = ctx.own(IncomingRequest(request))
+            out = ctx.own(ResponseOutparam())
+            func(store, req, out)
+        except GuestExit as exit_:
+            if not exit_.success:
+                return _Outcome(None, ctx.trap_reason or exit_.reason)
+        except GuestTrap:
+            return _Outcome(None, ctx.trap_reason or "trapped in a host call")
+        except wasmtime.WasmtimeError as err:
+            return _Outcome(None, self._failure_reason(ctx, str(err)))
+        return self._response(ctx)
+
+    def _failure_reason(self, ctx: HostContext, message: str) -> str:
+        if ctx.exit_success is True:
+            return "exited (status 0) before finishing the response"
+        if ctx.exit_success is False:
+            return "exited with status 1"
+        if ctx.trap_reason is not None:
+            return ctx.trap_reason  # our host function trapped it, and said why
+        text = message.lower()
+        if "interrupt" in text:
+            return f"timed out after {self._limits.timeout_s:g}s (the request deadline)"
+        mib = self._limits.memory_bytes // (1024 * 1024)
+        if "memory" in text and ("limit" in text or "exceeds" in text):
+            return f"out of memory: the component needs more than the {mib} MiB cap"
+        if "memoryerror" in text or "out of memory" in text:
+            return f"out of memory: linear memory reached the {mib} MiB cap"
+        return "trapped: " + _last_line(message)
+
+    def _response(self, ctx: HostContext) -> _Outcome:
+        response = ctx.response
+        if response is None:
+            return _Outcome(None, "the component returned without setting a response (response-outparam.set)")
+        if isinstance(response, ErrorResponse):
+            return _Outcome(None, f"the component answered with error-code {response.code}")
+        assert isinstance(response, OutgoingResponse)
+        body = response.body
+        if body is not None and not body.finished:
+            return _Outcome(None, "the component did not finish the response body (outgoing-body.finish)")
+        headers = tuple((name, value.decode("latin-1")) for name, value in response.headers.entries)
+        data = bytes(body.sink.data) if body is not None else b""
+        return _Outcome(GuestResponse(status=response.status, headers=headers, body=data), None)
+
+
+def _last_line(message: str) -> str:
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"
+
+
+def log_link_report(report: LinkReport, log: GuestLog) -> None:
+    """For `--debug`: which imports trap when called."""
+    for name in report.stubbed:
+        log(LogStream.SYSTEM, f"import {name}: defined as a logged trap")

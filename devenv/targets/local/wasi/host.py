@@ -1,0 +1,183 @@
+"""Per-request host state: the resource table, the guest's log, the deadline, and trapping.
+
+wasmtime-py hands a host function only a ``StoreContext``, not the Store's data, so the state of
+the request running on this thread is found through a thread-local (``current()``). One request
+runs on a thread at a time (the server calls ``handle`` in a worker thread), and the runner
+activates a fresh ``HostContext`` for every Store: handles minted for one request name entries of
+its own table only, and the whole table goes when the request ends, so nothing a guest forgot to
+drop survives into the next request.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, NoReturn, TypeVar
+
+from wasmtime import StoreContext
+from wasmtime.component import ResourceAny, ResourceHost
+
+from devenv.model import LogStream
+from devenv.targets.local.file_mounts import Preopen
+
+GuestLogFn = Callable[[LogStream, str], None]
+
+
+class Kind(IntEnum):
+    """Host resource type ids (``ResourceType.host(id)``): one per WASI resource we implement.
+
+    A resource keeps its id across interface versions (wasi:io/streams@0.2.0 and @0.2.9 name the
+    same Python class), as wasmtime's own WASI does for semver-compatible imports.
+    """
+
+    POLLABLE = 1
+    INPUT_STREAM = 2
+    OUTPUT_STREAM = 3
+    IO_ERROR = 4
+    FIELDS = 10
+    INCOMING_REQUEST = 11
+    INCOMING_BODY = 12
+    OUTGOING_RESPONSE = 13
+    OUTGOING_BODY = 14
+    RESPONSE_OUTPARAM = 15
+    FUTURE_TRAILERS = 16
+    OUTGOING_REQUEST = 17
+    REQUEST_OPTIONS = 18
+    INCOMING_RESPONSE = 19
+    FUTURE_INCOMING_RESPONSE = 20
+    DESCRIPTOR = 30
+    DIRECTORY_ENTRY_STREAM = 31
+    TERMINAL_INPUT = 40
+    TERMINAL_OUTPUT = 41
+
+
+FIRST_STUB_KIND = 1000  # resources of interfaces we only stub get ids from here up
+
+
+class Resource:
+    """A Python object the guest holds a handle to. Subclasses set ``KIND``."""
+
+    KIND: Kind
+
+
+class GuestTrap(Exception):
+    """Raised in a host function to trap the guest; ``reason`` goes to the log and the 500."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class GuestExit(GuestTrap):
+    """The guest called wasi:cli/exit; ``success`` is its status."""
+
+    def __init__(self, success: bool) -> None:
+        super().__init__("exited with status " + ("0" if success else "1"))
+        self.success = success
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """What a component may see, from its manifest entry; fixed per (component, build)."""
+
+    component_id: str
+    environment: tuple[tuple[str, str], ...] = ()
+    preopens: tuple[Preopen, ...] = ()
+    allowed_outbound_hosts: tuple[str, ...] = ()
+    max_body_bytes: int = 64 * 1024 * 1024
+
+
+R = TypeVar("R", bound=Resource)
+
+
+@dataclass
+class HostContext:
+    """Everything one request's host functions share. Created per Store, dropped with it."""
+
+    config: HostConfig
+    log: GuestLogFn
+    deadline: float  # time.monotonic() after which the request has timed out
+    timeout_s: float
+    store: StoreContext | None = None  # the caller's context, valid during one host call
+    table: dict[int, Resource] = field(default_factory=dict)
+    trap_reason: str | None = None
+    exit_success: bool | None = None
+    response: Any = None  # what response-outparam.set delivered (see http_types)
+    fs: Any = None  # the read-only file view, built on first use (see filesystem)
+    stdout: Any = None  # line-buffered log sinks (see io)
+    stderr: Any = None
+    _next_rep: int = 1
+
+    # -- handles ---------------------------------------------------------------------------
+
+    def own(self, obj: Resource) -> ResourceHost:
+        """Put ``obj`` in the table and mint an owned handle the guest receives."""
+        rep = self._next_rep
+        self._next_rep += 1
+        self.table[rep] = obj
+        return ResourceHost.own(rep, int(obj.KIND))
+
+    def borrow(self, handle: ResourceAny, cls: type[R]) -> R:
+        """The object behind a ``borrow<T>`` (or an ``own<T>`` the guest keeps)."""
+        rep = self._rep(handle)
+        obj = self.table.get(rep)
+        if not isinstance(obj, cls):
+            self.trap(f"invalid {cls.__name__} handle passed to the host")
+        return obj
+
+    def take(self, handle: ResourceAny, cls: type[R]) -> R:
+        """The object behind an ``own<T>`` param: the guest gave it up, so its entry goes now
+        (wasmtime runs no destructor for a handle moved into the host)."""
+        rep = self._rep(handle)
+        obj = self.table.pop(rep, None)
+        if not isinstance(obj, cls):
+            self.trap(f"invalid {cls.__name__} handle passed to the host")
+        return obj
+
+    def _rep(self, handle: ResourceAny) -> int:
+        assert self.store is not None
+        # to_host() both reads the rep and releases a borrow, which wasmtime requires before
+        # the host call returns.
+        return handle.to_host(self.store).rep
+
+    def dropped(self, rep: int) -> None:
+        self.table.pop(rep, None)
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    def note(self, text: str) -> None:
+        """A host message about this request (denied access, unsupported import, …)."""
+        self.log(LogStream.SYSTEM, f"[{self.config.component_id}] {text}")
+
+    def trap(self, reason: str) -> NoReturn:
+        if self.trap_reason is None:
+            self.trap_reason = reason
+        raise GuestTrap(reason)
+
+    def sleep_until(self, monotonic_s: float) -> None:
+        """Block the guest until a point in time, but never past the request's deadline: epoch
+        interruption cannot stop a thread sleeping in the host."""
+        wake = min(monotonic_s, self.deadline)
+        delay = wake - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        if monotonic_s > self.deadline and time.monotonic() >= self.deadline:
+            self.trap(f"timed out after {self.timeout_s:g}s (the request deadline)")
+
+
+_current = threading.local()
+
+
+def current() -> HostContext:
+    ctx: HostContext | None = getattr(_current, "ctx", None)
+    if ctx is None:
+        # A host function ran outside a runner's request: a bug in wasmdev, not the guest.
+        raise GuestTrap("host function called with no active request")
+    return ctx
+
+
+def activate(ctx: HostContext | None) -> None:
+    _current.ctx = ctx

@@ -1,0 +1,285 @@
+"""wasi:http/outgoing-handler 0.2: outbound HTTP, only to the manifest's ``allowed_outbound_hosts``.
+
+A request to any other host is refused with ``HTTP-request-denied`` (what Spin returns) and a log
+line naming the URL and the key to change. Allowed requests are sent with ``http.client`` when
+the guest first reads the response (by then it has written and finished the body), bounded by
+the request's own deadline.
+
+Spin's host patterns: ``scheme://host[:port]`` where scheme, host and port may be ``*``, a host
+may start with ``*.`` for subdomains, and a missing port means the scheme's default.
+"""
+
+from __future__ import annotations
+
+import http.client
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from wasmtime.component import ResourceAny
+
+from devenv.targets.local.wasi.codec import Case, Err, Ok
+from devenv.targets.local.wasi.host import HostContext, Kind, Resource
+from devenv.targets.local.wasi.http_types import (
+    Fields,
+    IncomingBody,
+    OutgoingBody,
+    method_case,
+    method_name,
+    scheme_case,
+)
+from devenv.targets.local.wasi.io import Pollable
+from devenv.targets.local.wasi.registry import Interface
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True)
+class HostPattern:
+    scheme: str  # "*" or a scheme
+    host: str  # "*", "*.example.com" or a host
+    port: str  # "*" or digits ("" = the scheme's default)
+
+    @classmethod
+    def parse(cls, text: str) -> HostPattern | None:
+        if "://" not in text or "{{" in text:
+            return None  # templated entries are resolved by Spin's variables, not here
+        scheme, rest = text.split("://", 1)
+        rest = rest.split("/", 1)[0]
+        host, _, port = rest.rpartition(":") if rest.count(":") == 1 else (rest, "", "")
+        return cls(scheme.lower(), host.lower(), port)
+
+    def allows(self, scheme: str, host: str, port: int) -> bool:
+        if self.scheme not in ("*", scheme):
+            return False
+        if self.host != "*":
+            if self.host.startswith("*."):
+                if not host.endswith(self.host[1:]):
+                    return False
+            elif self.host != host:
+                return False
+        if self.port == "*":
+            return True
+        want = int(self.port) if self.port else _DEFAULT_PORTS.get(scheme, -1)
+        return want == port
+
+
+def allowed(patterns: tuple[str, ...], scheme: str, host: str, port: int) -> bool:
+    parsed = (HostPattern.parse(p) for p in patterns)
+    return any(p is not None and p.allows(scheme, host.lower(), port) for p in parsed)
+
+
+class OutgoingRequest(Resource):
+    KIND = Kind.OUTGOING_REQUEST
+
+    def __init__(self, headers: Fields) -> None:
+        self.headers = headers
+        self.method = "GET"
+        self.path_with_query: str | None = None
+        self.scheme: str | None = None
+        self.authority: str | None = None
+        self.body: OutgoingBody | None = None
+
+
+class RequestOptions(Resource):
+    KIND = Kind.REQUEST_OPTIONS
+
+    def __init__(self) -> None:
+        self.timeouts: dict[str, int | None] = {"connect": None, "first-byte": None, "between-bytes": None}
+
+
+class IncomingResponse(Resource):
+    KIND = Kind.INCOMING_RESPONSE
+
+    def __init__(self, status: int, headers: Fields, body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body: IncomingBody | None = IncomingBody(body)
+
+
+class FutureIncomingResponse(Resource):
+    KIND = Kind.FUTURE_INCOMING_RESPONSE
+
+    def __init__(self, request: OutgoingRequest, options: RequestOptions | None) -> None:
+        self.request = request
+        self.options = options
+        self.outcome: Any = None  # IncomingResponse or an error-code Case, once sent
+        self.taken = False
+
+
+# -- outgoing-request and request-options -----------------------------------------------------
+
+
+def _request_new(ctx: HostContext, headers: ResourceAny) -> Any:
+    fields = ctx.take(headers, Fields)
+    fields.mutable = False
+    return ctx.own(OutgoingRequest(fields))
+
+
+def _request_body(ctx: HostContext, self: ResourceAny) -> Any:
+    request = ctx.borrow(self, OutgoingRequest)
+    if request.body is not None:
+        return Err()
+    request.body = OutgoingBody(ctx.config.max_body_bytes, "an outbound request body")
+    return Ok(ctx.own(request.body))
+
+
+def _getter(attr: str, encode: Any = None) -> Any:
+    def get(ctx: HostContext, self: ResourceAny) -> Any:
+        value = getattr(ctx.borrow(self, OutgoingRequest), attr)
+        return encode(value) if encode is not None and value is not None else value
+
+    return get
+
+
+def _setter(attr: str, decode: Any = None) -> Any:
+    def set_(ctx: HostContext, self: ResourceAny, value: Any) -> Any:
+        request = ctx.borrow(self, OutgoingRequest)
+        setattr(request, attr, decode(value) if decode is not None and value is not None else value)
+        return Ok()
+
+    return set_
+
+
+def _scheme_name(value: Any) -> str:
+    tag = getattr(value, "tag", "")
+    return str(value.payload) if tag == "other" else tag.lower()
+
+
+def _headers(ctx: HostContext, self: ResourceAny) -> Any:
+    return ctx.own(ctx.borrow(self, OutgoingRequest).headers)
+
+
+def _options_new(ctx: HostContext) -> Any:
+    return ctx.own(RequestOptions())
+
+
+def _timeout_getter(key: str) -> Any:
+    return lambda ctx, self: ctx.borrow(self, RequestOptions).timeouts[key]
+
+
+def _timeout_setter(key: str) -> Any:
+    def set_(ctx: HostContext, self: ResourceAny, value: int | None) -> Any:
+        ctx.borrow(self, RequestOptions).timeouts[key] = value
+        return Ok()
+
+    return set_
+
+
+# -- the handler and the response side ---------------------------------------------------------
+
+
+def _handle(ctx: HostContext, request: ResourceAny, options: ResourceAny | None) -> Any:
+    req = ctx.take(request, OutgoingRequest)
+    opts = ctx.take(options, RequestOptions) if options is not None else None
+    scheme = req.scheme or "https"
+    authority = req.authority or ""
+    url = f"{scheme}://{authority}{req.path_with_query or '/'}"
+    host = urlsplit(f"//{authority}").hostname or ""
+    try:
+        port = urlsplit(f"//{authority}").port or _DEFAULT_PORTS.get(scheme, 0)
+    except ValueError:
+        return Err(Case("HTTP-request-URI-invalid"))
+    if not allowed(ctx.config.allowed_outbound_hosts, scheme, host, port):
+        ctx.note(
+            f"denied outbound HTTP {req.method} {url}: {scheme}://{authority} is not in "
+            f"allowed_outbound_hosts (add it to [component.{ctx.config.component_id}] in spin.toml)"
+        )
+        return Err(Case("HTTP-request-denied"))
+    return Ok(ctx.own(FutureIncomingResponse(req, opts)))
+
+
+def _send(ctx: HostContext, future: FutureIncomingResponse) -> Any:
+    req = future.request
+    scheme = req.scheme or "https"
+    remaining = max(0.001, ctx.deadline - time.monotonic())
+    if future.options and future.options.timeouts["connect"] is not None:
+        remaining = min(remaining, future.options.timeouts["connect"] / 1e9)
+    conn_cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+    body = bytes(req.body.sink.data) if req.body is not None else None
+    try:
+        conn = conn_cls(req.authority or "", timeout=remaining)
+        try:
+            conn.putrequest(req.method, req.path_with_query or "/", skip_accept_encoding=True)
+            for name, value in req.headers.entries:
+                conn.putheader(name, value)
+            if body is not None and not req.headers.get("content-length"):
+                conn.putheader("content-length", str(len(body)))
+            conn.endheaders(body)
+            resp = conn.getresponse()
+            data = resp.read(ctx.config.max_body_bytes + 1)
+        finally:
+            conn.close()
+    except TimeoutError:
+        return Case("connection-timeout")
+    except ConnectionRefusedError:
+        return Case("connection-refused")
+    except OSError as err:
+        ctx.note(f"outbound HTTP to {scheme}://{req.authority} failed: {err}")
+        return Case("destination-unavailable")
+    except http.client.HTTPException:
+        return Case("HTTP-protocol-error")
+    if len(data) > ctx.config.max_body_bytes:
+        return Case("HTTP-response-body-size")
+    headers = Fields([(n.lower(), v.encode("latin-1", errors="replace")) for n, v in resp.getheaders()], False)
+    return IncomingResponse(resp.status, headers, data)
+
+
+def _future_subscribe(ctx: HostContext, self: ResourceAny) -> Any:
+    ctx.borrow(self, FutureIncomingResponse)
+    return ctx.own(Pollable())  # sending happens in get(): ready at once
+
+
+def _future_get(ctx: HostContext, self: ResourceAny) -> Any:
+    future = ctx.borrow(self, FutureIncomingResponse)
+    if future.taken:
+        return Err()
+    future.taken = True
+    outcome = _send(ctx, future)
+    if isinstance(outcome, Case):
+        return Ok(Err(outcome))
+    return Ok(Ok(ctx.own(outcome)))
+
+
+def _response_status(ctx: HostContext, self: ResourceAny) -> int:
+    return ctx.borrow(self, IncomingResponse).status
+
+
+def _response_headers(ctx: HostContext, self: ResourceAny) -> Any:
+    return ctx.own(ctx.borrow(self, IncomingResponse).headers)
+
+
+def _response_consume(ctx: HostContext, self: ResourceAny) -> Any:
+    response = ctx.borrow(self, IncomingResponse)
+    body, response.body = response.body, None
+    return Err() if body is None else Ok(ctx.own(body))
+
+
+CLIENT_FUNCTIONS = {
+    "[constructor]outgoing-request": _request_new,
+    "[method]outgoing-request.body": _request_body,
+    "[method]outgoing-request.method": _getter("method", method_case),
+    "[method]outgoing-request.set-method": _setter("method", method_name),
+    "[method]outgoing-request.path-with-query": _getter("path_with_query"),
+    "[method]outgoing-request.set-path-with-query": _setter("path_with_query"),
+    "[method]outgoing-request.scheme": _getter("scheme", scheme_case),
+    "[method]outgoing-request.set-scheme": _setter("scheme", _scheme_name),
+    "[method]outgoing-request.authority": _getter("authority"),
+    "[method]outgoing-request.set-authority": _setter("authority"),
+    "[method]outgoing-request.headers": _headers,
+    "[constructor]request-options": _options_new,
+    "[method]request-options.connect-timeout": _timeout_getter("connect"),
+    "[method]request-options.set-connect-timeout": _timeout_setter("connect"),
+    "[method]request-options.first-byte-timeout": _timeout_getter("first-byte"),
+    "[method]request-options.set-first-byte-timeout": _timeout_setter("first-byte"),
+    "[method]request-options.between-bytes-timeout": _timeout_getter("between-bytes"),
+    "[method]request-options.set-between-bytes-timeout": _timeout_setter("between-bytes"),
+    "[method]future-incoming-response.subscribe": _future_subscribe,
+    "[method]future-incoming-response.get": _future_get,
+    "[method]incoming-response.status": _response_status,
+    "[method]incoming-response.headers": _response_headers,
+    "[method]incoming-response.consume": _response_consume,
+}
+
+INTERFACES = [Interface("wasi:http/outgoing-handler", functions={"handle": _handle})]
