@@ -17,37 +17,23 @@ from devenv.store.store import Store
 from devenv.targets.cluster.bootstrap import BootstrapOptions, bootstrap_cluster, ping_docker
 from devenv.targets.cluster.commands import cluster_create
 from devenv.targets.cluster.node_readiness import Polling
-from tests.fakes.apiserver import FakeApiServer, fake_apiserver  # noqa: F401 - fixture
-from tests.fakes.k3d.harness import USER_KUBECONFIG, FakeK3d, make_fake_k3d
+from tests.fakes import apiserver
+from tests.fakes.apiserver import FakeApiServer
+from tests.fakes.k3d import harness
+from tests.fakes.k3d.harness import USER_KUBECONFIG, FakeK3d
+
+# Fixtures shared with the other k3d tests (assigned, so pytest finds them in this module).
+fake_apiserver = apiserver.fake_apiserver
+fake_k3d = harness.fake_k3d
+cluster_settings = harness.cluster_settings
 
 IMAGE = "ghcr.io/spinframework/containerd-shim-spin/k3d:v0.24.0"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def fake_k3d(tmp_path: Path, fake_apiserver: FakeApiServer, monkeypatch: pytest.MonkeyPatch) -> FakeK3d:  # noqa: F811
-    fake = make_fake_k3d(tmp_path / "k3d", api_server=fake_apiserver.url)
-    # The test process's own HOME too: nothing may reach the real user's files either.
-    monkeypatch.setenv("HOME", str(fake.home))
-    return fake
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> ClusterSettings:
-    return ClusterSettings(
-        name="wasmdev",
-        image=IMAGE,
-        agents=0,
-        http_port=free_port(),
-        registry_name="wasmdev-registry",
-        registry_port=free_port(),
-        kubeconfig=tmp_path / "wasmdev" / "kubeconfig-wasmdev.yaml",
-    )
+def settings(cluster_settings: ClusterSettings) -> ClusterSettings:
+    assert cluster_settings.name == "wasmdev" and cluster_settings.image == IMAGE  # the documented defaults
+    return cluster_settings
 
 
 def fast(**kw: object) -> BootstrapOptions:
@@ -76,7 +62,7 @@ class Steps:
 async def test_happy_path_creates_registry_cluster_kubeconfig_and_runtime_class(
     fake_k3d: FakeK3d,
     settings: ClusterSettings,
-    fake_apiserver: FakeApiServer,  # noqa: F811
+    fake_apiserver: FakeApiServer,
 ) -> None:
     store = Store()
     steps = Steps()
@@ -154,7 +140,7 @@ async def test_second_create_reuses_cluster_and_registry(
     assert len(fake_k3d.calls_of("registry", "create")) == 1
     assert steps.final("ports").status is StepStatus.SKIPPED
     assert "reusing wasmdev" in steps.final("cluster").detail
-    assert second.registry is not None and second.registry.push_host == f"localhost:{settings.registry_port}"
+    assert second.registry is not None and second.registry.push_host == f"127.0.0.1:{settings.registry_port}"
     assert second.http_port == settings.http_port
 
 
@@ -289,7 +275,7 @@ async def test_failed_create_keeps_a_registry_that_was_already_there(
 async def test_waits_for_nodes_ready_not_just_k3d(
     fake_k3d: FakeK3d,
     settings: ClusterSettings,
-    fake_apiserver: FakeApiServer,  # noqa: F811
+    fake_apiserver: FakeApiServer,
 ) -> None:
     node = fake_apiserver.cluster.get("nodes", "", "k3d-wasmdev-server-0")
     assert node is not None
@@ -314,7 +300,7 @@ async def test_waits_for_nodes_ready_not_just_k3d(
 async def test_nodes_never_ready_rolls_back_everything(
     fake_k3d: FakeK3d,
     settings: ClusterSettings,
-    fake_apiserver: FakeApiServer,  # noqa: F811
+    fake_apiserver: FakeApiServer,
 ) -> None:
     node = fake_apiserver.cluster.get("nodes", "", "k3d-wasmdev-server-0")
     assert node is not None
@@ -339,7 +325,7 @@ async def test_nodes_never_ready_rolls_back_everything(
 async def test_node_without_spin_runtime_is_explained(
     fake_k3d: FakeK3d,
     settings: ClusterSettings,
-    fake_apiserver: FakeApiServer,  # noqa: F811
+    fake_apiserver: FakeApiServer,
 ) -> None:
     node = fake_apiserver.cluster.get("nodes", "", "k3d-wasmdev-server-0")
     assert node is not None
@@ -358,7 +344,7 @@ async def test_node_without_spin_runtime_is_explained(
 async def test_runtime_class_with_wrong_handler_is_not_silently_kept(
     fake_k3d: FakeK3d,
     settings: ClusterSettings,
-    fake_apiserver: FakeApiServer,  # noqa: F811
+    fake_apiserver: FakeApiServer,
 ) -> None:
     fake_apiserver.cluster.put(
         "runtimeclasses",

@@ -87,8 +87,10 @@ class RegistryInfo:
 
     @property
     def push_host(self) -> str:
-        """Where the host pushes: k3d itself advertises localhost:PORT (LocalRegistryHosting)."""
-        return f"localhost:{self.host_port}"
+        """Where the host pushes. k3d's LocalRegistryHosting advertises the bound address, with
+        0.0.0.0 (all interfaces) rewritten to localhost; wasmdev binds 127.0.0.1."""
+        host = self.host_ip if self.host_ip not in ("", "0.0.0.0") else "localhost"
+        return f"{host}:{self.host_port}"
 
     @property
     def pull_host(self) -> str:

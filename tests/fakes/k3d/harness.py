@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from devenv.config import ClusterSettings
 from devenv.targets.cluster.k3d import K3dCli
+from tests.fakes.apiserver import FakeApiServer, fake_apiserver  # noqa: F401 - fixture used below
 
 FAKE_DIR = Path(__file__).resolve().parent
 USER_KUBECONFIG = """\
@@ -108,3 +113,31 @@ def make_fake_k3d(root: Path, *, api_server: str | None = None, version: str = "
     if api_server:
         fake.env["FAKE_K3D_API_SERVER"] = api_server
     return fake
+
+
+# --- pytest fixtures (import them into a test module) --------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def fake_k3d(tmp_path: Path, fake_apiserver: FakeApiServer, monkeypatch: pytest.MonkeyPatch) -> FakeK3d:  # noqa: F811
+    """The fake k3d, writing kubeconfigs that point at the fake API server."""
+    fake = make_fake_k3d(tmp_path / "k3d", api_server=fake_apiserver.url)
+    # The test process's own HOME too: nothing may reach the real user's files either.
+    monkeypatch.setenv("HOME", str(fake.home))
+    return fake
+
+
+@pytest.fixture
+def cluster_settings(tmp_path: Path) -> ClusterSettings:
+    """Default settings on free ports, with the kubeconfig in the test's folder."""
+    return ClusterSettings(
+        http_port=free_port(),
+        registry_port=free_port(),
+        kubeconfig=tmp_path / "wasmdev" / "kubeconfig-wasmdev.yaml",
+    )
