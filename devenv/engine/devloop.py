@@ -147,9 +147,10 @@ class DevLoop:
 
     def stop(self) -> None:
         """Ask the loop to finish (from any thread)."""
-        if self._loop is None:
+        if self._loop is None or self._loop.is_closed():
             return
-        self._loop.call_soon_threadsafe(self._stopped.set)
+        with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
+            self._loop.call_soon_threadsafe(self._stopped.set)
 
     def _start_samplers(self) -> list[asyncio.Task[Any]]:
         tasks = []

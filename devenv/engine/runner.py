@@ -60,6 +60,11 @@ class EngineThread:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    def join(self, timeout_s: float | None = None) -> bool:
+        """Wait for the engine to finish; True when it has."""
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
     def stop(self, timeout_s: float = 10.0) -> None:
         """Ask the loop to shut down (closing the target) and wait for the thread."""
         if self.devloop is not None:
