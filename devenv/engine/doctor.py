@@ -131,17 +131,28 @@ def check_kubectl() -> Check:
     )
 
 
+_OPERATORS = frozenset({"&&", "||", ";", "|", "&", ";;", "(", ")"})
+
+
 def _command_tools(command: str) -> Iterable[list[str]]:
-    """Each simple command of a shell line, as argv (``a && b | c`` gives a, b and c)."""
-    for part in re.split(r"&&|\|\||;|\|", command):
-        try:
-            argv = shlex.split(part)
-        except ValueError:
-            argv = part.split()
-        while argv and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", argv[0]):  # FOO=bar cmd
-            argv = argv[1:]
-        if argv:
-            yield argv
+    """Each simple command of a shell line, as argv (``a && b | c`` gives a, b and c). Quoted
+    text, including a quoted ``"$(...)"``, stays inside its word."""
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    try:
+        tokens = list(lexer)
+    except ValueError:  # unbalanced quotes: the shell will say so when the build runs
+        tokens = command.split()
+    argv: list[str] = []
+    for token in [*tokens, ";"]:
+        if token in _OPERATORS:
+            while argv and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", argv[0]):  # FOO=bar cmd
+                argv = argv[1:]
+            if argv and not argv[0].startswith("$"):
+                yield argv
+            argv = []
+        else:
+            argv.append(token)
 
 
 def check_app_toolchain(spec: AppSpec) -> list[Check]:
@@ -173,11 +184,14 @@ def check_app_toolchain(spec: AppSpec) -> list[Check]:
                 checks.append(_python_module_check(spec.name, module, dist))
                 continue
             checks.append(Check(label, True, found))
+        if "spin_sdk" in command and "spin_sdk" not in seen:
+            seen.add("spin_sdk")
+            checks.append(_python_module_check(spec.name, "spin_sdk", "spin-sdk", how="import"))
     return checks
 
 
-def _python_module_check(app: str, module: str, dist: str) -> Check:
-    label = f"{app}: python -m {module}"
+def _python_module_check(app: str, module: str, dist: str, how: str = "python -m") -> Check:
+    label = f"{app}: {how} {module}"
     if importlib.util.find_spec(module.replace("-", "_")) is None:
         return Check(label, False, "module not importable", f"{PIP} {dist}")
     try:

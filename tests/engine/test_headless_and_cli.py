@@ -103,6 +103,17 @@ def test_doctor_checks_python_modules_a_build_runs(repo_root: Path) -> None:
     assert "hello-c: python -m ziglang" in format_checks(checks)
 
 
+def test_doctor_reads_quoted_shell_words_as_one_word(tmp_path: Path) -> None:
+    manifest = write_wat_app(tmp_path, "py")
+    command = (
+        "mkdir -p target && componentize-py componentize -p \\\"$(python -c 'import spin_sdk; "
+        "print(spin_sdk.__file__)')\\\" app -o target/app.wasm"
+    )
+    manifest.write_text(manifest.read_text().replace('"python build.py"', f'"{command}"'))
+    names = [c.name for c in check_app_toolchain(load_app(manifest))]
+    assert names == ["py: componentize-py", "py: import spin_sdk"]
+
+
 def test_engine_thread_runs_the_loop_beside_a_ui_thread(tmp_path: Path) -> None:
     write_wat_app(tmp_path, "threaded", body="from a thread")
     workspace = load_workspace(tmp_path)
