@@ -122,7 +122,9 @@ class DevLoop:
             await self.target.start()
             if self.watch:
                 quiet = max(0.005, float(self.settings.watch_debounce_ms) / 1000)
-                watcher = Watcher(self.workspace.root, quiet_s=quiet, cap_s=max(1.0, 20 * quiet))
+                watcher = Watcher(
+                    self.workspace.root, quiet_s=quiet, cap_s=max(1.0, 20 * quiet), on_error=self._watch_failed
+                )
                 await watcher.start()
                 tasks.append(asyncio.create_task(self._consume(watcher), name="devloop watch"))
             if self.samplers:
@@ -151,6 +153,14 @@ class DevLoop:
             return
         with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
             self._loop.call_soon_threadsafe(self._stopped.set)
+
+    def _watch_failed(self, err: BaseException) -> None:
+        self._system(
+            "",
+            f"file watching stopped: {err} — fix: check {self.workspace.root} still exists "
+            "(and fs.inotify.max_user_watches), then restart wasmdev; `r` still rebuilds by hand",
+            level="error",
+        )
 
     def _start_samplers(self) -> list[asyncio.Task[Any]]:
         tasks = []

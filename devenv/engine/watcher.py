@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,8 +93,16 @@ class Watcher:
     ``start()`` returns once the kernel watches are in place (events after it are not missed).
     """
 
-    def __init__(self, root: Path, *, quiet_s: float = 0.05, cap_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        quiet_s: float = 0.05,
+        cap_s: float = 1.0,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
         self.root = root
+        self.on_error = on_error
         self.coalescer = Coalescer(quiet_s, cap_s)
         self._stop = anyio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -121,8 +129,10 @@ class Watcher:
                 self.coalescer.feed((Path(p) for _, p in changes), time.time())
         except asyncio.CancelledError:
             raise
-        except Exception as err:  # the directory vanished, inotify limits, …: reported by the loop
+        except Exception as err:  # the directory vanished, inotify limits, …: told to the owner
             self.error = err
+            if self.on_error is not None:
+                self.on_error(err)
 
     def batches(self) -> AsyncIterator[FileBatch]:
         return self.coalescer.batches()
