@@ -31,7 +31,15 @@ import yaml
 
 from tests.fakes.kube_cluster import FakeCluster, Obj, PodFailure, PodScript, WatchGone, now_rfc3339_nano
 
-__all__ = ["FakeApiServer", "FakeCluster", "PodFailure", "PodScript", "fake_apiserver", "write_kubeconfig"]
+__all__ = [
+    "FakeApiServer",
+    "FakeCluster",
+    "PodFailure",
+    "PodScript",
+    "fake_apiserver",
+    "fake_apiserver_fixture",
+    "write_kubeconfig",
+]
 
 # resource -> (group/version, Kind, namespaced)
 RESOURCES: dict[str, tuple[str, str, bool]] = {
@@ -162,13 +170,18 @@ def write_kubeconfig(
     return path
 
 
-@pytest.fixture
-def fake_apiserver() -> Iterator[FakeApiServer]:
+@pytest.fixture(name="fake_apiserver")
+def fake_apiserver_fixture() -> Iterator[FakeApiServer]:
+    """A started server, closed after the test. Import ``fake_apiserver_fixture`` into a test module
+    (the fixture is named ``fake_apiserver``, so test parameters do not shadow the import)."""
     server = FakeApiServer(tick_seconds=0.02).start()
     try:
         yield server
     finally:
         server.close()
+
+
+fake_apiserver = fake_apiserver_fixture  # the same fixture, for modules that import it by this name
 
 
 # --- request handling ---------------------------------------------------------------------------
@@ -189,7 +202,10 @@ def _status(code: int, reason: str, message: str, details: Obj | None = None) ->
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Http
-    protocol_version = "HTTP/1.0"  # one request per connection; streams end when the socket closes
+    # HTTP/1.1 like the real server: keep-alive for plain responses, chunked encoding for watches
+    # and log follows (urllib3, and so the kubernetes client, yields a chunked body chunk by chunk;
+    # a body delimited only by the connection closing would be read to its end first).
+    protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature from the base
         pass
@@ -218,8 +234,18 @@ class _Handler(BaseHTTPRequestHandler):
     def _start_stream(self, content_type: str) -> None:
         self.send_response(200)
         self.send_header("Content-Type", content_type)
-        self.send_header("Connection", "close")
+        self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True  # one stream per connection, closed when it ends
+
+    def _chunk(self, data: bytes) -> None:
+        if data:
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+
+    def _end_stream(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
     def _body(self) -> Obj:
@@ -387,10 +413,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._start_stream("application/json")
 
         def emit(kind: str, obj: Obj) -> None:
-            self.wfile.write(
-                json.dumps({"type": kind, "object": self._typed(resource, obj)}).encode() + b"\n"
-            )
-            self.wfile.flush()
+            self._chunk(json.dumps({"type": kind, "object": self._typed(resource, obj)}).encode() + b"\n")
 
         for obj in initial:
             emit("ADDED", obj)
@@ -400,6 +423,8 @@ class _Handler(BaseHTTPRequestHandler):
                     emit(kind, obj)
         except WatchGone as gone:
             emit("ERROR", _status(410, "Expired", str(gone)))
+        if fake.alive:
+            self._end_stream()  # the watch timed out: a clean end; the client watches again
 
     def _get(self, resource: str, namespace: str, name: str) -> None:
         obj = self.server.fake.cluster.get(resource, namespace, name)
@@ -492,18 +517,20 @@ class _Handler(BaseHTTPRequestHandler):
             with cluster.lock:
                 lines = cluster.pod_logs(namespace, name)
                 if lines is None or not fake.alive:
-                    return  # the pod is gone (or the server stopped): the stream ends
+                    if fake.alive:
+                        self._end_stream()  # the pod is gone: the stream ends cleanly
+                    return
                 fresh = lines[sent:]
                 if not fresh and follow:
                     cluster.lock.wait(timeout=0.05)
                     continue
-            for ts, text in fresh:
-                prefix = f"{now_rfc3339_nano(ts)} " if stamps else ""
-                self.wfile.write(f"{prefix}{text}\n".encode())
-            self.wfile.flush()
+            body = "".join(
+                f"{now_rfc3339_nano(ts)} {text}\n" if stamps else f"{text}\n" for ts, text in fresh
+            )
+            self._chunk(body.encode())
             sent += len(fresh)
             if not follow:
-                return
+                return self._end_stream()
 
     def _metrics(self, rest: list[str]) -> None:
         cluster = self.server.fake.cluster

@@ -348,7 +348,8 @@ class FakeCluster:
         return self.put("pods", ns, pod)
 
     def _event(self, ns: str, pod: str, kind: str, reason: str, message: str) -> None:
-        name = f"{pod}.{reason.lower()}"
+        # The kubelet's recorder aggregates repeats of the same reason *and* message into one event.
+        name = f"{pod}.{hashlib.sha1(f'{reason}/{message}'.encode()).hexdigest()[:12]}"
         existing = self.get("events", ns, name)
         count = (existing or {}).get("count", 0) + 1
         self.put(

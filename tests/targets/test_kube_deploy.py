@@ -13,7 +13,7 @@ from devenv.targets.base import Target
 from devenv.targets.cluster.kube import delete_managed, kube_target_from_settings
 from devenv.targets.cluster.resources import APP_LABEL, BUILD_LABEL, MANAGED_BY_LABEL
 from devenv.targets.cluster.rollout import KubeApis
-from tests.fakes.apiserver import FakeApiServer, PodScript, fake_apiserver  # noqa: F401 - fixture
+from tests.fakes.apiserver import FakeApiServer, PodScript, fake_apiserver_fixture  # noqa: F401 - fixture
 from tests.targets.kube_helpers import (
     FakeAppSettings,
     FakeSettings,
@@ -31,7 +31,9 @@ def store() -> Store:
 
 
 async def test_deploy_creates_deployment_service_ingress_with_the_shim_shape(fake_apiserver, store):
-    settings = FakeSettings(apps={"hello": FakeAppSettings(replicas=2, cpu_limit="250m", memory_limit="96Mi")})
+    settings = FakeSettings(
+        apps={"hello": FakeAppSettings(replicas=2, cpu_limit="250m", memory_limit="96Mi")}
+    )
     target = make_target(fake_apiserver, store, settings=settings)
     assert isinstance(target, Target)
     v1 = build("hello", "v1")
@@ -73,7 +75,11 @@ async def test_deploy_creates_deployment_service_ingress_with_the_shim_shape(fak
 
     # Server-side apply, as wasmdev's field manager, for each of the three objects.
     applies = [r for r in fake_apiserver.requests if r[0] == "PATCH" and "apply-patch" in r[2]]
-    assert {r[1].split("?")[0].rsplit("/", 2)[-2] for r in applies} >= {"deployments", "services", "ingresses"}
+    assert {r[1].split("?")[0].rsplit("/", 2)[-2] for r in applies} >= {
+        "deployments",
+        "services",
+        "ingresses",
+    }
     assert all("fieldManager=wasmdev" in r[1] for r in applies)
 
     # Both replicas of the build were Ready when deploy returned.
@@ -133,7 +139,9 @@ async def test_start_reports_steps_and_creates_missing_namespace(fake_apiserver,
     finally:
         await target.close()
     steps = {s.key: s for s in store.state.bootstrap}
-    assert [steps[k].status for k in ("kube-api", "kube-namespace", "kube-runtimeclass")] == [StepStatus.DONE] * 3
+    assert [steps[k].status for k in ("kube-api", "kube-namespace", "kube-runtimeclass")] == [
+        StepStatus.DONE
+    ] * 3
     assert "v1.35" in steps["kube-api"].detail
     assert steps["kube-namespace"].detail == "created"
     assert fake_apiserver.cluster.get("namespaces", "", "dev") is not None
@@ -224,7 +232,9 @@ def test_factory_builds_a_target_from_a_kubeconfig_context(fake_apiserver, store
     assert target.push_registry == "registry.team:5000/wasm"
     assert "context team-k3s" in target.where
 
-    missing = Settings(root=tmp_path, kube=KubeSettings(context="nope", kubeconfig=kubeconfig, registry="r/x"))
+    missing = Settings(
+        root=tmp_path, kube=KubeSettings(context="nope", kubeconfig=kubeconfig, registry="r/x")
+    )
     with pytest.raises(TargetUnavailable) as info:
         kube_target_from_settings(store, missing)
     assert "nope" in info.value.what and "team-k3s" in info.value.fix
