@@ -4,6 +4,7 @@ rollback of whatever a failed run created."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from pathlib import Path
 
@@ -254,6 +255,7 @@ async def test_failed_create_rolls_back_the_registry_it_made(
     assert steps.final("rollback").status is StepStatus.DONE
     assert "registry k3d-wasmdev-registry" in steps.final("rollback").detail
     assert fake_k3d.calls_of("registry", "delete") == [["registry", "delete", "wasmdev-registry"]]
+    assert fake_k3d.calls_of("cluster", "delete") == []  # k3d rolled its own part back already
     assert fake_k3d.state()["registries"] == {} and fake_k3d.state()["clusters"] == {}
     assert not settings.kubeconfig.exists()
     assert fake_k3d.user_kubeconfig.read_text() == USER_KUBECONFIG
@@ -362,3 +364,43 @@ async def test_runtime_class_with_wrong_handler_is_not_silently_kept(
 
     assert "handler 'spin-v2'" in err.value.what
     assert "delete runtimeclass wasmtime-spin-v2" in err.value.fix
+
+
+async def test_cancelled_create_removes_the_half_made_cluster_and_registry(
+    fake_k3d: FakeK3d, settings: ClusterSettings
+) -> None:
+    fake_k3d.env["FAKE_K3D_HANG"] = "cluster create"
+    steps = Steps()
+    cancelled = asyncio.Event()
+
+    def sink(step: StepState) -> None:
+        steps(step)
+        if step.key == "cluster" and step.status is StepStatus.RUNNING and not cancelled.is_set():
+            cancelled.set()
+
+    task = asyncio.create_task(
+        bootstrap_cluster(settings, sink, cli=fake_k3d.cli(settings.kubeconfig), options=fast())
+    )
+    await cancelled.wait()
+    while "wasmdev" not in fake_k3d.state()["clusters"]:  # k3d got as far as making containers
+        await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert steps.final("cluster").status is StepStatus.FAILED
+    assert steps.final("rollback").status is StepStatus.DONE
+    assert fake_k3d.state()["clusters"] == {} and fake_k3d.state()["registries"] == {}
+
+
+async def test_registry_recreated_under_an_existing_cluster_is_flagged(
+    fake_k3d: FakeK3d, settings: ClusterSettings
+) -> None:
+    cli = fake_k3d.cli(settings.kubeconfig)
+    await bootstrap_cluster(settings, Steps(), cli=cli, options=fast())
+    await cli.delete_registry("wasmdev-registry")
+
+    endpoint = await bootstrap_cluster(settings, Steps(), cli=cli, options=fast())
+
+    assert endpoint.created_registry and not endpoint.created_cluster
+    assert any("created after cluster wasmdev" in n for n in endpoint.notes)

@@ -297,6 +297,12 @@ async def _create_and_wait(
         else:
             registry = await _ensure_registry(settings, cli, registry, made)
             s.note(f"{registry.name}: push to {registry.push_host}, pods pull {registry.pull_host}")
+            if cluster is not None and made.registry:
+                # Nodes learn registry mirrors only at `cluster create --registry-use`.
+                notes.append(
+                    f"registry {registry.name} was created after cluster {settings.name}; if pods fail "
+                    f"with ImagePullBackOff the nodes cannot reach it: {RECREATE}"
+                )
 
     async with steps.step("cluster", "k3d cluster") as s:
         if cluster is None:
@@ -314,7 +320,10 @@ async def _create_and_wait(
                     api_port=settings.api_port,
                 )
             except K3dCommandError as err:
-                # k3d has already rolled its own part back; the registry is ours to remove.
+                # k3d rolls its own part back (and a name clash means the cluster is someone
+                # else's), so only the registry is ours to remove, unless k3d's rollback failed.
+                if not (err.result and any("FAILED to rollback" in p for p in err.result.problems())):
+                    made.cluster = None
                 raise TargetUnavailable(
                     what=err.what,
                     where=err.where,
