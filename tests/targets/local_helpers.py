@@ -7,13 +7,14 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType, SimpleNamespace
+from types import MappingProxyType
 from typing import Any
 
 import aiohttp
 import pytest
 import wasmtime
 
+from devenv.config import LocalSettings, Settings
 from devenv.model import AppSpec, BuiltApp, ComponentSpec, Executor, FileMount, HttpTrigger, Route
 from devenv.store.store import Store
 from devenv.targets.local.target import LocalTarget
@@ -28,17 +29,15 @@ def hello_wasm(version: str = "v1") -> bytes:
     return bytes(wasmtime.wat2wasm(HELLO_WAT.read_text().replace("hello-wat v1!", f"hello-wat {version}!")))
 
 
-def local_settings(tmp_path: Path, *, timeout_s: float = 5.0, memory_mb: int = 32) -> Any:
-    """A stand-in for devenv.config.Settings with the agreed ``local`` fields."""
-    local = SimpleNamespace(
+def local_settings(tmp_path: Path, *, timeout_s: float = 5.0, memory_mb: int = 32) -> Settings:
+    local = LocalSettings(
         host="127.0.0.1",
-        base_port=0,
+        base_port=0,  # tests pass explicit ports (0: any free one)
         request_timeout_s=timeout_s,
         memory_limit_mb=memory_mb,
-        probe_interval_s=0.0,
         cache_dir=tmp_path / "cache",
     )
-    return SimpleNamespace(local=local, app=lambda name: SimpleNamespace(port=None))
+    return Settings(root=tmp_path, local=local)
 
 
 @dataclass

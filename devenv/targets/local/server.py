@@ -27,6 +27,7 @@ from devenv.targets.local.executor import ExecutionStats, GuestError, GuestReque
 from devenv.targets.local.router import RouteEntry, ServingVersion
 
 T = TypeVar("T")
+SHUTDOWN_GRACE_S = 2.0  # how long close/remove waits for requests in flight
 _request_ids = itertools.count(1)
 
 
@@ -61,7 +62,7 @@ class LocalServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._versions: dict[str, ServingVersion] = {}  # touched only on the server loop
-        self._listeners: dict[str, tuple[int, asyncio.AbstractServer]] = {}
+        self._listeners: dict[str, tuple[int, asyncio.AbstractServer, Server]] = {}
 
     # --- lifecycle (called from any thread) ----------------------------------------------------
 
@@ -129,7 +130,7 @@ class LocalServer:
                 fix="set [local].host / [apps.NAME].port in wasmdev.toml",
             ) from None
         bound = listener.sockets[0].getsockname()[1]
-        self._listeners[app] = (bound, listener)
+        self._listeners[app] = (bound, listener, server)
         return bound
 
     async def swap(self, app: str, version: ServingVersion) -> None:
@@ -143,10 +144,13 @@ class LocalServer:
         old = self._versions.pop(app, None)
         if old is not None:
             old.retire()
-        listener = self._listeners.pop(app, None)
-        if listener is not None:
-            listener[1].close()
-            await listener[1].wait_closed()
+        entry = self._listeners.pop(app, None)
+        if entry is not None:
+            _, listener, server = entry
+            listener.close()
+            # Close keep-alive connections too, letting requests in flight finish (bounded).
+            await server.shutdown(timeout=SHUTDOWN_GRACE_S)
+            await listener.wait_closed()
 
     async def _close_all(self) -> None:
         for app in list(self._listeners) + list(self._versions):

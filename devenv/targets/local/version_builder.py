@@ -169,6 +169,7 @@ class _Builder:
         if build_runner is None:
             self.notes.append(not_hosted_note(component.id))
         else:
+            preopens = prepare_preopens(self.spec, component, self.staging / component.id)
             try:
                 runner = build_runner(
                     component=component,
@@ -176,6 +177,7 @@ class _Builder:
                     engine=self.runtime.engine,
                     cache=self.cache,
                     limits=self.limits,
+                    preopens=tuple(preopens),
                 )
             except UnsupportedApp as err:
                 self.notes.append(f"component `{component.id}`: {err.what}")

@@ -62,7 +62,14 @@ class _ThreadStdio(threading.local):
 _stdio = _ThreadStdio()
 
 
+_FIRST_READ = 64 * 1024  # most responses fit: one pread, no fstat
+
+
 def _read_all(fd: int, limit: int) -> tuple[bytes, bool]:
+    """The file's bytes (at most ``limit``) and whether there were more."""
+    data = os.pread(fd, min(_FIRST_READ, limit + 1), 0)
+    if len(data) <= limit and len(data) < _FIRST_READ:
+        return data, False
     size = os.fstat(fd).st_size
     return os.pread(fd, min(size, limit), 0), size > limit
 
@@ -96,15 +103,21 @@ class WagiRunner:
         self._limits = limits
         self._config = config
         self._entrypoint = config.entrypoint.encode()
-        self._static_env = dict(config.environment)
+        self._static_env = [(k.encode(), v.encode(), k) for k, v in config.environment]
 
     def handle(self, request: GuestRequest, log: GuestLog) -> tuple[GuestResponse, ExecutionStats]:
         stdio = _stdio
-        env = dict(self._static_env)
-        env.update(build_env(request, self._config.http_base))  # CGI variables win over `environment`
+        cgi = build_env(request, self._config.http_base)
+        names = [k.encode() for k in cgi]
+        values = [v.encode() for v in cgi.values()]
+        # The component's own `environment`, except what a CGI variable of the same name overrides.
+        for name, value, key in self._static_env:
+            if key not in cgi:
+                names.append(name)
+                values.append(value)
         wasi = wasmtime.WasiConfig()
         guest_ffi.set_argv(wasi, [a.encode() for a in build_argv(self._config.argv_template, request)])
-        guest_ffi.set_env(wasi, [k.encode() for k in env], [v.encode() for v in env.values()])
+        guest_ffi.set_env(wasi, names, values)
         guest_ffi.set_stdio_files(wasi, stdio.load_stdin(request.body), stdio.stdout_path, stdio.stderr_path)
         for p in self._config.preopens:
             wasi.preopen_dir(p.host_dir, p.guest_dir, fs_mutable=False)
