@@ -17,8 +17,6 @@ from devenv.model import BuiltApp
 from devenv.oci import OciImage, RegistryClient, normalize_ref, package_app, write_oci_archive
 from tests.oci.conftest import Ctr, Registry, unique_repo
 
-pytestmark = pytest.mark.registry
-
 
 def pushed(registry: Registry, shop: BuiltApp, tmp_path: Path) -> tuple[OciImage, str]:
     image = package_app(shop, tmp_path / "store")
@@ -51,6 +49,7 @@ def assert_containerd_has(ctr: Ctr, image: OciImage, ref: str) -> None:
     assert ctr.content(manifest_layer.descriptor.digest) == image.read_blob(manifest_layer.descriptor.digest)
 
 
+@pytest.mark.registry
 def test_ctr_pulls_the_pushed_image(registry: Registry, shop: BuiltApp, tmp_path: Path, ctr: Ctr) -> None:
     image, ref = pushed(registry, shop, tmp_path)
     ctr.run("images", "pull", "--plain-http", ref)
@@ -106,6 +105,7 @@ def test_normalize_ref() -> None:
 
 
 @pytest.mark.docker
+@pytest.mark.registry
 def test_docker_pulls_the_pushed_image(
     registry: Registry, shop: BuiltApp, tmp_path: Path, docker_client
 ) -> None:  # type: ignore[no-untyped-def]

@@ -18,8 +18,6 @@ from devenv.oci import RegistryClient, RegistryError, normalize_repository, pack
 from devenv.oci.layout import MEDIA_INDEX
 from tests.oci.conftest import WASM_MAGIC, Registry, free_port, unique_repo, write_app
 
-pytestmark = pytest.mark.registry
-
 
 def fetch(url: str, accept: str = "*/*") -> tuple[bytes, dict[str, str]]:
     req = urllib.request.Request(url, headers={"Accept": accept})
@@ -27,6 +25,7 @@ def fetch(url: str, accept: str = "*/*") -> tuple[bytes, dict[str, str]]:
         return resp.read(), dict(resp.headers)
 
 
+@pytest.mark.registry
 def test_push_then_read_everything_back(registry: Registry, shop: BuiltApp, tmp_path: Path) -> None:
     image = package_app(shop, tmp_path / "store")
     repo = unique_repo("shop")
@@ -58,6 +57,7 @@ def test_push_then_read_everything_back(registry: Registry, shop: BuiltApp, tmp_
         assert json.loads(config)["architecture"] == entry["platform"]["architecture"]
 
 
+@pytest.mark.registry
 def test_unchanged_build_sends_no_blobs_and_an_edit_sends_only_its_layer(
     registry: Registry, shop: BuiltApp, tmp_path: Path
 ) -> None:
@@ -89,6 +89,7 @@ def test_unchanged_build_sends_no_blobs_and_an_edit_sends_only_its_layer(
     client.close()
 
 
+@pytest.mark.registry
 def test_chunked_upload_of_big_blobs_round_trips(registry: Registry, tmp_path: Path) -> None:
     big = WASM_MAGIC + hashlib.sha256(b"seed").digest() * 40_000  # ~1.3 MB
     built = write_app(tmp_path / "app", web=big)
