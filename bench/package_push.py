@@ -253,11 +253,16 @@ def docker_context(image: OciImage, ctx: Path) -> None:
     (ctx / "Dockerfile").write_text("\n".join(lines) + "\n")
 
 
+_BUILT_IMAGES: set[str] = set()  # image ids the baseline made, removed at the end
+
+
 def docker(*args: str) -> None:
     env = {**os.environ, "DOCKER_BUILDKIT": "0"}  # the classic builder: what Docker 20.10 uses by default
     proc = subprocess.run(["docker", *args], capture_output=True, env=env, timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"docker {' '.join(args)}: {proc.stderr.decode()[-500:]}")
+    if args[0] == "build":
+        _BUILT_IMAGES.add(proc.stdout.decode().strip())
 
 
 def run_docker(manifest: Path, registry: str, work: Path, repeat: int) -> dict[str, dict[str, float]]:
@@ -283,7 +288,11 @@ def run_docker(manifest: Path, registry: str, work: Path, repeat: int) -> dict[s
                 timed(lambda tag=tag, i=i: docker("save", "-o", str(work / f"save-{i}.tar"), tag))[0]
             )
             times["push"].append(timed(lambda tag=tag: docker("push", tag))[0])
-        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+    # Untimed cleanup: every image the baseline built (re-tagged builds leave untagged ones).
+    ids = sorted(i for i in _BUILT_IMAGES if i)
+    _BUILT_IMAGES.clear()
+    if ids:
+        subprocess.run(["docker", "rmi", "-f", *ids], capture_output=True)
     return {s: {k: statistics.median(v) for k, v in t.items()} for s, t in out.items()}
 
 
