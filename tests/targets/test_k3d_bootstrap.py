@@ -404,3 +404,21 @@ async def test_registry_recreated_under_an_existing_cluster_is_flagged(
 
     assert endpoint.created_registry and not endpoint.created_cluster
     assert any("created after cluster wasmdev" in n for n in endpoint.notes)
+
+
+async def test_stopped_registry_is_started_through_docker(
+    fake_k3d: FakeK3d, settings: ClusterSettings
+) -> None:
+    cli = fake_k3d.cli(settings.kubeconfig)
+    await bootstrap_cluster(settings, Steps(), cli=cli, options=fast())
+    fake_k3d.edit_state(lambda s: s["registries"]["k3d-wasmdev-registry"].update(running=False))
+    started: list[str] = []
+
+    def docker_start(name: str) -> None:  # stands in for `docker start`, on the fake's containers
+        started.append(name)
+        fake_k3d.edit_state(lambda s: s["registries"][name].update(running=True))
+
+    await bootstrap_cluster(settings, Steps(), cli=cli, options=fast(start_container=docker_start))
+
+    assert started == ["k3d-wasmdev-registry"]
+    assert len(fake_k3d.calls_of("registry", "create")) == 1

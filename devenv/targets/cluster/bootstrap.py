@@ -93,6 +93,22 @@ def ping_docker() -> None:
         ) from exc
 
 
+def start_docker_container(name: str) -> None:
+    """Start a stopped container (the k3d registry) through the Docker SDK."""
+    import docker
+
+    client = docker.from_env(timeout=30)
+    try:
+        client.containers.get(name).start()
+    except docker.errors.DockerException as exc:
+        raise TargetUnavailable(
+            what=f"could not start the stopped registry container {name}: {first_line(exc)}",
+            fix=f"docker start {name}, or remove it (k3d registry delete {name}) and run wasmdev cluster create",
+        ) from exc
+    finally:
+        client.close()
+
+
 def port_in_use(port: int, host: str = "0.0.0.0") -> bool:
     """True if something listens on ``host:port``. k3d maps the HTTP port on all interfaces."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -147,6 +163,7 @@ class BootstrapOptions:
     polling: Polling = Polling(timeout=180.0, interval=1.0)
     docker_ping: Callable[[], None] = ping_docker
     port_in_use: Callable[[int, str], bool] = port_in_use
+    start_container: Callable[[str], None] = start_docker_container
     probe_factory: ProbeFactory | None = None  # default: the kubernetes client
 
 
@@ -295,7 +312,7 @@ async def _create_and_wait(
         if not settings.registry_name:
             s.skip("none configured: images go in with `k3d image import`")
         else:
-            registry = await _ensure_registry(settings, cli, registry, made)
+            registry = await _ensure_registry(settings, cli, registry, made, opts.start_container)
             s.note(f"{registry.name}: push to {registry.push_host}, pods pull {registry.pull_host}")
             if cluster is not None and made.registry:
                 # Nodes learn registry mirrors only at `cluster create --registry-use`.
@@ -376,13 +393,19 @@ async def _create_and_wait(
 
 
 async def _ensure_registry(
-    settings: ClusterSettingsLike, cli: K3dCli, registry: RegistryInfo | None, made: _Undo
+    settings: ClusterSettingsLike,
+    cli: K3dCli,
+    registry: RegistryInfo | None,
+    made: _Undo,
+    start_container: Callable[[str], None],
 ) -> RegistryInfo:
     if registry is None:
         made.registry = settings.registry_name
         await cli.create_registry(settings.registry_name, settings.registry_port)
     elif not registry.running:
-        await cli.start_registry(registry.name)
+        # k3d v5.9 has no working `registry start` (the command is an empty stub); the registry
+        # is a plain container, so Docker starts it.
+        await asyncio.to_thread(start_container, registry.name)
     found = await cli.get_registry(settings.registry_name)
     if found is None or found.host_port is None:
         raise TargetUnavailable(

@@ -275,9 +275,6 @@ class K3dCli:
             what=f"creating registry {name!r}",
         )
 
-    async def start_registry(self, name: str) -> K3dResult:
-        return await self.run("registry", "start", name, what=f"starting registry {name!r}")
-
     async def delete_registry(self, name: str) -> K3dResult:
         return await self.run("registry", "delete", name, what=f"deleting registry {name!r}")
 
