@@ -148,6 +148,9 @@ class ClusterObserver:
         self._apps: dict[str, str] = {}  # label value -> app name in the store
         self._pods: dict[str, Obj] = {}
         self._warnings: dict[str, str] = {}  # pod -> newest Warning event text
+        # Warnings about pods the pod watch has not shown yet (the two watches race): announced
+        # when the pod appears.
+        self._unannounced: dict[str, str] = {}
         self._followers: dict[tuple[str, str], threading.Thread] = {}
         self._log_marks: dict[tuple[str, str], str] = {}  # (pod, container) -> last timestamp key seen
         self._metrics_notes: dict[str, str] = {}
@@ -288,6 +291,7 @@ class ClusterObserver:
                 labels = before | {self._app_of(p) for p in pods} | set(self._apps)
             for label in labels:
                 self._publish(label)
+            self._announce_pending(pods)
             self._sync_followers()
 
         def on_event(kind: str, pod: Obj) -> None:
@@ -299,6 +303,8 @@ class ClusterObserver:
                 else:
                     self._pods[name] = pod
             self._publish(self._app_of(pod))
+            if kind == "ADDED":
+                self._announce_pending([pod])
             self._sync_followers()
 
         self._watch_loop("watching pods", "pods", list_pods, on_list, on_event)
@@ -351,18 +357,36 @@ class ClusterObserver:
         if event.get("type") != "Warning":
             return
         pod = (event.get("involvedObject") or {}).get("name", "")
+        text = f"{event.get('reason', '')}: {event.get('message', '')}"
         with self._lock:
-            pod_obj = self._pods.get(pod)
-            label = self._app_of(pod_obj) if pod_obj else ""
-            app = self._apps.get(label)
-            if app is None:
-                return
-            text = f"{event.get('reason', '')}: {event.get('message', '')}"
             self._warnings[pod] = text
+            pod_obj = self._pods.get(pod)
+            if pod_obj is None:
+                if announce:
+                    self._unannounced[pod] = text
+                _trim(self._warnings, keep=self._pods)
+                _trim(self._unannounced, keep=self._pods)
+                return
+            label = self._app_of(pod_obj)
+            app = self._apps.get(label)
+        if app is None:
+            return
         self._publish(label)
         if announce:
-            line = LogLine(time.time(), app, LogStream.SYSTEM, f"pod {pod}: {text}", level="warn")
-            self.store.dispatch(a.LogEmitted(line))
+            self._announce(app, pod, text)
+
+    def _announce(self, app: str, pod: str, text: str) -> None:
+        line = LogLine(time.time(), app, LogStream.SYSTEM, f"pod {pod}: {text}", level="warn")
+        self.store.dispatch(a.LogEmitted(line))
+
+    def _announce_pending(self, pods: list[Obj]) -> None:
+        for pod in pods:
+            name = pod["metadata"]["name"]
+            with self._lock:
+                text = self._unannounced.pop(name, None)
+                app = self._apps.get(self._app_of(pod))
+            if text is not None and app is not None:
+                self._announce(app, name, text)
 
     # --- logs -------------------------------------------------------------------------------------
 
@@ -515,6 +539,14 @@ class ClusterObserver:
     def _set_metrics_note_all(self, note: str) -> None:
         for app in self.tracked:
             self._set_metrics_note(app, note)
+
+
+def _trim(table: dict[str, str], keep: dict[str, Obj], limit: int = 2000) -> None:
+    """Bound a per-pod table: drop the oldest entries for pods not (yet) seen by the pod watch."""
+    if len(table) <= limit:
+        return
+    for key in [k for k in table if k not in keep][: len(table) - limit]:
+        del table[key]
 
 
 def _abort(resp: Any) -> None:
