@@ -36,6 +36,7 @@ from devenv.targets.local.file_mounts import Preopen
 from devenv.targets.local.runtime import TICK_S
 from devenv.targets.local.wasi import REFUSALS, all_interfaces, fastbytes
 from devenv.targets.local.wasi.cli import flush_stdio
+from devenv.targets.local.wasi.filesystem import report_denials
 from devenv.targets.local.wasi.host import GuestExit, GuestTrap, HostConfig, HostContext, activate
 from devenv.targets.local.wasi.http_types import (
     ErrorResponse,
@@ -143,8 +144,20 @@ class HttpComponentRunner:
 
     def handle(self, request: GuestRequest, log: GuestLog) -> tuple[GuestResponse, ExecutionStats]:
         started = time.monotonic()
+        memory_error = [False]
+
+        def guest_log(stream: LogStream, text: str) -> None:
+            # A guest language runtime reports a refused memory.grow as its own out-of-memory
+            # error, then traps: the trap alone would not say why.
+            if stream is LogStream.STDERR and "MemoryError" in text:
+                memory_error[0] = True
+            log(stream, text)
+
         ctx = HostContext(
-            config=self._config, log=log, deadline=started + self._limits.timeout_s, timeout_s=self._limits.timeout_s
+            config=self._config,
+            log=guest_log,
+            deadline=started + self._limits.timeout_s,
+            timeout_s=self._limits.timeout_s,
         )
         store = wasmtime.Store(self._engine)
         store.set_epoch_deadline(self._deadline_ticks)
@@ -153,9 +166,13 @@ class HttpComponentRunner:
         activate(ctx)
         try:
             outcome = self._run(store, ctx, request)
+            if outcome.failure is not None and outcome.failure.startswith("trapped") and memory_error[0]:
+                mib = self._limits.memory_bytes // (1024 * 1024)
+                outcome = _Outcome(None, f"out of memory: the guest ran out of its {mib} MiB memory cap")
         finally:
             activate(None)
             flush_stdio(ctx)
+            report_denials(ctx)
             ctx.table.clear()
             del store  # the Store owns the instance and every handle the guest still held
         stats = ExecutionStats(cpu_seconds=time.thread_time() - cpu_start, memory_bytes=0)
@@ -195,8 +212,6 @@ class HttpComponentRunner:
         mib = self._limits.memory_bytes // (1024 * 1024)
         if "memory" in text and ("limit" in text or "exceeds" in text):
             return f"out of memory: the component needs more than the {mib} MiB cap"
-        if "memoryerror" in text or "out of memory" in text:
-            return f"out of memory: linear memory reached the {mib} MiB cap"
         return "trapped: " + _last_line(message)
 
     def _response(self, ctx: HostContext) -> _Outcome:

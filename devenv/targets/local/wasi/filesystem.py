@@ -23,6 +23,7 @@ from devenv.targets.local.wasi.io import InputStream
 from devenv.targets.local.wasi.registry import Interface
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
+MAX_DENIED_PATHS_SHOWN = 5
 _WRITE_OPEN_FLAGS = {"create", "exclusive", "truncate"}
 _WRITE_FLAGS = {"write", "mutate-directory", "file-integrity-sync", "data-integrity-sync", "requested-write-sync"}
 
@@ -55,6 +56,7 @@ class FileView:
             key=lambda g: len(g[0].parts),
             reverse=True,
         )
+        self.denials: dict[str, list[str]] = {}
 
     def lookup(self, guest: PurePosixPath) -> Descriptor | None:
         """The descriptor for an absolute, normalised guest path, or None if not granted/absent."""
@@ -71,9 +73,6 @@ class FileView:
         if any(guest == root or guest in root.parents for root, _ in self.grants) or guest == PurePosixPath("/"):
             return Descriptor(guest, None, True)
         return None
-
-    def granted(self, guest: PurePosixPath) -> bool:
-        return any(guest == root or root in guest.parents for root, _ in self.grants)
 
     def list_dir(self, d: Descriptor) -> list[tuple[str, bool]]:
         names: dict[str, bool] = {}
@@ -113,7 +112,28 @@ def _get_directories(ctx: HostContext) -> list[tuple[Any, str]]:
 
 
 def _denied(ctx: HostContext, guest: PurePosixPath, why: str) -> None:
-    ctx.note(f"denied file access to {guest}: {why}")
+    # Collected and reported once per request (report_denials): an interpreter printing a
+    # traceback probes a dozen source paths, which must not flood the log.
+    paths = _view(ctx).denials.setdefault(why, [])
+    if len(paths) < 1000:
+        paths.append(str(guest))
+
+
+def report_denials(ctx: HostContext) -> None:
+    """One log line per kind of denial this request met, naming the paths."""
+    if ctx.fs is None:
+        return
+    for why, paths in ctx.fs.denials.items():
+        unique = list(dict.fromkeys(paths))
+        shown = ", ".join(unique[:MAX_DENIED_PATHS_SHOWN])
+        more = f" and {len(unique) - MAX_DENIED_PATHS_SHOWN} more" if len(unique) > MAX_DENIED_PATHS_SHOWN else ""
+        ctx.note(f"denied file access to {shown}{more}: {why}")
+
+
+def _not_granted(ctx: HostContext, guest: PurePosixPath) -> None:
+    # With glob grants, "/" is the staged copy of the granted files, so any path that is not
+    # there is one the manifest did not grant.
+    _denied(ctx, guest, f"not granted by `files` in [component.{ctx.config.component_id}] (read-only grants only)")
 
 
 def _open_at(ctx: HostContext, self: ResourceAny, path_flags: set[str], path: str, open_flags: set[str], flags: set[str]) -> Any:
@@ -127,8 +147,7 @@ def _open_at(ctx: HostContext, self: ResourceAny, path_flags: set[str], path: st
         return Err("read-only")
     found = view.lookup(guest)
     if found is None:
-        if not view.granted(guest):
-            _denied(ctx, guest, f"not granted by `files` in [component.{ctx.config.component_id}]")
+        _not_granted(ctx, guest)
         return Err("no-entry")
     if "directory" in open_flags and not found.is_dir:
         return Err("not-directory")
@@ -165,8 +184,7 @@ def _stat_at(ctx: HostContext, self: ResourceAny, path_flags: set[str], path: st
     guest = _normalise(base.guest, path)
     found = _view(ctx).lookup(guest) if guest is not None else None
     if found is None:
-        if guest is not None and not _view(ctx).granted(guest):
-            _denied(ctx, guest, f"not granted by `files` in [component.{ctx.config.component_id}]")
+        _not_granted(ctx, guest or base.guest)
         return Err("no-entry")
     return Ok(_stat_of(found))
 
