@@ -183,17 +183,27 @@ async def bootstrap_cluster(
     cli = cli or K3dCli(settings.kubeconfig)
     steps = StepReporter(sink)
     steps.plan(STEPS)
+    try:
+        return await _bootstrap(settings, cli, steps, opts)
+    except WasmdevError as err:
+        if isinstance(err, TargetUnavailable):
+            raise
+        # The Target contract: a target that cannot be prepared raises TargetUnavailable.
+        raise TargetUnavailable(what=err.what, where=err.where, fix=err.fix) from err
 
+
+async def _bootstrap(
+    settings: ClusterSettingsLike, cli: K3dCli, steps: StepReporter, opts: BootstrapOptions
+) -> ClusterEndpoint:
     async with steps.step("docker", "Docker engine") as s:
         await asyncio.to_thread(opts.docker_ping)
         s.note("reachable")
 
     async with steps.step("k3d", "k3d CLI") as s:
         s.note(await check_k3d(cli))
-
-    # What exists decides which ports must be free: a reused cluster already holds its own.
-    cluster = await cli.get_cluster(settings.name)
-    registry = await cli.get_registry(settings.registry_name) if settings.registry_name else None
+        # What exists decides which ports must be free: a reused cluster already holds its own.
+        cluster = await cli.get_cluster(settings.name)
+        registry = await cli.get_registry(settings.registry_name) if settings.registry_name else None
 
     async with steps.step("ports", "Host ports") as s:
         needs = _port_needs(settings, cluster, registry)
@@ -206,12 +216,10 @@ async def bootstrap_cluster(
     made = _Undo(cli, settings)
     try:
         return await _create_and_wait(settings, cli, steps, opts, cluster, registry, made)
-    except BaseException as exc:
+    except BaseException:
         if made.anything:
             # Shielded: a Ctrl-C during create must still remove what this run made.
             await asyncio.shield(made.roll_back(steps))
-        if isinstance(exc, WasmdevError) and not isinstance(exc, TargetUnavailable):
-            raise TargetUnavailable(what=exc.what, where=exc.where, fix=exc.fix) from exc
         raise
 
 
