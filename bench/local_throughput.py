@@ -136,11 +136,16 @@ class BaselineServer:
         async def hello(_: web.BaseRequest) -> web.Response:
             return web.Response(body=self.body, content_type=self.content_type)
 
-        server = web.Server(hello, access_log=None)
-        listener = await asyncio.get_running_loop().create_server(server, "127.0.0.1", 0)
-        self.port = listener.sockets[0].getsockname()[1]
+        self._server = web.Server(hello, access_log=None)
+        self._listener = await asyncio.get_running_loop().create_server(self._server, "127.0.0.1", 0)
+        self.port = self._listener.sockets[0].getsockname()[1]
+
+    async def _close(self) -> None:
+        self._listener.close()
+        await self._server.shutdown(timeout=1.0)
 
     def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(timeout=5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import wasmtime
 
 from devenv.model import LogStream
-from devenv.targets.local import guest_ffi
 from devenv.targets.local.cgi import build_argv, build_env, parse_output
 from devenv.targets.local.executor import (
     ExecutionStats,
@@ -29,6 +28,7 @@ from devenv.targets.local.executor import (
     RequestLimits,
 )
 from devenv.targets.local.file_mounts import Preopen
+from devenv.targets.local.guest_ffi import GuestStore, WasiSetup
 from devenv.targets.local.runtime import WasmRuntime
 
 MAX_STDOUT_BYTES = 64 * 1024 * 1024  # a response bigger than this is a guest bug, not a page
@@ -115,43 +115,37 @@ class WagiRunner:
             if key not in cgi:
                 names.append(name)
                 values.append(value)
-        wasi = wasmtime.WasiConfig()
-        guest_ffi.set_argv(wasi, [a.encode() for a in build_argv(self._config.argv_template, request)])
-        guest_ffi.set_env(wasi, names, values)
-        guest_ffi.set_stdio_files(wasi, stdio.load_stdin(request.body), stdio.stdout_path, stdio.stderr_path)
-        for p in self._config.preopens:
-            wasi.preopen_dir(p.host_dir, p.guest_dir, fs_mutable=False)
-        store = wasmtime.Store(self._engine)
-        store.set_wasi(wasi)
-        store.set_epoch_deadline(self._deadline_ticks)
-        store.set_limits(memory_size=self._limits.memory_bytes)
+        wasi = WasiSetup()
+        try:
+            wasi.argv([a.encode() for a in build_argv(self._config.argv_template, request)])
+            wasi.env(names, values)
+            wasi.stdio(stdio.load_stdin(request.body), stdio.stdout_path, stdio.stderr_path)
+            for p in self._config.preopens:
+                wasi.preopen_read_only(p.host_dir, p.guest_dir)
+        except BaseException:
+            wasi.discard()
+            raise
+        store = GuestStore(self._engine, wasi, self._deadline_ticks, self._limits.memory_bytes)
 
         failure: str | None = None
-        memory = 0
         cpu_start = time.thread_time()
         try:
-            instance = self._pre.instantiate(store)
-            start = guest_ffi.export(store, instance, self._entrypoint)
-            if start is None or not guest_ffi.is_func(start):
+            store.instantiate(self._pre)
+            if not store.call_export(self._entrypoint):
                 failure = f"the module exports no function `{self._config.entrypoint}` (the WAGI entrypoint)"
-            else:
-                try:
-                    guest_ffi.call_nullary(store, start)
-                except wasmtime.ExitTrap as exit_:
-                    if exit_.code != 0:
-                        failure = f"exited with status {exit_.code}"
-                except wasmtime.Trap as trap:
-                    failure = self._trap_reason(trap, store, instance)
-            mem = guest_ffi.export(store, instance, b"memory")
-            if mem is not None and guest_ffi.is_memory(mem):
-                memory = guest_ffi.memory_size(store, mem)
-        except wasmtime.WasmtimeError as err:  # instantiation: e.g. memory over the cap, start trap
+        except wasmtime.ExitTrap as exit_:
+            if exit_.code != 0:
+                failure = f"exited with status {exit_.code}"
+        except wasmtime.Trap as trap:
+            failure = self._trap_reason(trap, store.memory_size())
+        except wasmtime.WasmtimeError as err:  # instantiation: e.g. memory over the cap
             failure = _short(str(err))
             if "memory" in failure and "limit" in failure:
                 failure = f"out of memory: the module needs more than the {self._mib()} MiB cap"
+        memory = store.memory_size()
         cpu = time.thread_time() - cpu_start
-        # Drop the store now: it closes wasmtime's handles on the stdio files before we read them.
-        del store
+        # Free the store now: that closes wasmtime's handles on the stdio files we read next.
+        store.close()
         stats = ExecutionStats(cpu_seconds=cpu, memory_bytes=memory)
 
         self._forward_stderr(stdio.stderr_fd, log)
@@ -165,16 +159,13 @@ class WagiRunner:
         except GuestError as err:
             raise GuestError(err.reason, stats) from None
 
-    def _trap_reason(self, trap: wasmtime.Trap, store: wasmtime.Store, instance: wasmtime.Instance) -> str:
+    def _trap_reason(self, trap: wasmtime.Trap, memory_size: int) -> str:
         if trap.trap_code is wasmtime.TrapCode.INTERRUPT:
             return f"timed out after {self._limits.timeout_s:g}s (the request deadline)"
-        mem = guest_ffi.export(store, instance, b"memory")
-        if mem is not None and guest_ffi.is_memory(mem):
-            size = guest_ffi.memory_size(store, mem)
-            # A refused memory.grow shows up as whatever the guest does next (usually a trap):
-            # near the cap, that trap is the out-of-memory.
-            if size + 2 * 1024 * 1024 >= self._limits.memory_bytes:
-                return f"out of memory: linear memory reached the {self._mib()} MiB cap"
+        # A refused memory.grow shows up as whatever the guest does next (usually a trap):
+        # near the cap, that trap is the out-of-memory.
+        if memory_size + 2 * 1024 * 1024 >= self._limits.memory_bytes:
+            return f"out of memory: linear memory reached the {self._mib()} MiB cap"
         return "trapped: " + _short(str(trap))
 
     def _mib(self) -> int:
