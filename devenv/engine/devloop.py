@@ -106,7 +106,9 @@ class DevLoop:
         self._paused = False
         self._held = ChangeSet()  # changes seen while watching was paused
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._build_slots = asyncio.Semaphore(max(2, os.cpu_count() or 2))
+        # Builds of different apps overlap, up to a bound: a slow toolchain (componentize-py takes
+        # ~10 s) should not hold a 0.1 s WAT build back, but 20 apps must not start 20 compilers.
+        self._build_slots = asyncio.Semaphore(max(4, os.cpu_count() or 4))
 
     # --- lifecycle ------------------------------------------------------------------------------
 
