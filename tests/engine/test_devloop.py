@@ -145,3 +145,35 @@ async def test_intents_from_another_thread_rebuild_pause_and_resume(
         from_ui_thread(a.RestartRequested(app="ui"))
         await s.wait(lambda _st: s.count(a.VersionServing, "ui") >= 4, "the restart to redeploy")
         assert "intent v2" in (await s.get("ui")).text
+
+
+async def test_a_deploy_the_target_refuses_keeps_the_old_version(tmp_path: Path, compile_cache: Path) -> None:
+    manifest = write_wat_app(tmp_path, "refused", body="deployed v1")
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait_body("refused", "deployed v1")
+        # The default executor wants a wasi:http component; this is a core module: the build
+        # succeeds, the target refuses it.
+        manifest.write_text(manifest.read_text().replace('executor = { type = "wagi" }\n', ""))
+        await s.wait(lambda _st: s.count(a.DeployFailed, "refused") == 1, "the refused deploy")
+        app = s.store.state.apps["refused"]
+        assert app.status is AppStatus.DEGRADED and "core module" in app.error
+        assert "deployed v1" in (await s.get("refused")).text
+
+
+async def test_a_component_app_is_reported_unsupported_not_crashed(
+    tmp_path: Path, compile_cache: Path
+) -> None:
+    import wasmtime
+
+    app = tmp_path / "comp"
+    app.mkdir()
+    (app / "c.wasm").write_bytes(wasmtime.wat2wasm("(component)"))
+    (app / "spin.toml").write_text(
+        'spin_manifest_version = 2\n[application]\nname = "comp"\n'
+        '[[trigger.http]]\nroute = "/..."\ncomponent = "c"\n[component.c]\nsource = "c.wasm"\n'
+    )
+    write_wat_app(tmp_path, "neighbour", body="neighbour ok")
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait(lambda st: st.apps["comp"].status is AppStatus.UNSUPPORTED, "the unsupported app")
+        assert s.store.state.apps["comp"].error
+        await s.wait_body("neighbour", "neighbour ok")  # other apps are unaffected
