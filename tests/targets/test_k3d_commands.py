@@ -23,6 +23,11 @@ fake_apiserver = apiserver.fake_apiserver
 fake_k3d = harness.fake_k3d
 cluster_settings = harness.cluster_settings
 
+
+def skip_docker_ping() -> None:  # the bootstrap tests ping a (dead) Docker for real
+    return None
+
+
 FAST = BootstrapOptions(docker_ping=lambda: None, polling=Polling(timeout=5.0, interval=0.02))
 
 
@@ -56,7 +61,12 @@ async def test_delete_removes_cluster_registry_and_kubeconfig(
     assert cluster_settings.kubeconfig.exists()
     lines: list[str] = []
 
-    code = await cluster_delete(cluster_settings, lines.append, cli=fake_k3d.cli(cluster_settings.kubeconfig))
+    code = await cluster_delete(
+        cluster_settings,
+        lines.append,
+        cli=fake_k3d.cli(cluster_settings.kubeconfig),
+        docker_ping=skip_docker_ping,
+    )
 
     assert code == 0
     assert fake_k3d.state()["clusters"] == {} and fake_k3d.state()["registries"] == {}
@@ -77,7 +87,12 @@ async def test_delete_of_nothing_succeeds_and_says_so(
     fake_k3d: FakeK3d, cluster_settings: ClusterSettings
 ) -> None:
     lines: list[str] = []
-    code = await cluster_delete(cluster_settings, lines.append, cli=fake_k3d.cli(cluster_settings.kubeconfig))
+    code = await cluster_delete(
+        cluster_settings,
+        lines.append,
+        cli=fake_k3d.cli(cluster_settings.kubeconfig),
+        docker_ping=skip_docker_ping,
+    )
     assert code == 0
     assert lines == ["no cluster wasmdev"]
     assert fake_k3d.calls_of("registry", "delete") == []
@@ -93,7 +108,12 @@ async def test_delete_keeps_a_kubeconfig_shared_with_other_clusters(
     assert {c["name"] for c in merged["contexts"]} == {"work", "k3d-wasmdev"}
     assert merged["current-context"] == "work"  # merged without switching the file's context
 
-    await cluster_delete(cluster_settings, lambda _line: None, cli=fake_k3d.cli(cluster_settings.kubeconfig))
+    await cluster_delete(
+        cluster_settings,
+        lambda _line: None,
+        cli=fake_k3d.cli(cluster_settings.kubeconfig),
+        docker_ping=skip_docker_ping,
+    )
 
     kept = yaml.safe_load(cluster_settings.kubeconfig.read_text())
     assert [c["name"] for c in kept["contexts"]] == ["work"]
@@ -140,7 +160,12 @@ async def test_status_lists_nodes_runtime_classes_registry_and_apps(
     )
     lines: list[str] = []
 
-    code = await cluster_status(cluster_settings, lines.append, cli=fake_k3d.cli(cluster_settings.kubeconfig))
+    code = await cluster_status(
+        cluster_settings,
+        lines.append,
+        cli=fake_k3d.cli(cluster_settings.kubeconfig),
+        docker_ping=skip_docker_ping,
+    )
     text = "\n".join(lines)
 
     assert code == 0, text
@@ -156,7 +181,12 @@ async def test_status_without_a_cluster_exits_1_and_says_how_to_create(
     fake_k3d: FakeK3d, cluster_settings: ClusterSettings
 ) -> None:
     lines: list[str] = []
-    code = await cluster_status(cluster_settings, lines.append, cli=fake_k3d.cli(cluster_settings.kubeconfig))
+    code = await cluster_status(
+        cluster_settings,
+        lines.append,
+        cli=fake_k3d.cli(cluster_settings.kubeconfig),
+        docker_ping=skip_docker_ping,
+    )
     assert code == 1
     assert "not created (run `wasmdev cluster create`)" in "\n".join(lines)
 
@@ -167,7 +197,12 @@ async def test_status_with_the_api_down_exits_1_without_a_traceback(
     await create(fake_k3d, cluster_settings)
     fake_apiserver.stop()
     lines: list[str] = []
-    code = await cluster_status(cluster_settings, lines.append, cli=fake_k3d.cli(cluster_settings.kubeconfig))
+    code = await cluster_status(
+        cluster_settings,
+        lines.append,
+        cli=fake_k3d.cli(cluster_settings.kubeconfig),
+        docker_ping=skip_docker_ping,
+    )
     assert code == 1
     assert lines[-1].startswith("kubernetes  not answering:")
 
@@ -224,3 +259,14 @@ async def test_the_fake_fails_like_k3d(
     result = await fake_k3d.cli(cluster_settings.kubeconfig).run(*argv, check=False)
     assert result.returncode == 1
     assert result.problems()
+
+
+async def test_delete_with_docker_down_says_start_docker(
+    fake_k3d: FakeK3d, cluster_settings: ClusterSettings, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+    lines: list[str] = []
+    code = await cluster_delete(cluster_settings, lines.append, cli=fake_k3d.cli(cluster_settings.kubeconfig))
+    assert code == 1
+    assert "Docker engine is not reachable" in lines[0] and "start Docker" in lines[1]
+    assert fake_k3d.calls() == []

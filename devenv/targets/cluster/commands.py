@@ -26,6 +26,7 @@ from devenv.targets.cluster.bootstrap import (
     ClusterSettingsLike,
     bootstrap_cluster,
     check_k3d,
+    ping_docker,
 )
 from devenv.targets.cluster.k3d import ClusterInfo, K3dCli, RegistryInfo
 from devenv.targets.cluster.node_readiness import KubernetesProbe, first_line
@@ -114,12 +115,17 @@ def summary_lines(endpoint: ClusterEndpoint) -> list[str]:
 
 
 async def cluster_delete(
-    settings: ClusterSettingsLike, printer: Printer | None = None, *, cli: K3dCli | None = None
+    settings: ClusterSettingsLike,
+    printer: Printer | None = None,
+    *,
+    cli: K3dCli | None = None,
+    docker_ping: Callable[[], None] = ping_docker,
 ) -> int:
     """Remove the cluster, its registry and wasmdev's kubeconfig for it. Absent pieces are fine."""
     say = printer or print_line
     cli = cli or K3dCli(settings.kubeconfig)
     try:
+        await asyncio.to_thread(docker_ping)  # k3d's own message for this is a Docker API error
         await check_k3d(cli)
         cluster = await cli.get_cluster(settings.name)
         if cluster is not None:
@@ -166,7 +172,11 @@ def _remove_kubeconfig_if_empty(path: Path, context: str) -> bool:
 
 
 async def cluster_status(
-    settings: ClusterSettingsLike, printer: Printer | None = None, *, cli: K3dCli | None = None
+    settings: ClusterSettingsLike,
+    printer: Printer | None = None,
+    *,
+    cli: K3dCli | None = None,
+    docker_ping: Callable[[], None] = ping_docker,
 ) -> int:
     """Print the cluster, registry, nodes, runtime classes and wasmdev's apps.
 
@@ -176,6 +186,7 @@ async def cluster_status(
     say = printer or print_line
     cli = cli or K3dCli(settings.kubeconfig)
     try:
+        await asyncio.to_thread(docker_ping)
         await check_k3d(cli)
         cluster = await cli.get_cluster(settings.name)
         registry = await cli.get_registry(settings.registry_name) if settings.registry_name else None

@@ -202,14 +202,20 @@ class K3dCli:
                 fix=f"install k3d ≥ {format_version(MIN_K3D_VERSION)}: {INSTALL_K3D}",
             )
         self.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
-        proc = await asyncio.create_subprocess_exec(
-            exe,
-            *args,
-            env=self.env(),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                exe,
+                *args,
+                env=self.env(),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        except OSError as exc:  # not executable, wrong architecture, a broken symlink …
+            raise TargetUnavailable(
+                what=f"cannot run k3d at {exe}: {exc.strerror or exc}",
+                fix=f"reinstall k3d: {INSTALL_K3D}",
+            ) from exc
         try:
             out, err = await proc.communicate()
         except asyncio.CancelledError:
