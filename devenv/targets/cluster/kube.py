@@ -36,6 +36,7 @@ from devenv.model import BuiltApp, LogLine, LogStream, StepState, StepStatus
 from devenv.store import actions as a
 from devenv.store.store import Store
 from devenv.targets.base import DeployResult
+from devenv.targets.cluster.ingress_check import wait_until_routed
 from devenv.targets.cluster.observe import ClusterObserver, ObserveSettings
 from devenv.targets.cluster.resources import (
     DEFAULT_RUNTIME_CLASS,
@@ -123,6 +124,8 @@ class KubeTarget:
         observe: ObserveSettings | None = None,
         name: str = "kube",
         image_store_dir: Path | None = None,
+        ingress_check_s: float = 0.0,
+        owns_client: bool = False,
     ) -> None:
         self.name = name
         self.store = store
@@ -144,6 +147,10 @@ class KubeTarget:
         self._runtime_classes: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._closing = threading.Event()
+        # > 0: after a rollout, wait up to this long for the app to answer through the ingress
+        # (worth it where the host port is wasmdev's own, as with k3d; 0 = trust Ready pods).
+        self.ingress_check_s = ingress_check_s
+        self._owns_client = owns_client
 
     @property
     def where(self) -> str:
@@ -175,6 +182,8 @@ class KubeTarget:
             return
         self._closing.set()
         await asyncio.to_thread(self.observer.close)
+        if self._owns_client:
+            self.apis.client.close()
 
     # --- deploy -----------------------------------------------------------------------------------
 
@@ -238,9 +247,17 @@ class KubeTarget:
         self._deployed[app] = (deployment(w, self.namespace), w.build)
         self._log(app, f"build {w.build} is serving ({w.image}, {w.replicas} replica(s))")
         urls = (app_url(w, self.http_base_url),) if self.http_base_url else ()
-        notes = (
-            () if urls else (f"routed by Ingress host {w.host}; point that name at the cluster's ingress",)
-        )
+        notes: tuple[str, ...] = ()
+        if not urls:
+            notes = (f"routed by Ingress host {w.host}; point that name at the cluster's ingress",)
+        elif self.ingress_check_s > 0:
+            problem = await wait_until_routed(urls[0], self.ingress_check_s)
+            if problem:
+                notes = (
+                    f"pods are Ready but {urls[0]} does not answer yet ({problem}): check the host port "
+                    f"mapping to the cluster's load balancer and that the ingress controller serves Ingress {w.name}",
+                )
+                self._log(app, notes[0], level="warn")
         return DeployResult(urls=urls, notes=notes)
 
     async def _publish(self, built: BuiltApp) -> PublishedImage:
@@ -439,4 +456,5 @@ def kube_target_from_settings(store: Store, settings: Any) -> KubeTarget:
         ingress_domain="localhost",
         ingress_class=None,  # an existing cluster's default IngressClass, whatever it is
         packager=oci_packager(Path(settings.root) / ".wasmdev" / "oci", insecure=kube.insecure_registry),
+        owns_client=True,
     )
