@@ -11,6 +11,8 @@
   GET  /echo-py/trap          starts a response, then fails mid-body
   GET  /echo-py/loop          never returns (the request deadline stops it)
   GET  /echo-py/oom           allocates until memory runs out
+  GET  /echo-py/count         a module-level counter: always 1 on a fresh instance per request
+  GET  /echo-py/kv            calls Spin's key-value API, which the local target does not provide
 """
 
 import os
@@ -33,6 +35,7 @@ from spin_sdk.wit.imports.wasi_http_types_0_2_0 import (
 from wasi_http import read_body, send, start_response, write_all
 
 PATTERN = bytes(range(256))
+REQUESTS_SEEN = 0
 
 
 def text(response_out, status, message):
@@ -117,5 +120,14 @@ class WasiHttpIncomingHandler020(exports.WasiHttpIncomingHandler020):
             hoard = []
             while True:
                 hoard.append(bytearray(8 * 1024 * 1024))
+        elif route == "/count":
+            global REQUESTS_SEEN
+            REQUESTS_SEEN += 1
+            text(response_out, 200, f"{REQUESTS_SEEN}\n")
+        elif route == "/kv":
+            from spin_sdk.wit.imports import fermyon_spin_key_value_2_0_0 as kv
+
+            with kv.Store.open("default") as store:
+                text(response_out, 200, repr(store.get("key")))
         else:
             text(response_out, 404, f"no route {route!r} in echo-py\n")

@@ -1,0 +1,233 @@
+"""The wasi:http component host, driven through its runner with the real sample components
+(hello-py, echo-py; built once and cached, see component_builds)."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devenv.manifest import load_app
+from devenv.model import LogStream, Route
+from devenv.targets.local.compile_cache import CompileCache
+from devenv.targets.local.component_host import HttpComponentRunner, build_runner
+from devenv.targets.local.executor import GuestError, GuestRequest, GuestResponse, RequestLimits
+from devenv.targets.local.file_mounts import prepare_preopens
+from devenv.targets.local.runtime import WasmRuntime
+from tests.targets.component_builds import COMPILED, SAMPLES, sample_wasm
+
+pytestmark = pytest.mark.slow  # the first run builds the samples (~11 s each) and compiles them
+
+
+class Logs:
+    def __init__(self) -> None:
+        self.lines: list[tuple[LogStream, str]] = []
+
+    def __call__(self, stream: LogStream, text: str) -> None:
+        self.lines.append((stream, text))
+
+    def of(self, stream: LogStream) -> list[str]:
+        return [t for s, t in self.lines if s is stream]
+
+
+@pytest.fixture(scope="module")
+def runtime() -> Iterator[WasmRuntime]:
+    rt = WasmRuntime()
+    yield rt
+    rt.close()
+
+
+def _runner(runtime: WasmRuntime, name: str, staging: Path, limits: RequestLimits) -> HttpComponentRunner:
+    app = load_app(SAMPLES / name / "spin.toml")
+    component = app.components[name]
+    preopens = prepare_preopens(app, component, staging)
+    runner = build_runner(
+        component=component,
+        wasm_path=sample_wasm(name),
+        engine=runtime.engine,
+        cache=CompileCache(COMPILED, runtime.config_key),
+        limits=limits,
+        preopens=preopens,
+    )
+    assert isinstance(runner, HttpComponentRunner)
+    return runner
+
+
+@pytest.fixture(scope="module")
+def hello(runtime: WasmRuntime, tmp_path_factory: pytest.TempPathFactory) -> HttpComponentRunner:
+    return _runner(runtime, "hello-py", tmp_path_factory.mktemp("hello"), RequestLimits(timeout_s=120))
+
+
+@pytest.fixture(scope="module")
+def echo(runtime: WasmRuntime, tmp_path_factory: pytest.TempPathFactory) -> HttpComponentRunner:
+    return _runner(runtime, "echo-py", tmp_path_factory.mktemp("echo"), RequestLimits(timeout_s=120))
+
+
+@pytest.fixture(scope="module")
+def echo_strict(runtime: WasmRuntime, tmp_path_factory: pytest.TempPathFactory) -> HttpComponentRunner:
+    """echo-py with a 1 s deadline and a 64 MiB memory cap."""
+    limits = RequestLimits(timeout_s=1.0, memory_bytes=64 * 1024 * 1024)
+    return _runner(runtime, "echo-py", tmp_path_factory.mktemp("strict"), limits)
+
+
+def request(
+    path: str, method: str = "GET", body: bytes = b"", headers: tuple[tuple[str, str], ...] = (), query: str = ""
+) -> GuestRequest:
+    return GuestRequest(
+        method=method,
+        path=path,
+        query=query,
+        headers=(("host", "127.0.0.1:3000"), *headers),
+        body=body,
+        route=Route("/" + path.split("/")[1] + "/..."),
+        request_id="req-1",
+    )
+
+
+def serve(runner: HttpComponentRunner, req: GuestRequest, logs: Logs | None = None) -> GuestResponse:
+    response, _stats = runner.handle(req, logs if logs is not None else Logs())
+    return response
+
+
+def test_hello_answers_with_its_manifest_environment(hello: HttpComponentRunner) -> None:
+    r = serve(hello, request("/hello-py/there", query="x=1"))
+    assert r.status == 200
+    assert ("content-type", "text/plain; charset=utf-8") in r.headers
+    assert r.body == b"Hello from hello-py at /hello-py/there?x=1\n"  # GREETING from spin.toml
+
+
+def test_post_body_and_headers_go_both_ways(echo: HttpComponentRunner) -> None:
+    r = serve(echo, request("/echo-py/echo", "POST", b"ping \x00\xff", (("X-Trace", "abc"), ("Accept", "*/*"))))
+    assert r.status == 200
+    assert r.body == b"ping \x00\xff"
+    headers = dict(r.headers)
+    assert headers["x-echo-trace"] == "abc"  # a request header the guest read, sent back
+    assert "x-echo-accept" not in headers
+    assert headers["x-method"] == "POST"
+
+
+@pytest.mark.parametrize("status", [201, 204, 404, 418, 503])
+def test_the_guest_sets_the_status(echo: HttpComponentRunner, status: int) -> None:
+    r = serve(echo, request(f"/echo-py/status/{status}"))
+    assert r.status == status
+    assert ("x-status", "set-by-guest") in r.headers
+
+
+def test_guest_stdout_and_stderr_become_log_lines(echo: HttpComponentRunner) -> None:
+    logs = Logs()
+    r = serve(echo, request("/echo-py/print"), logs)
+    assert r.body == b"printed\n"
+    assert logs.of(LogStream.STDOUT) == ["hello on stdout from echo-py"]
+    assert logs.of(LogStream.STDERR) == ["hello on stderr from echo-py"]
+
+
+def test_the_guest_sees_only_the_manifest_environment(echo: HttpComponentRunner) -> None:
+    assert serve(echo, request("/echo-py/env")).body == b"ECHO_NAME=echo-py\n"
+
+
+def test_a_granted_file_is_readable(echo: HttpComponentRunner) -> None:
+    r = serve(echo, request("/echo-py/file"))
+    assert r.status == 200
+    assert r.body == (SAMPLES / "echo-py" / "static" / "hello.txt").read_bytes()
+
+
+def test_a_file_outside_the_grants_is_denied_with_a_log_line(echo: HttpComponentRunner) -> None:
+    logs = Logs()
+    r = serve(echo, request("/echo-py/denied-file"), logs)
+    assert r.status == 403
+    assert r.body == b"denied: FileNotFoundError\n"
+    notes = logs.of(LogStream.SYSTEM)
+    assert any("/secret/key.txt" in n and "not granted by `files`" in n for n in notes), notes
+
+
+def test_outbound_http_to_a_host_not_allowed_is_denied_with_a_log_line(echo: HttpComponentRunner) -> None:
+    logs = Logs()
+    r = serve(echo, request("/echo-py/outbound", query="url=http://example.com/x"), logs)
+    assert r.status == 502
+    assert b"HttpRequestDenied" in r.body
+    notes = logs.of(LogStream.SYSTEM)
+    assert any("http://example.com/x" in n and "allowed_outbound_hosts" in n for n in notes), notes
+
+
+@pytest.fixture
+def upstream() -> Iterator[str]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            body = f"upstream saw {self.path}".encode()
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_outbound_http_to_an_allowed_host_is_sent(echo: HttpComponentRunner, upstream: str) -> None:
+    r = serve(echo, request("/echo-py/outbound", query=f"url={upstream}/from-guest"))
+    assert r.status == 200
+    assert r.body == b"upstream said 200: upstream saw /from-guest"
+
+
+def test_a_trap_mid_response_fails_that_request_only(echo: HttpComponentRunner) -> None:
+    logs = Logs()
+    with pytest.raises(GuestError) as info:
+        echo.handle(request("/echo-py/trap"), logs)
+    assert info.value.reason.startswith("trapped")
+    assert any("fails mid-response on purpose" in line for line in logs.of(LogStream.STDERR))
+    assert serve(echo, request("/echo-py/status/200")).status == 200
+
+
+def test_an_unsupported_import_traps_with_a_log_line_naming_it(echo: HttpComponentRunner) -> None:
+    logs = Logs()
+    with pytest.raises(GuestError) as info:
+        echo.handle(request("/echo-py/kv"), logs)
+    assert "fermyon:spin/key-value@2.0.0#[static]store.open" in info.value.reason
+    assert any("unsupported import fermyon:spin/key-value@2.0.0" in n for n in logs.of(LogStream.SYSTEM))
+    assert serve(echo, request("/echo-py/status/200")).status == 200
+
+
+def test_every_request_gets_a_fresh_instance(echo: HttpComponentRunner) -> None:
+    assert [serve(echo, request("/echo-py/count")).body for _ in range(3)] == [b"1\n"] * 3
+
+
+def test_an_endless_loop_hits_the_deadline(echo_strict: HttpComponentRunner) -> None:
+    with pytest.raises(GuestError) as info:
+        echo_strict.handle(request("/echo-py/loop"), Logs())
+    assert "timed out after 1s" in info.value.reason
+    assert serve(echo_strict, request("/echo-py/status/200")).status == 200
+
+
+def test_allocating_without_bound_hits_the_memory_cap(echo_strict: HttpComponentRunner) -> None:
+    with pytest.raises(GuestError) as info:
+        echo_strict.handle(request("/echo-py/oom"), Logs())
+    assert "out of memory" in info.value.reason and "64 MiB" in info.value.reason
+    assert serve(echo_strict, request("/echo-py/status/200")).status == 200
+
+
+TEN_MB = 10 * 1024 * 1024
+
+
+def test_a_10_mb_request_body_comes_back_byte_exact(echo: HttpComponentRunner) -> None:
+    data = bytes(range(251)) * (TEN_MB // 251 + 1)
+    data = data[:TEN_MB]
+    r = serve(echo, request("/echo-py/echo", "POST", data))
+    assert len(r.body) == TEN_MB
+    assert r.body == data
+
+
+def test_a_10_mb_response_is_byte_exact(echo: HttpComponentRunner) -> None:
+    r = serve(echo, request("/echo-py/big", query=f"size={TEN_MB}"))
+    expected = (bytes(range(256)) * (TEN_MB // 256 + 1))[:TEN_MB]
+    assert len(r.body) == TEN_MB
+    assert r.body == expected

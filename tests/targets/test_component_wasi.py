@@ -1,0 +1,143 @@
+"""The component host's pieces that need no sample build: world recognition on tiny WAT
+components, the outbound host patterns, and the whole-buffer list<u8> patch."""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import pytest
+import wasmtime
+from wasmtime import _ffi as ffi
+from wasmtime.component import Component, FuncType, ListType
+
+from devenv.model import ComponentSpec
+from devenv.targets.base import UnsupportedApp
+from devenv.targets.local.compile_cache import CompileCache
+from devenv.targets.local.component_host import build_runner
+from devenv.targets.local.executor import RequestLimits
+from devenv.targets.local.runtime import WasmRuntime
+from devenv.targets.local.wasi import fastbytes
+from devenv.targets.local.wasi.outgoing import allowed
+
+
+def _component_exporting(name: str, import_: str = "") -> bytes:
+    imports = f'(import "{import_}" (instance))' if import_ else ""
+    return bytes(
+        wasmtime.wat2wasm(
+            f"""(component
+                 {imports}
+                 (core module $m (func (export "f")))
+                 (core instance $i (instantiate $m))
+                 (func $f (canon lift (core func $i "f")))
+                 (instance $h (export "handle" (func $f)))
+                 (export "{name}" (instance $h)))"""
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def runtime() -> WasmRuntime:
+    rt = WasmRuntime()
+    yield rt
+    rt.close()
+
+
+def _build(runtime: WasmRuntime, tmp_path: Path, wasm: bytes):
+    path = tmp_path / "c.wasm"
+    path.write_bytes(wasm)
+    cache = CompileCache(tmp_path / "cache", runtime.config_key)
+    spec = ComponentSpec(id="c", source=path)
+    return build_runner(component=spec, wasm_path=path, engine=runtime.engine, cache=cache, limits=RequestLimits())
+
+
+@pytest.mark.parametrize(
+    ("export", "import_", "expected"),
+    [
+        ("wasi:http/handler@0.3.0-rc-2026-03-15", "", "needs the cluster target / a Spin 4 runtime"),
+        ("wasi:http/incoming-handler@0.2.0-rc-2023-10-18", "", "release candidate"),
+        ("wasi:cli/run@0.2.0", "", "wasi:cli command"),
+        ("my:thing/other@1.0.0", "", "exports no wasi:http/incoming-handler@0.2.x"),
+        ("my:thing/other@1.0.0", "spin:up/http-trigger@4.1.0", "needs the cluster target / a Spin 4 runtime"),
+    ],
+)
+def test_worlds_it_cannot_host_are_reported_not_crashed_on(
+    runtime: WasmRuntime, tmp_path: Path, export: str, import_: str, expected: str
+) -> None:
+    try:
+        wasm = _component_exporting(export, import_)
+    except wasmtime.WasmtimeError:
+        pytest.skip("this wat2wasm cannot encode the test component")
+    with pytest.raises(UnsupportedApp) as info:
+        _build(runtime, tmp_path, wasm)
+    assert expected in str(info.value)
+
+
+def test_a_core_module_is_refused_with_a_reason(runtime: WasmRuntime, tmp_path: Path) -> None:
+    wasm = bytes(wasmtime.wat2wasm('(module (func (export "_start")))'))
+    with pytest.raises(UnsupportedApp) as info:
+        _build(runtime, tmp_path, wasm)
+    assert "not a component" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("patterns", "url", "ok"),
+    [
+        (("https://example.com",), ("https", "example.com", 443), True),
+        (("https://example.com",), ("http", "example.com", 80), False),
+        (("https://example.com",), ("https", "example.com", 8443), False),
+        (("http://127.0.0.1:*",), ("http", "127.0.0.1", 5555), True),
+        (("http://127.0.0.1:*",), ("http", "localhost", 5555), False),
+        (("https://*.example.com",), ("https", "api.example.com", 443), True),
+        (("https://*.example.com",), ("https", "example.org", 443), False),
+        (("*://*:*",), ("http", "anything", 1), True),
+        (("http://localhost:3000",), ("http", "localhost", 3000), True),
+        (("http://localhost:3000",), ("http", "localhost", 3001), False),
+        ((), ("https", "example.com", 443), False),
+        (("{{ host }}",), ("https", "example.com", 443), False),
+    ],
+)
+def test_outbound_host_patterns_follow_spin(patterns: tuple[str, ...], url: tuple[str, str, int], ok: bool) -> None:
+    assert allowed(patterns, *url) is ok
+
+
+def _byte_list_type(runtime: WasmRuntime) -> ListType:
+    """The ``contents: list<u8>`` param of output-stream.write, from a component's own type."""
+    wasm = bytes(
+        wasmtime.wat2wasm(
+            """(component
+                 (import "t:t/t" (instance
+                   (export "write" (func (param "contents" (list u8)))))))"""
+        )
+    )
+    component = Component(runtime.engine, wasm)
+    func = component.type.imports(runtime.engine)["t:t/t"].ty.exports(runtime.engine)["write"].ty
+    assert isinstance(func, FuncType)
+    ty = func.params[0][1]
+    assert isinstance(ty, ListType)
+    return ty
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00", bytes(range(256)) * 3, bytes(300_000)])
+def test_the_list_u8_patch_round_trips_bytes_exactly(runtime: WasmRuntime, data: bytes) -> None:
+    assert fastbytes.install(), "the fast path must be active on the pinned wasmtime (pyproject: >=50,<51)"
+    ty = _byte_list_type(runtime)
+    val = ffi.wasmtime_component_val_t()
+    ty.convert_to_c(None, data, ctypes.pointer(val))
+    assert val.kind == ffi.WASMTIME_COMPONENT_LIST.value
+    assert val.of.list.size == len(data)
+    assert ty.convert_from_c(val) == data
+
+
+def test_the_patch_leaves_other_lists_to_the_library(runtime: WasmRuntime) -> None:
+    fastbytes.install()
+    wasm = bytes(
+        wasmtime.wat2wasm(
+            """(component (import "t:t/t" (instance (export "f" (func (param "xs" (list u32)))))))"""
+        )
+    )
+    component = Component(runtime.engine, wasm)
+    ty = component.type.imports(runtime.engine)["t:t/t"].ty.exports(runtime.engine)["f"].ty.params[0][1]
+    val = ffi.wasmtime_component_val_t()
+    ty.convert_to_c(None, [1, 2, 70000], ctypes.pointer(val))
+    assert ty.convert_from_c(val) == [1, 2, 70000]
