@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
+from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Container, Vertical
@@ -39,6 +40,7 @@ from devenv.ui.widgets.status_bar import status_text
 
 REFRESH_HZ = 10.0
 GRAPH_INTERVAL_S = 1.0  # the graphs' window slides once a second; faster redraws say nothing new
+GRAPH_MIN_INTERVAL_S = 0.25  # new requests redraw sooner, but a request flood cannot redraw every tick
 LATENCY_BUCKETS = 60
 LATENCY_BUCKET_S = 1.0
 RESOURCE_WINDOW_S = 300.0
@@ -90,9 +92,15 @@ class WasmdevApp(App[None]):
         self.store = store
         self.workspace = workspace
         self.layouts: LayoutCatalog = discover_layouts(workspace)
-        self.layout_name = ""  # set once the layout is applied on mount
-        self._requested_layout = layout
+        self.layout_name = ""
         self._layout_origin: str | None = None
+        # Installed before the first styling pass, so startup styles the screen once, not twice.
+        self._startup_problems = list(self.layouts.problems)
+        problem = self._install_layout(layout)
+        if problem is not None:
+            self._startup_problems.append(problem)
+            if layout != DEFAULT_LAYOUT:
+                self._install_layout(DEFAULT_LAYOUT)
         self._clock = clock
         self._tz = tz
         self._refresh_interval = 1.0 / refresh_hz
@@ -110,37 +118,45 @@ class WasmdevApp(App[None]):
         self._last_graph_refresh = float("-inf")
         self.shutdown_dispatched = False
         self._unsubscribe: Callable[[], None] | None = None
+        self._status_shown: Text | None = None
 
     # --- structure ------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield Static("", id="status")
-        yield BootstrapPanel(id="bootstrap")
-        yield BuildErrorPanel(id="build-error")
+        # Widgets are kept as attributes: the timer must reach them even while another screen
+        # (the command palette) is on top, where app.query_one would look.
+        self._status = Static("", id="status")
+        self._bootstrap = BootstrapPanel(id="bootstrap")
+        self._build_error = BuildErrorPanel(id="build-error")
+        self._table = AppsTable(id="apps")
+        self._logs_panel = Vertical(id="logs-panel")
+        self._log_view = LogView(id="logs", tz=self._tz)
+        self._filter_input = FilterInput(
+            placeholder="text to find, app:NAME for one app; Enter keeps, Esc clears", id="log-filter"
+        )
+        self._latency = LatencyGraph(id="latency")
+        self._resources = (ResourceGraph("cpu", id="cpu"), ResourceGraph("memory", id="memory"))
+        yield self._status
+        yield self._bootstrap
+        yield self._build_error
         with Container(id="main"):
             with Vertical(id="left"):
-                yield AppsTable(id="apps")
-                with Vertical(id="logs-panel"):
-                    yield LogView(id="logs", tz=self._tz)
-                    yield Input(
-                        placeholder="text to find, app:NAME for one app; Enter keeps, Esc clears",
-                        id="log-filter",
-                    )
+                yield self._table
+                with self._logs_panel:
+                    yield self._log_view
+                    yield self._filter_input
             with Container(id="graphs"):
-                yield LatencyGraph(id="latency")
-                yield ResourceGraph("cpu", id="cpu")
-                yield ResourceGraph("memory", id="memory")
+                yield self._latency
+                yield from self._resources
         yield Footer()
 
     def on_mount(self) -> None:
-        for problem in self.layouts.problems:
+        for problem in self._startup_problems:
             self.notify(problem, severity="warning", timeout=10)
-        if not self.switch_layout(self._requested_layout) and self._requested_layout != DEFAULT_LAYOUT:
-            self.switch_layout(DEFAULT_LAYOUT)
         self._unsubscribe = self.store.subscribe(self._on_store_change)
         self.refresh_now()
         self.set_interval(self._refresh_interval, self.refresh_now, name="store-refresh")
-        self.query_one(AppsTable).focus()
+        self._table.focus()
 
     def on_unmount(self) -> None:
         if self._unsubscribe is not None:
@@ -158,27 +174,32 @@ class WasmdevApp(App[None]):
             self._logs_cleared = True
         else:
             self._state_dirty = True
+            if isinstance(action, a.MetricsUnavailable):
+                self._metrics_dirty = True  # the resource graphs swap their numbers for the note
 
     def refresh_now(self) -> None:
-        """Bring every widget up to date with the store (the timer's tick; tests call it directly)."""
+        """Bring every widget up to date with the store (the timer's tick; tests call it directly).
+
+        Throttling uses the monotonic clock; the injected ``clock`` only dates what is shown, so
+        a frozen clock (screenshots, tests) still refreshes.
+        """
         now = self._clock()
+        tick = time.monotonic()
         self._refresh_logs()
         state = self.store.state
-        if self._state_dirty or state.generation != self._seen_generation or self._has_clock_text(state, now):
-            self._refresh_state(state, now)
+        # Elapsed times and ages must move even when nothing is dispatched: once a second.
         if (
-            self._metrics_dirty
-            and now - self._last_graph_refresh >= GRAPH_INTERVAL_S / 2
-            or (now - self._last_graph_refresh >= GRAPH_INTERVAL_S)
+            self._state_dirty
+            or state.generation != self._seen_generation
+            or tick - self._last_state_refresh >= 1.0
         ):
+            self._refresh_state(state, now)
+        since_graphs = tick - self._last_graph_refresh
+        if (self._metrics_dirty and since_graphs >= GRAPH_MIN_INTERVAL_S) or since_graphs >= GRAPH_INTERVAL_S:
             self._refresh_graphs(state, now)
 
-    def _has_clock_text(self, state: EngineState, now: float) -> bool:
-        # Elapsed times and ages must tick even when nothing is dispatched: once a second.
-        return now - self._last_state_refresh >= 1.0
-
     def _refresh_logs(self) -> None:
-        view = self.query_one(LogView)
+        view = self._log_view
         if self._logs_cleared:
             self._logs_cleared = False
             view.clear()
@@ -192,25 +213,28 @@ class WasmdevApp(App[None]):
     def _refresh_state(self, state: EngineState, now: float) -> None:
         self._state_dirty = False
         self._seen_generation = state.generation
-        self._last_state_refresh = now
-        self.query_one("#status", Static).update(status_text(state, self.layout_name))
-        table = self.query_one(AppsTable)
+        self._last_state_refresh = time.monotonic()
+        status = status_text(state, self.layout_name)
+        if status != self._status_shown:
+            self._status_shown = status
+            self._status.update(status)
+        table = self._table
         table.show(rows_for(state, now))
         if self.selected_app not in state.apps:
             self.selected_app = table.selected_app
-        self.query_one(BuildErrorPanel).show(failing_app(state, self.selected_app), now)
-        self.query_one(BootstrapPanel).show(state.bootstrap, state.target, now)
+        self._build_error.show(failing_app(state, self.selected_app), now)
+        self._bootstrap.show(state.bootstrap, state.target, now)
 
     def _refresh_graphs(self, state: EngineState, now: float) -> None:
         self._metrics_dirty = False
-        self._last_graph_refresh = now
+        self._last_graph_refresh = time.monotonic()
         name = self.selected_app
         metrics = self.store.metrics
-        latency = self.query_one(LatencyGraph)
+        latency = self._latency
         app_state = state.apps.get(name) if name is not None else None
         if name is None or app_state is None:
             latency.show(None, None, [], [], LATENCY_BUCKET_S)
-            for graph in self.query(ResourceGraph):
+            for graph in self._resources:
                 graph.show(None, [], "", now, RESOURCE_WINDOW_S)
             return
         window = LATENCY_BUCKETS * LATENCY_BUCKET_S
@@ -218,17 +242,19 @@ class WasmdevApp(App[None]):
         p50, p95 = metrics.latency_series(name, buckets=LATENCY_BUCKETS, bucket_s=LATENCY_BUCKET_S, now=now)
         latency.show(name, summary, p50, p95, LATENCY_BUCKET_S)
         samples = metrics.samples(name, window_s=RESOURCE_WINDOW_S, now=now)
-        for graph in self.query(ResourceGraph):
+        for graph in self._resources:
             graph.show(name, samples, app_state.metrics_note, now, RESOURCE_WINDOW_S)
 
     def _update_logs_title(self) -> None:
-        view = self.query_one(LogView)
+        view = self._log_view
         parts = ["Logs"]
         described = self._current_filter().describe()
         if described:
             parts.append(described)
         parts.append("following" if view.following else "scrolled (End follows)")
-        self.query_one("#logs-panel").border_title = " · ".join(parts)
+        title = " · ".join(parts)
+        if self._logs_panel.border_title != title:  # setting it, even unchanged, repaints the panel
+            self._logs_panel.border_title = title
 
     # --- selection and filtering ----------------------------------------------------------------
 
@@ -239,7 +265,7 @@ class WasmdevApp(App[None]):
         if self._only_app:
             self._apply_filter()
         state, now = self.store.state, self._clock()
-        self.query_one(BuildErrorPanel).show(failing_app(state, self.selected_app), now)
+        self._build_error.show(failing_app(state, self.selected_app), now)
         self._refresh_graphs(state, now)
 
     def _current_filter(self) -> LogFilter:
@@ -248,7 +274,7 @@ class WasmdevApp(App[None]):
 
     def _apply_filter(self) -> None:
         """Re-read the store's recent lines through the new filter (the view keeps no unfiltered copy)."""
-        view = self.query_one(LogView)
+        view = self._log_view
         log_filter = self._current_filter()
         chunk = self.store.logs.since(0)
         matching = [line for line in chunk.lines if log_filter.matches(line)]
@@ -264,12 +290,12 @@ class WasmdevApp(App[None]):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "log-filter":
             if not event.value.strip():
-                self.query_one("#logs-panel").remove_class("-filtering")
-            self.query_one(LogView).focus()
+                self._logs_panel.remove_class("-filtering")
+            self._log_view.focus()
 
     def on_filter_input_dismissed(self, event: FilterInput.Dismissed) -> None:
-        self.query_one("#logs-panel").remove_class("-filtering")
-        self.query_one(LogView).focus()
+        self._logs_panel.remove_class("-filtering")
+        self._log_view.focus()
 
     # --- intents ------------------------------------------------------------------------------------
 
@@ -314,11 +340,11 @@ class WasmdevApp(App[None]):
     def action_clear_logs(self) -> None:
         self._dispatch(a.LogsCleared())
         self._logs_cleared = False
-        self.query_one(LogView).clear()
+        self._log_view.clear()
 
     def action_filter_logs(self) -> None:
-        self.query_one("#logs-panel").add_class("-filtering")
-        self.query_one("#log-filter", Input).focus()
+        self._logs_panel.add_class("-filtering")
+        self._filter_input.focus()
 
     def action_only_selected_app(self) -> None:
         self._only_app = not self._only_app
@@ -368,33 +394,34 @@ class WasmdevApp(App[None]):
         Layouts are swapped by replacing one source in the app's stylesheet and re-applying it,
         not by toggling classes over rules loaded up front: a layout file is then plain Textual
         CSS (``#logs-panel { height: 3fr; }``), exactly what a user would write in their own
-        ``layouts/NAME.tcss``, with no selector prefix to remember. Re-parsing costs a few
-        milliseconds on a key press. The screen also gets a ``layout-NAME`` class for CSS that
-        wants to know which layout is on.
+        ``layouts/NAME.tcss``, with no selector prefix to remember and no way for one layout's
+        rules to leak into another. The cost is a re-parse on a key press, a fraction of the
+        restyle that a class toggle on the screen would trigger anyway.
         """
-        layout = self.layouts.layouts.get(name)
-        if layout is None:
-            known = ", ".join(self.layouts.names())
-            self.notify(f"No layout named {name!r}; known layouts: {known}", severity="error", timeout=6)
-            return False
-        problem = validate_layout(layout, self.get_css_variables())
+        problem = self._install_layout(name)
         if problem is not None:
             self.notify(problem, severity="error", timeout=10)
             return False
+        self.refresh_css(animate=False)
+        self._state_dirty = True
+        self._metrics_dirty = True
+        return True
+
+    def _install_layout(self, name: str) -> str | None:
+        """Put the layout's CSS in the stylesheet (without re-applying it); the problem, or None."""
+        layout = self.layouts.layouts.get(name)
+        if layout is None:
+            return f"No layout named {name!r}; known layouts: {', '.join(self.layouts.names())}"
+        problem = validate_layout(layout, self.get_css_variables())
+        if problem is not None:
+            return problem
         sheet = self.stylesheet
         if self._layout_origin is not None:
             sheet.source.pop((self._layout_origin, ""), None)
         sheet.add_source(layout.css, read_from=(layout.origin, ""))
         self._layout_origin = layout.origin
-        previous = self.layout_name
         self.layout_name = name
-        if previous:
-            self.screen.remove_class(f"layout-{previous}")
-        self.screen.add_class(f"layout-{name}")
-        self.refresh_css(animate=False)
-        self._state_dirty = True
-        self._metrics_dirty = True
-        return True
+        return None
 
 
 class UnknownLayout(ValueError):

@@ -63,23 +63,31 @@ class BootstrapPanel(Vertical):
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.text = ""
+        self.title_text = ""
+        self._title = Label("", classes="bootstrap-title")
+        self._progress = ProgressBar(show_eta=False, classes="bootstrap-progress")
+        self._steps = Static("", classes="bootstrap-steps")
 
     def compose(self) -> ComposeResult:
-        yield Label("", classes="bootstrap-title")
-        yield ProgressBar(show_eta=False, classes="bootstrap-progress")
-        yield Static("", classes="bootstrap-steps")
+        yield self._title
+        yield self._progress
+        yield self._steps
 
     def show(self, steps: Sequence[StepState], target: str, now: float) -> None:
         if not bootstrap_visible(steps):
-            self.remove_class("-open")
+            if self.has_class("-open"):
+                self.remove_class("-open")
             return
         done = sum(1 for s in steps if s.status in FINISHED)
         failed = any(s.status is StepStatus.FAILED for s in steps)
-        self.border_title = f"Setting up the {target} target"
         title = f"{done}/{len(steps)} steps done" + ("; a step failed, see the fix below" if failed else "")
-        self.query_one(".bootstrap-title", Label).update(title)
-        self.query_one(ProgressBar).update(total=len(steps), progress=done)
         body = step_text(steps, now)
+        if body.plain == self.text and title == self.title_text and self.has_class("-open"):
+            return
+        self.border_title = f"Setting up the {target} target"
+        self.title_text = title
+        self._title.update(title)
+        self._progress.update(total=len(steps), progress=done)
         self.text = body.plain
-        self.query_one(".bootstrap-steps", Static).update(body)
+        self._steps.update(body)
         self.add_class("-open")

@@ -57,13 +57,21 @@ class BuildErrorPanel(Vertical):
         self.command = ""
         self.output = ""
         self._shown: tuple[object, ...] = ()
+        self._reason = Label("", classes="build-error-reason")
+        self._command = Label("", classes="build-error-command")
+        self._serving = Label("", classes="build-error-serving")
+        self._output = Static("", classes="build-error-output")
 
     def compose(self) -> ComposeResult:
-        yield Label("", classes="build-error-reason")
-        yield Label("", classes="build-error-command")
-        yield Label("", classes="build-error-serving")
+        yield self._reason
+        yield self._command
+        yield self._serving
         with VerticalScroll():
-            yield Static("", classes="build-error-output")
+            yield self._output
+
+    @property
+    def serving_text(self) -> str:
+        return str(self._serving.content)
 
     @property
     def is_open(self) -> bool:
@@ -73,7 +81,8 @@ class BuildErrorPanel(Vertical):
         if app is None:
             self.app_name = None
             self._shown = ()
-            self.remove_class("-open")
+            if self.has_class("-open"):
+                self.remove_class("-open")
             return
         build = app.build
         key = (app.name, build.finished_at, build.command, app.serving_digest, int(now))
@@ -84,9 +93,9 @@ class BuildErrorPanel(Vertical):
         self.command = build.command
         self.output = build.output
         self.border_title = f"Build failed: {app.name}"
-        self.query_one(".build-error-reason", Label).update(Text(build.error or "the build command failed"))
-        self.query_one(".build-error-command", Label).update(Text(f"$ {build.command}"))
-        self.query_one(".build-error-serving", Label).update(serving_line(app, now))
+        self._reason.update(Text(build.error or "the build command failed"))
+        self._command.update(Text(f"$ {build.command}"))
+        self._serving.update(serving_line(app, now))
         # Text, not markup: compiler output is full of [brackets].
-        self.query_one(".build-error-output", Static).update(Text(build.output.rstrip() or "(no output)"))
+        self._output.update(Text(build.output.rstrip() or "(no output)"))
         self.add_class("-open")

@@ -60,29 +60,50 @@ class GraphPanel(Vertical):
 
     title_prefix = ""
 
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        # Held, not queried: the app may update a graph before its children mount or after
+        # they unmount (shutdown), and an update then must be a harmless no-op.
+        self._title = Label(self.title_prefix, classes="graph-title")
+        self._chart = PlotextPlot(classes="graph-plot")
+        self._sparkline = Sparkline([], classes="graph-spark")
+        self._note = Static("", classes="graph-note")
+        self._title_shown = self.title_prefix
+        self._note_shown = ""
+        self._plotted: object = None
+
     def compose(self) -> ComposeResult:
-        yield Label(self.title_prefix, classes="graph-title")
-        yield PlotextPlot(classes="graph-plot")
-        yield Sparkline([], classes="graph-spark")
-        yield Static("", classes="graph-note")
+        yield self._title
+        yield self._chart
+        yield self._sparkline
+        yield self._note
 
     @property
     def title_text(self) -> str:
-        return str(self.query_one(".graph-title", Label).content)
+        return str(self._title.content)
 
     @property
     def note_text(self) -> str:
-        return str(self.query_one(".graph-note", Static).content) if self.has_class("-noted") else ""
+        return str(self._note.content) if self.has_class("-noted") else ""
 
+    # Each setter skips unchanged values: an update, even to the same text, costs a repaint,
+    # and the app calls these every second.
     def _set_title(self, text: str) -> None:
-        self.query_one(".graph-title", Label).update(text)
+        if text != self._title_shown:
+            self._title_shown = text
+            self._title.update(text)
 
     def _set_note(self, note: str) -> None:
-        self.query_one(".graph-note", Static).update(note)
-        self.set_class(bool(note), "-noted")
+        if note != self._note_shown:
+            self._note_shown = note
+            self._note.update(note)
+            self.set_class(bool(note), "-noted")
 
     def _plot(self, series: list[tuple[str, list[float], list[float]]], window_s: float, ylabel: str) -> None:
-        chart = self.query_one(".graph-plot", PlotextPlot)
+        if (series, window_s, ylabel) == self._plotted:
+            return
+        self._plotted = (series, window_s, ylabel)
+        chart = self._chart
         plt = chart.plt
         plt.clear_figure()
         for label, xs, ys in series:
@@ -96,7 +117,8 @@ class GraphPanel(Vertical):
         chart.refresh()
 
     def _spark(self, values: list[float]) -> None:
-        self.query_one(".graph-spark", Sparkline).data = values
+        if values != self._sparkline.data:
+            self._sparkline.data = values
 
 
 class LatencyGraph(GraphPanel):
@@ -136,9 +158,9 @@ class ResourceGraph(GraphPanel):
     def __init__(self, kind: str, *, id: str | None = None, classes: str | None = None) -> None:
         if kind not in ("cpu", "memory"):
             raise ValueError(f"unknown resource graph kind {kind!r}; expected 'cpu' or 'memory'")
-        super().__init__(id=id, classes=classes)
         self.kind = kind
         self.title_prefix = "CPU" if kind == "cpu" else "Memory"
+        super().__init__(id=id, classes=classes)
 
     def show(
         self, app: str | None, samples: Sequence[ResourceSample], note: str, now: float, window_s: float
