@@ -122,7 +122,7 @@ async def _run_until_signal(devloop: Any) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from devenv.engine.devloop import build_once
+    from devenv.engine.build_all import build_once
     from devenv.engine.headless import attach
 
     workspace = load(args)

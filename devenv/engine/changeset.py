@@ -173,6 +173,7 @@ class ChangeSet:
     rebuild: set[str] = field(default_factory=set)  # app names
     reload: set[Path] = field(default_factory=set)  # manifests of known apps to re-read
     rediscover: bool = False  # a manifest or wasmdev.toml appeared or vanished
+    config_changed: bool = False  # wasmdev.toml itself was written
     first_seen: float | None = None
 
     def __bool__(self) -> bool:
@@ -182,6 +183,7 @@ class ChangeSet:
         self.rebuild |= other.rebuild
         self.reload |= other.reload
         self.rediscover = self.rediscover or other.rediscover
+        self.config_changed = self.config_changed or other.config_changed
         if other.first_seen is not None:
             self.first_seen = (
                 other.first_seen if self.first_seen is None else min(self.first_seen, other.first_seen)
@@ -202,7 +204,10 @@ def classify(
         if path in apps:
             change.reload.add(path)
             continue
-        if path.name in (MANIFEST_NAME, WORKSPACE_CONFIG_NAME) or path == workspace_config:
+        if path.name == WORKSPACE_CONFIG_NAME or path == workspace_config:
+            change.rediscover = change.config_changed = True
+            continue
+        if path.name == MANIFEST_NAME:
             change.rediscover = True
             continue
         for rules in apps.values():

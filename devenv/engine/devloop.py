@@ -125,7 +125,10 @@ class DevLoop:
             if self.watch:
                 quiet = max(0.005, float(self.settings.watch_debounce_ms) / 1000)
                 watcher = Watcher(
-                    self.workspace.root, quiet_s=quiet, cap_s=max(1.0, 20 * quiet), on_error=self._watch_failed
+                    self.workspace.root,
+                    quiet_s=quiet,
+                    cap_s=max(1.0, 20 * quiet),
+                    on_error=self._watch_failed,
                 )
                 await watcher.start()
                 tasks.append(asyncio.create_task(self._consume(watcher), name="devloop watch"))
@@ -134,6 +137,8 @@ class DevLoop:
             for slot in self._slots.values():
                 self._start_worker(slot)
                 slot.mark_dirty(None)
+            if not self._slots:
+                self._system("", f"no spin.toml found under {self.workspace.root}; watching for new apps")
             self.ready.set()
             await self._stopped.wait()
         finally:
@@ -334,12 +339,12 @@ class DevLoop:
         rules = {path: slot.rules for path, slot in self._slots.items()}
         return classify(batch.paths, rules, batch.first_seen, self.config_path)
 
-    async def _apply(self, change: ChangeSet) -> None:
-        if self._paused:
+    async def _apply(self, change: ChangeSet, *, forced: bool = False) -> None:
+        if self._paused and not forced:
             self._held.merge(change)
             return
         if change.rediscover:
-            await self._rediscover()
+            await self._rediscover(change.config_changed)
         for manifest in change.reload:
             slot = self._slots.get(manifest)
             if slot is None:
@@ -354,7 +359,7 @@ class DevLoop:
             if slot.name in change.rebuild:
                 slot.mark_dirty(change.first_seen)
 
-    async def _rediscover(self) -> None:
+    async def _rediscover(self, config_changed: bool = False) -> None:
         from devenv.config import load_workspace
 
         try:
@@ -362,6 +367,8 @@ class DevLoop:
         except WasmdevError as err:
             self._system("", f"workspace: {one_line(str(err))}", level="error")
             return
+        if config_changed:
+            self._system("", "wasmdev.toml changed: apps reloaded; other settings apply after a restart")
         found = {Path(m).resolve() for m in workspace.manifests}
         for manifest in set(self._slots) - found:
             await self._remove(manifest)
@@ -379,9 +386,12 @@ class DevLoop:
     def _intent(self, action: a.Action) -> None:
         match action:
             case a.RebuildRequested(app=app):
-                for slot in self._slots.values():
-                    if app is None or slot.name == app:
-                        slot.mark_dirty(None)
+                # Re-read the manifest too: a rebuild by hand is also how a user retries an app
+                # whose manifest failed, or picks up an edit made while watching was paused.
+                chosen = {path for path, slot in self._slots.items() if app is None or slot.name == app}
+                if chosen:
+                    change = ChangeSet(reload=chosen)
+                    asyncio.get_running_loop().create_task(self._apply(change, forced=True))
             case a.RestartRequested(app=app):
                 for slot in self._slots.values():
                     if slot.name == app:
@@ -403,35 +413,3 @@ class DevLoop:
         self.store.dispatch(
             a.LogEmitted(LogLine(ts=time.time(), app=app, stream=LogStream.SYSTEM, text=text, level=level))
         )
-
-
-async def build_once(store: Store, workspace: Workspace, app: str | None = None) -> int:
-    """``wasmdev build``: build each app (or the one named) once; the number of failures."""
-    builder = Builder(store, timeout_s=float(workspace.settings.build_timeout_s))
-    failures = 0
-    matched = False
-    for manifest in workspace.manifests:
-        try:
-            spec = load_app(Path(manifest))
-        except ManifestError as err:
-            if app is None or guess_app_name(Path(manifest)) == app:
-                matched = True
-                failures += 1
-                store.dispatch(a.ManifestFailed(guess_app_name(Path(manifest)), Path(manifest), str(err)))
-            continue
-        if app is not None and spec.name != app:
-            continue
-        matched = True
-        store.dispatch(a.AppLoaded(spec=spec))
-        try:
-            await builder.build(spec)
-        except BuildError:
-            failures += 1
-    if app is not None and not matched:
-        names = ", ".join(sorted(guess_app_name(Path(m)) for m in workspace.manifests)) or "none"
-        raise WasmdevError(
-            what=f"no app named `{app}` in the workspace",
-            where=str(workspace.root),
-            fix=f"pick one of: {names}",
-        )
-    return failures

@@ -177,3 +177,21 @@ async def test_a_component_app_is_reported_unsupported_not_crashed(
         await s.wait(lambda st: st.apps["comp"].status is AppStatus.UNSUPPORTED, "the unsupported app")
         assert s.store.state.apps["comp"].error
         await s.wait_body("neighbour", "neighbour ok")  # other apps are unaffected
+
+
+async def test_a_bad_manifest_at_startup_stops_only_that_app(tmp_path: Path, compile_cache: Path) -> None:
+    broken = write_wat_app(tmp_path, "broken", body="repaired")
+    good = broken.read_text()
+    broken.write_text(good.replace('name = "broken"', "name = 42"))
+    write_wat_app(tmp_path, "healthy", body="healthy")
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait_body("healthy", "healthy")
+        app = s.store.state.apps["broken"]
+        assert app.status is AppStatus.FAILED and "spin.toml" in app.error and "name" in app.error
+
+        s.store.dispatch(a.WatchPaused())
+        broken.write_text(good)  # fixed while watching is paused: a rebuild by hand picks it up
+        await asyncio.sleep(0.3)
+        assert s.store.state.apps["broken"].status is AppStatus.FAILED
+        s.store.dispatch(a.RebuildRequested(app="broken"))
+        await s.wait_body("broken", "repaired")
