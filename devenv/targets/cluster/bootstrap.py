@@ -197,10 +197,10 @@ async def _bootstrap(
 ) -> ClusterEndpoint:
     async with steps.step("docker", "Docker engine") as s:
         await asyncio.to_thread(opts.docker_ping)
-        s.note("reachable")
+        s.done("reachable")
 
     async with steps.step("k3d", "k3d CLI") as s:
-        s.note(await check_k3d(cli))
+        s.done(await check_k3d(cli))
         # What exists decides which ports must be free: a reused cluster already holds its own.
         cluster = await cli.get_cluster(settings.name)
         registry = await cli.get_registry(settings.registry_name) if settings.registry_name else None
@@ -211,7 +211,7 @@ async def _bootstrap(
             s.skip("in use by the existing cluster and registry")
         else:
             check_ports(needs, opts.port_in_use)
-            s.note(", ".join(f"{n.port} free" for n in needs))
+            s.done(", ".join(f"{n.port} free" for n in needs))
 
     made = _Undo(cli, settings)
     try:
@@ -298,7 +298,7 @@ class _Undo:
             if self.cluster and not self.kubeconfig_existed:
                 with suppress(FileNotFoundError):
                     self.settings.kubeconfig.unlink()
-            s.note("removed " + ", ".join(removed) if removed else "nothing to remove")
+            s.done("removed " + ", ".join(removed) if removed else "nothing to remove")
             if failed:
                 raise TargetUnavailable(
                     what="could not remove " + "; ".join(failed),
@@ -321,7 +321,7 @@ async def _create_and_wait(
             s.skip("none configured: images go in with `k3d image import`")
         else:
             registry = await _ensure_registry(settings, cli, registry, made, opts.start_container)
-            s.note(f"{registry.name}: push to {registry.push_host}, pods pull {registry.pull_host}")
+            s.done(f"{registry.name}: push to {registry.push_host}, pods pull {registry.pull_host}")
             if cluster is not None and made.registry:
                 # Nodes learn registry mirrors only at `cluster create --registry-use`.
                 notes.append(
@@ -361,12 +361,12 @@ async def _create_and_wait(
                     what=f"k3d reported cluster {settings.name!r} created but does not list it",
                     fix=f"check `k3d cluster list`; then {RECREATE}",
                 )
-            s.note(f"created {settings.name}: {1 + settings.agents} node(s), http on :{settings.http_port}")
+            s.done(f"created {settings.name}: {1 + settings.agents} node(s), http on :{settings.http_port}")
         else:
             if not cluster.running:
                 s.note(f"starting the stopped cluster {settings.name}")
                 await cli.start_cluster(settings.name)
-            s.note(
+            s.done(
                 f"reusing {settings.name}: {cluster.servers_count} server(s), {cluster.agents_count} agent(s)"
             )
             if cluster.http_port is not None and cluster.http_port != settings.http_port:
@@ -377,7 +377,7 @@ async def _create_and_wait(
 
     async with steps.step("kubeconfig", "Kubeconfig") as s:
         await cli.write_kubeconfig(settings.name, settings.kubeconfig)
-        s.note(f"{settings.kubeconfig} (context k3d-{settings.name}; ~/.kube/config untouched)")
+        s.done(f"{settings.kubeconfig} (context k3d-{settings.name}; ~/.kube/config untouched)")
 
     context = f"k3d-{settings.name}"
     factory = opts.probe_factory or default_probe
@@ -386,7 +386,7 @@ async def _create_and_wait(
     async with steps.step("nodes", "Nodes Ready") as s:
         nodes = await wait_nodes_ready(probe, expected, opts.polling, s)
     async with steps.step("runtimeclass", "RuntimeClass") as s:
-        s.note(await ensure_spin_runtime_class(probe, settings.runtime_class, nodes, opts.polling))
+        s.done(await ensure_spin_runtime_class(probe, settings.runtime_class, nodes, opts.polling))
 
     return ClusterEndpoint(
         name=settings.name,

@@ -40,29 +40,31 @@ def print_line(text: str) -> None:
 
 
 class StepPrinter:
-    """Turns step states into lines: one when a step starts, one per new note, one when it ends."""
+    """Turns step states into lines: one when a step starts, one per progress note, one at the end
+    (which names the outcome, unless the last progress note already said it)."""
 
     MARKS = {StepStatus.DONE: "ok", StepStatus.FAILED: "FAILED", StepStatus.SKIPPED: "skip"}
 
     def __init__(self, printer: Printer) -> None:
         self.printer = printer
-        self._last: dict[str, StepState] = {}
+        self._printed_note: dict[str, str] = {}
 
     def __call__(self, step: StepState) -> None:
-        last = self._last.get(step.key)
-        self._last[step.key] = step
         if step.status is StepStatus.PENDING:
             return  # the plan itself is not news on a terminal
         if step.status is StepStatus.RUNNING:
-            if last is None or last.status is not StepStatus.RUNNING:
+            if step.key not in self._printed_note:
+                self._printed_note[step.key] = ""
                 self.printer(f"  ..   {step.title}")
-            elif step.detail and step.detail != last.detail:
-                self.printer(f"       {step.title}: {step.detail}")
+            if step.detail and step.detail != self._printed_note[step.key]:
+                self._printed_note[step.key] = step.detail
+                self.printer(f"       {step.detail}")
             return
         elapsed = ""
         if step.started_at is not None and step.finished_at is not None:
             elapsed = f" ({step.finished_at - step.started_at:.1f}s)"
-        detail = f": {step.detail}" if step.detail else ""
+        repeated = step.detail == self._printed_note.pop(step.key, None)
+        detail = f": {step.detail}" if step.detail and not repeated else ""
         self.printer(f"  {self.MARKS.get(step.status, step.status.value):<4} {step.title}{detail}{elapsed}")
         if step.status is StepStatus.FAILED and step.fix:
             self.printer(f"       fix: {step.fix}")

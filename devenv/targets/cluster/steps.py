@@ -27,9 +27,15 @@ class StepHandle:
         self.final_status = StepStatus.DONE
 
     def note(self, detail: str) -> None:
-        """Progress while running ("1/3 nodes Ready"), or the outcome shown once done."""
+        """Progress while running ("1/3 nodes Ready"), emitted now; repeated notes are dropped."""
+        if detail == self.state.detail:
+            return
         self.state = replace(self.state, detail=detail)
         self._reporter.emit(self.state)
+
+    def done(self, detail: str) -> None:
+        """The outcome, shown with the finished step (not emitted as progress)."""
+        self.state = replace(self.state, detail=detail)
 
     def skip(self, detail: str) -> None:
         self.final_status = StepStatus.SKIPPED
