@@ -92,8 +92,9 @@ def copy_samples(dest: Path) -> list[Path]:
 
 
 def route_url(spec: AppSpec, http_port: int, suffix: str = "") -> str:
-    prefix = spec.http_triggers[0].route.prefix.rstrip("/")
-    return f"http://{spec.name}.localhost:{http_port}{prefix}/{suffix}"
+    route = spec.http_triggers[0].route
+    path = f"{route.prefix.rstrip('/')}/{suffix}" if route.wildcard else route.path
+    return f"http://{spec.name}.localhost:{http_port}{path}"
 
 
 def get_until(url: str, predicate, timeout: float = 120.0) -> str:  # type: ignore[no-untyped-def]

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from devenv.config import ClusterSettings, Settings
-from devenv.errors import DeployError
+from devenv.errors import DeployError, TargetUnavailable
+from devenv.model import StepStatus
 from devenv.store.store import Store
 from devenv.targets.base import Target
 from devenv.targets.cluster.bootstrap import BootstrapOptions
@@ -142,3 +143,20 @@ async def test_a_failed_import_is_a_deploy_error_with_a_fix(
     assert "content digest" in err.value.what
     assert "registry_name" in err.value.fix
     assert fake_apiserver.cluster.get("deployments", "default", "shop") is None
+
+
+async def test_start_fails_cleanly_when_k3d_is_too_old(
+    fake_k3d: FakeK3d, cluster_settings: ClusterSettings, tmp_path: Path
+) -> None:
+    fake_k3d.env["FAKE_K3D_VERSION"] = "v5.4.9"
+    store = Store()
+    target = make_target(fake_k3d, cluster_settings, tmp_path, store)
+
+    with pytest.raises(TargetUnavailable) as err:
+        await target.start()
+    await target.close()  # safe after a failed start
+
+    assert "needs k3d ≥ v5.8.3" in err.value.what
+    failed = [s for s in store.state.bootstrap if s.status is StepStatus.FAILED]
+    assert [s.key for s in failed] == ["k3d"] and failed[0].fix == err.value.fix
+    assert fake_k3d.state()["clusters"] == {} and fake_k3d.state()["registries"] == {}
