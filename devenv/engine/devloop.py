@@ -106,6 +106,9 @@ class DevLoop:
         self._paused = False
         self._held = ChangeSet()  # changes seen while watching was paused
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_requested = False  # stop() before run() took the loop
+        self._watcher: Watcher | None = None
+        self._tasks: list[asyncio.Task[Any]] = []  # the watch consumer and the samplers
         # Builds of different apps overlap, up to a bound: a slow toolchain (componentize-py takes
         # ~10 s) should not hold a 0.1 s WAT build back, but 20 apps must not start 20 compilers.
         self._build_slots = asyncio.Semaphore(max(4, os.cpu_count() or 4))
@@ -115,47 +118,54 @@ class DevLoop:
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         unsubscribe = self.store.subscribe(self._on_action)
-        tasks: list[asyncio.Task[Any]] = []
-        watcher: Watcher | None = None
+        if self._stop_requested:
+            self._stopped.set()
+        stopped = asyncio.create_task(self._stopped.wait())
+        # Starting can take long (a cluster bootstrap): a shutdown must not wait for it to end.
+        starting = asyncio.create_task(self._start())
         try:
-            self.store.dispatch(a.WorkspaceLoaded(root=self.workspace.root, target=self.target.name))
-            for manifest in self.workspace.manifests:
-                self._add(Path(manifest))
-            await self.target.start()
-            if self.watch:
-                quiet = max(0.005, float(self.settings.watch_debounce_ms) / 1000)
-                watcher = Watcher(
-                    self.workspace.root,
-                    quiet_s=quiet,
-                    cap_s=max(1.0, 20 * quiet),
-                    on_error=self._watch_failed,
-                )
-                await watcher.start()
-                tasks.append(asyncio.create_task(self._consume(watcher), name="devloop watch"))
-            if self.samplers:
-                tasks += self._start_samplers()
-            for slot in self._slots.values():
-                self._start_worker(slot)
-                slot.mark_dirty(None)
-            if not self._slots:
-                self._system("", f"no spin.toml found under {self.workspace.root}; watching for new apps")
-            self.ready.set()
-            await self._stopped.wait()
+            await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if starting.done():
+                starting.result()  # TargetUnavailable and friends go to the caller
+                self.ready.set()
+                await stopped
         finally:
             unsubscribe()
-            for task in tasks:
+            for task in (starting, stopped, *self._tasks):
                 task.cancel()
             for slot in self._slots.values():
                 if slot.worker is not None:
                     slot.worker.cancel()
-            pending = tasks + [s.worker for s in self._slots.values() if s.worker is not None]
+            pending = [starting, stopped, *self._tasks]
+            pending += [s.worker for s in self._slots.values() if s.worker is not None]
             await asyncio.gather(*pending, return_exceptions=True)
-            if watcher is not None:
-                await watcher.close()
+            if self._watcher is not None:
+                await self._watcher.close()
             await self.target.close()
 
+    async def _start(self) -> None:
+        self.store.dispatch(a.WorkspaceLoaded(root=self.workspace.root, target=self.target.name))
+        for manifest in self.workspace.manifests:
+            self._add(Path(manifest))
+        await self.target.start()
+        if self.watch:
+            quiet = max(0.005, float(self.settings.watch_debounce_ms) / 1000)
+            self._watcher = Watcher(
+                self.workspace.root, quiet_s=quiet, cap_s=max(1.0, 20 * quiet), on_error=self._watch_failed
+            )
+            await self._watcher.start()
+            self._tasks.append(asyncio.create_task(self._consume(self._watcher), name="devloop watch"))
+        if self.samplers:
+            self._tasks += self._start_samplers()
+        for slot in self._slots.values():
+            self._start_worker(slot)
+            slot.mark_dirty(None)
+        if not self._slots:
+            self._system("", f"no spin.toml found under {self.workspace.root}; watching for new apps")
+
     def stop(self) -> None:
-        """Ask the loop to finish (from any thread)."""
+        """Ask the loop to finish (from any thread, before or while it runs)."""
+        self._stop_requested = True
         if self._loop is None or self._loop.is_closed():
             return
         with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call

@@ -195,3 +195,39 @@ async def test_a_bad_manifest_at_startup_stops_only_that_app(tmp_path: Path, com
         assert s.store.state.apps["broken"].status is AppStatus.FAILED
         s.store.dispatch(a.RebuildRequested(app="broken"))
         await s.wait_body("broken", "repaired")
+
+
+async def test_shutdown_does_not_wait_for_a_slow_target_start(tmp_path: Path) -> None:
+    # A cluster bootstrap can take minutes; quitting during it must stop at once and clean up.
+    from devenv.config import load_workspace
+    from devenv.engine.devloop import DevLoop
+    from devenv.store.store import Store
+
+    class BootstrappingTarget:
+        name = "k3d"
+        closed = False
+
+        async def start(self) -> None:
+            await asyncio.Event().wait()  # never finishes by itself
+
+        async def deploy(self, built):  # noqa: ANN001, ANN201
+            raise AssertionError("nothing may deploy before start() returns")
+
+        async def remove(self, app: str) -> None:
+            pass
+
+        async def close(self) -> None:
+            self.closed = True
+
+    write_wat_app(tmp_path, "waiting")
+    workspace = load_workspace(tmp_path)
+    store = Store()
+    target = BootstrappingTarget()
+    loop = DevLoop(store, workspace, target)
+    task = asyncio.create_task(loop.run())
+    await asyncio.sleep(0.2)
+    assert not loop.ready.is_set()
+    store.dispatch(a.ShutdownRequested())
+    await asyncio.wait_for(task, 10)
+    assert target.closed
+    assert store.state.apps["waiting"].status is AppStatus.LOADING  # read, never built
