@@ -89,9 +89,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     workspace = load(args)
     store = Store()
     if not args.headless:
-        code = run_dashboard(args, store, workspace)
-        if code is not None:
-            return code
+        if sys.stdout.isatty() and sys.stdin.isatty():
+            return run_dashboard(args, store, workspace)
+        # Piped or under CI: a full-screen UI would only garble the output.
+        print("wasmdev: not a terminal, running headless (pass --headless to say so)", file=sys.stderr)
     from devenv.engine.headless import attach
 
     attach(store, sys.stdout)
@@ -99,14 +100,27 @@ def cmd_up(args: argparse.Namespace) -> int:
     return asyncio.run(_run_until_signal(devloop))
 
 
-def run_dashboard(args: argparse.Namespace, store: Store, workspace: Workspace) -> int | None:
-    """Run the Textual dashboard over an EngineThread; None falls back to headless mode.
+def run_dashboard(args: argparse.Namespace, store: Store, workspace: Workspace) -> int:
+    """The Textual dashboard on the main thread, the dev loop on an EngineThread beside it."""
+    from devenv.engine.runner import EngineThread
+    from devenv.ui.app import UnknownLayout
+    from devenv.ui.app import run_dashboard as run_tui
+    from devenv.ui.layouts import DEFAULT_LAYOUT
 
-    LEAD: wire the TUI here (devenv.ui, with args.layout): build the DevLoop with make_devloop in
-    an ``devenv.engine.runner.EngineThread(store, lambda: make_devloop(store, workspace))``, run the
-    app on the main thread, and ``engine.stop()`` when it exits.
-    """
-    return None
+    engine = EngineThread(store, lambda: make_devloop(store, workspace)).start()
+    try:
+        run_tui(store, layout=args.layout or DEFAULT_LAYOUT, workspace=workspace.root)
+    except UnknownLayout as err:
+        raise WasmdevError(
+            what=str(err), where="--layout", fix="pick a listed layout, or add LAYOUT.tcss to ./layouts"
+        ) from None
+    finally:
+        engine.stop()
+    if isinstance(engine.error, WasmdevError):
+        raise engine.error  # e.g. the target could not start: printed after the screen is gone
+    if engine.error is not None and not isinstance(engine.error, KeyboardInterrupt | asyncio.CancelledError):
+        raise engine.error
+    return 0
 
 
 async def _run_until_signal(devloop: Any) -> int:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 
 from devenv.engine.devloop import DevLoop
+from devenv.errors import WasmdevError
+from devenv.model import LogLine, LogStream
 from devenv.store import actions as a
 from devenv.store.store import Store
 
@@ -41,6 +44,13 @@ class EngineThread:
             asyncio.run(self._run())
         except BaseException as err:  # reported to the owner thread via .error
             self.error = err
+            if isinstance(err, WasmdevError):  # shown in the UI's log too, not only after exit
+                text = " — ".join(line.strip() for line in str(err).splitlines() if line.strip())
+                self.store.dispatch(
+                    a.LogEmitted(
+                        LogLine(time.time(), "", LogStream.SYSTEM, f"engine stopped: {text}", level="error")
+                    )
+                )
         finally:
             self._started.set()
 
