@@ -30,7 +30,8 @@
   (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
 
   ;; Layout: 0..64 scratch (iovec, counts), 256..1023 strings, 1024 env pointers, 4096 env text,
-  ;; 20480 argv pointers, 21504 argv text, 32768 I/O buffer (32 KiB), 65536 stdin (64 KiB).
+  ;; 20480 argv pointers, 21504 argv text, 32768 I/O buffer (32 KiB), 65536 stdin (64 KiB),
+  ;; 131072 stdout buffer (32 KiB), 163840 stderr buffer (16 KiB).
   (memory (export "memory") 3)
 
   (data (i32.const 256) "Hello from hello-wat v1!\n")                 ;; 25
@@ -63,10 +64,42 @@
   (data (i32.const 800) "no header block here\n")                     ;; 21
   (data (i32.const 832) "Content-Type: ")                             ;; 14
 
-  (func $write (param $fd i32) (param $ptr i32) (param $len i32)
+  ;; Output is buffered, as libc does for a real guest: one fd_write per stream per request
+  ;; instead of one per piece (each write is a host call; a chatty guest pays for every one).
+  (global $out_len (mut i32) (i32.const 0))  ;; stdout buffer: 131072..163840
+  (global $err_len (mut i32) (i32.const 0))  ;; stderr buffer: 163840..180224
+
+  (func $raw_write (param $fd i32) (param $ptr i32) (param $len i32)
     (i32.store (i32.const 0) (local.get $ptr))
     (i32.store (i32.const 4) (local.get $len))
     (drop (call $fd_write (local.get $fd) (i32.const 0) (i32.const 1) (i32.const 8))))
+
+  (func $flush (param $fd i32)
+    (if (i32.eq (local.get $fd) (i32.const 1))
+      (then
+        (if (global.get $out_len)
+          (then (call $raw_write (i32.const 1) (i32.const 131072) (global.get $out_len))
+                (global.set $out_len (i32.const 0)))))
+      (else
+        (if (global.get $err_len)
+          (then (call $raw_write (i32.const 2) (i32.const 163840) (global.get $err_len))
+                (global.set $err_len (i32.const 0)))))))
+
+  (func $write (param $fd i32) (param $ptr i32) (param $len i32)
+    (local $base i32) (local $cap i32) (local $cur i32)
+    (if (i32.eq (local.get $fd) (i32.const 1))
+      (then (local.set $base (i32.const 131072)) (local.set $cap (i32.const 32768))
+            (local.set $cur (global.get $out_len)))
+      (else (local.set $base (i32.const 163840)) (local.set $cap (i32.const 16384))
+            (local.set $cur (global.get $err_len))))
+    (if (i32.gt_u (i32.add (local.get $cur) (local.get $len)) (local.get $cap))
+      (then (call $flush (local.get $fd)) (local.set $cur (i32.const 0))))
+    (if (i32.gt_u (local.get $len) (local.get $cap))
+      (then (call $raw_write (local.get $fd) (local.get $ptr) (local.get $len)) (return)))
+    (memory.copy (i32.add (local.get $base) (local.get $cur)) (local.get $ptr) (local.get $len))
+    (if (i32.eq (local.get $fd) (i32.const 1))
+      (then (global.set $out_len (i32.add (local.get $cur) (local.get $len))))
+      (else (global.set $err_len (i32.add (local.get $cur) (local.get $len))))))
 
   (func $strlen (param $p i32) (result i32)
     (local $n i32)
@@ -191,6 +224,11 @@
     (call $greet))
 
   (func $main (export "_start")
+    (call $route)
+    (call $flush (i32.const 1))
+    (call $flush (i32.const 2)))
+
+  (func $route
     (local $path i32) (local $plen i32)
     (drop (call $environ_sizes_get (i32.const 16) (i32.const 20)))
     (drop (call $environ_get (i32.const 1024) (i32.const 4096)))
@@ -216,7 +254,8 @@
     (if (call $is (local.get $path) (local.get $plen) (i32.const 488) (i32.const 6))
       (then (call $sleep) (return)))
     (if (call $is (local.get $path) (local.get $plen) (i32.const 496) (i32.const 5))
-      (then (call $write (i32.const 2) (i32.const 656) (i32.const 25)) (unreachable)))
+      (then (call $write (i32.const 2) (i32.const 656) (i32.const 25)) (call $flush (i32.const 2))
+            (unreachable)))
     (if (call $is (local.get $path) (local.get $plen) (i32.const 504) (i32.const 5))
       (then (loop $forever (br $forever))))
     (if (call $is (local.get $path) (local.get $plen) (i32.const 512) (i32.const 5))
@@ -224,6 +263,7 @@
         (loop $more
           (br_if $more (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
         (call $write (i32.const 2) (i32.const 688) (i32.const 26))
+        (call $flush (i32.const 2))
         (unreachable)))
     (if (call $is (local.get $path) (local.get $plen) (i32.const 520) (i32.const 5))
       (then (call $proc_exit (i32.const 3))))

@@ -14,7 +14,6 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -24,6 +23,7 @@ from aiohttp.web_server import Server
 from devenv.errors import DeployError, TargetUnavailable
 from devenv.model import LogStream
 from devenv.targets.local.executor import ExecutionStats, GuestError, GuestRequest, GuestResponse
+from devenv.targets.local.guest_pool import GuestPool
 from devenv.targets.local.router import RouteEntry, ServingVersion
 
 T = TypeVar("T")
@@ -58,7 +58,8 @@ class LocalServer:
     def __init__(self, host: str, observer: RequestObserver, workers: int = 4) -> None:
         self.host = host
         self._observer = observer
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wasmdev-guest")
+        self._workers = workers
+        self._pool: GuestPool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._versions: dict[str, ServingVersion] = {}  # touched only on the server loop
@@ -69,6 +70,7 @@ class LocalServer:
     def start(self) -> None:
         if self._thread is not None:
             return
+        self._pool = GuestPool(self._workers)
         ready = threading.Event()
 
         def run() -> None:
@@ -93,7 +95,9 @@ class LocalServer:
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
             self._thread = None
             self._loop = None
 
@@ -202,10 +206,8 @@ class LocalServer:
         )
         version.acquire()
         try:
-            loop = asyncio.get_running_loop()
-            response, stats, failure = await loop.run_in_executor(
-                self._pool, self._execute, app, entry, guest_request
-            )
+            assert self._pool is not None
+            response, stats, failure = await self._pool.run(self._execute, app, entry, guest_request)
         finally:
             version.release()
         latency_ms = (time.perf_counter() - started) * 1000
