@@ -94,6 +94,8 @@ async def test_happy_path_creates_registry_cluster_kubeconfig_and_runtime_class(
             f"{settings.http_port}:80@loadbalancer",
             "--agents",
             "0",
+            "--api-port",
+            "127.0.0.1:random",
             "--registry-use",
             f"k3d-wasmdev-registry:{reg}",
             "--kubeconfig-update-default=false",

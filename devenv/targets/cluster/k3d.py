@@ -305,8 +305,9 @@ class K3dCli:
             "--agents",
             str(agents),
         ]
-        if api_port is not None:
-            args += ["--api-port", f"127.0.0.1:{api_port}"]
+        # The API on loopback only (k3d's default binds 0.0.0.0, i.e. every interface); the
+        # kubeconfig then says https://127.0.0.1:PORT, which the k3s serving cert always covers.
+        args += ["--api-port", f"127.0.0.1:{api_port if api_port is not None else 'random'}"]
         for reg in registry_use:
             args += ["--registry-use", reg]
         # Never write the default kubeconfig nor switch the user's current context.
