@@ -157,3 +157,50 @@ def test_a_pending_pod_is_not_a_failure_until_scheduling_is_stuck():
     assert diagnose(pod, events) is None
     stuck = diagnose(pod, events, scheduling_stuck=True)
     assert stuck is not None and stuck.reason == "Unschedulable"
+
+
+async def test_a_new_session_rolls_back_to_what_an_earlier_one_left_serving(fake_apiserver):
+    v1, v2 = build("hello", "v1"), build("hello", "v2")
+    earlier = make_target(fake_apiserver, Store())
+    try:
+        await earlier.deploy(v1)
+    finally:
+        await earlier.close()
+
+    store = Store()
+    target = make_target(fake_apiserver, store)  # knows nothing of v1
+    fake_apiserver.cluster.script_image(image_of(v2), PodScript(failure=PodFailure.CRASH_LOOP))
+    try:
+        err = await deploy_like_engine(store, target, v2)
+    finally:
+        await target.close()
+    assert err is not None and f"previous version ({v1.short_digest}) keeps serving" in err.what
+    dep = fake_apiserver.cluster.get("deployments", "default", "hello")
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == image_of(v1)
+
+
+async def test_rollout_rides_out_an_api_server_restart(fake_apiserver):
+    import asyncio
+    import threading
+
+    store = Store()
+    target = make_target(fake_apiserver, store)
+    cluster = fake_apiserver.cluster
+    v1, v2 = build("hello", "v1"), build("hello", "v2")
+    cluster.script_image(image_of(v2), PodScript(ticks_to_running=5, ticks_to_ready=25))
+
+    def restart_when_v2_pods_exist() -> None:
+        wait_until(lambda: bool(cluster.pods(selector=f"{BUILD_LABEL}={v2.short_digest}")), what="v2's pod")
+        fake_apiserver.stop()
+        threading.Event().wait(0.3)
+        fake_apiserver.start()
+
+    try:
+        assert await deploy_like_engine(store, target, v1) is None
+        restarter = asyncio.create_task(asyncio.to_thread(restart_when_v2_pods_exist))
+        err = await deploy_like_engine(store, target, v2)
+        await restarter
+    finally:
+        await target.close()
+    assert err is None
+    assert store.state.apps["hello"].serving_digest == v2.digest

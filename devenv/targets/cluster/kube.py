@@ -54,6 +54,7 @@ from devenv.targets.cluster.rollout import (
     api_error_text,
     apply,
     rollout_error,
+    serving_deployment,
     wait_for_rollout,
 )
 from devenv.targets.cluster.runtimeclass import ensure_runtime_class
@@ -217,12 +218,23 @@ class KubeTarget:
         pull_host, _ = split_registry(self.pull_registry)
         pull_host = pull_host.split("://", 1)[-1]
         w = self._workload(built, f"{pull_host}/{published.repository}:{published.tag}")
-        if w.runtime_class not in self._runtime_classes:
-            await asyncio.to_thread(ensure_runtime_class, self.apis, w.runtime_class, where=self.where)
-            self._runtime_classes.add(w.runtime_class)
+        previous = self._deployed.get(app)
+        try:
+            if w.runtime_class not in self._runtime_classes:
+                await asyncio.to_thread(ensure_runtime_class, self.apis, w.runtime_class, where=self.where)
+                self._runtime_classes.add(w.runtime_class)
+            if previous is None:  # a version from an earlier session may be serving
+                previous = await asyncio.to_thread(serving_deployment, self.apis, self.namespace, w.name)
+        except WasmdevError:
+            raise
+        except Exception as err:  # noqa: BLE001 - ApiException or a transport error
+            raise DeployError(
+                what=f"app {app}: preparing the deploy failed: {api_error_text(err)}",
+                where=self.where,
+                fix="check the cluster is up (kubectl get nodes) and your permissions in the namespace",
+            ) from err
         manifests = workload_manifests(w, self.namespace)
         await asyncio.to_thread(self._apply_all, app, manifests)
-        previous = self._deployed.get(app)
         try:
             await asyncio.to_thread(
                 wait_for_rollout,

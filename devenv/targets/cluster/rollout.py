@@ -18,12 +18,11 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError as Urllib3Error
 
 from devenv.errors import DeployError
 from devenv.targets.cluster.failures import Failure, diagnose, is_ready, is_unschedulable, pod_summary
@@ -31,6 +30,8 @@ from devenv.targets.cluster.resources import (
     BUILD_LABEL,
     CONTAINER_NAME,
     FIELD_MANAGER,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
     Manifest,
     managed_selector,
 )
@@ -71,10 +72,6 @@ def api_error_text(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-def is_connection_error(err: BaseException) -> bool:
-    return isinstance(err, Urllib3Error | ConnectionError | OSError) and not isinstance(err, ApiException)
-
-
 def apply(apis: KubeApis, manifest: Manifest, *, timeout: float = 30.0) -> Obj:
     """Server-side apply one manifest (Deployment, Service, Ingress or RuntimeClass); returns the result."""
     kind = manifest["kind"]
@@ -97,6 +94,40 @@ def apply(apis: KubeApis, manifest: Manifest, *, timeout: float = 30.0) -> Obj:
     return apis.plain(calls[kind]())
 
 
+def serving_deployment(
+    apis: KubeApis, namespace: str, name: str, timeout: float = 15.0
+) -> tuple[Manifest, str] | None:
+    """wasmdev's Deployment ``name`` as a manifest to re-apply, and its build, if it is fully rolled out.
+
+    This is what a failed rollout goes back to when this session has not deployed the app yet
+    (wasmdev restarted; the cluster kept serving). A Deployment still rolling out, or not
+    wasmdev's, is not "the previous version" and gives None.
+    """
+    try:
+        current = apis.plain(apis.apps.read_namespaced_deployment(name, namespace, _request_timeout=timeout))
+    except ApiException as err:
+        if err.status == 404:
+            return None
+        raise
+    meta, spec, status = current.get("metadata") or {}, current.get("spec") or {}, current.get("status") or {}
+    labels = meta.get("labels") or {}
+    if labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
+        return None
+    want = int(spec.get("replicas") or 1)
+    settled = int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
+    counts = (status.get("updatedReplicas"), status.get("availableReplicas"), status.get("replicas"))
+    if not settled or any(int(c or 0) != want for c in counts):
+        return None
+    build = ((spec.get("template") or {}).get("metadata") or {}).get("labels", {}).get(BUILD_LABEL, "")
+    manifest = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": spec,
+    }
+    return manifest, build or "unknown"
+
+
 @dataclass(frozen=True)
 class RolloutPolicy:
     timeout_s: float = 180.0  # the whole wait, pulls included
@@ -108,11 +139,19 @@ class RolloutPolicy:
 class RolloutFailed(Exception):
     """The new pods will not come up (``failure`` says why), or not within the timeout."""
 
-    def __init__(self, failure: Failure | None, pods: list[str], timed_out: bool = False) -> None:
-        super().__init__(failure.reason if failure else "timeout")
+    def __init__(
+        self,
+        failure: Failure | None,
+        pods: list[str],
+        *,
+        cancelled: bool = False,
+        unreachable: str = "",
+    ) -> None:
+        super().__init__(failure.reason if failure else "cancelled" if cancelled else "timeout")
         self.failure = failure
-        self.pods = pods  # one summary line per new pod
-        self.timed_out = timed_out
+        self.pods = pods  # one summary line per new pod, as last seen
+        self.cancelled = cancelled
+        self.unreachable = unreachable  # the API server's last transport error, when it went away
 
 
 def _pod_events(apis: KubeApis, namespace: str, pod: str, timeout: float) -> list[Obj]:
@@ -153,51 +192,76 @@ def wait_for_rollout(
     policy: RolloutPolicy,
     cancelled: threading.Event | None = None,
 ) -> list[Obj]:
-    """Block until ``replicas`` pods of ``build`` are Ready; returns them. Raises ``RolloutFailed``."""
+    """Block until ``replicas`` pods of ``build`` are Ready; returns them. Raises ``RolloutFailed``.
+
+    The API server may blink (a k3s restart, a laptop waking up): transport errors are retried
+    until the deadline, and reported in the error if it passes.
+    """
     deadline = time.monotonic() + policy.timeout_s
     unschedulable_since: dict[str, float] = {}
-    selector = f"{managed_selector(app)},{BUILD_LABEL}={build}"
-    t = policy.request_timeout_s
     summaries: list[str] = []
+    unreachable = ""
     while True:
         if cancelled is not None and cancelled.is_set():
-            raise RolloutFailed(None, summaries)
-        deploy = apis.plain(apis.apps.read_namespaced_deployment(name, namespace, _request_timeout=t))
-        status = deploy.get("status") or {}
-        observed = int(status.get("observedGeneration") or 0) >= int(
-            deploy["metadata"].get("generation") or 0
-        )
-        pods = [
-            apis.plain(p)
-            for p in apis.core.list_namespaced_pod(
-                namespace, label_selector=selector, _request_timeout=t
-            ).items
-        ]
-        pods = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
-        summaries = [pod_summary(p) for p in pods]
-        ready = [p for p in pods if is_ready(p)]
-        if observed and len(ready) >= replicas:
+            raise RolloutFailed(None, summaries, cancelled=True)
+        try:
+            ready = _poll(apis, namespace, name, app, build, replicas, policy, unschedulable_since, summaries)
+            unreachable = ""
+        except (ApiException, RolloutFailed):
+            raise
+        except Exception as err:  # noqa: BLE001 - urllib3/socket errors: the server is away
+            unreachable = api_error_text(err)
+            ready = None
+        if ready is not None:
             return ready
-        now = time.monotonic()
-        for pod in pods:
-            if is_ready(pod):
-                continue
-            pod_name = pod["metadata"]["name"]
-            events = _pod_events(apis, namespace, pod_name, t)
-            stuck = False
-            if is_unschedulable(pod, events):
-                since = unschedulable_since.setdefault(pod_name, now)
-                stuck = now - since >= policy.scheduling_grace_s
-            failure = diagnose(pod, events, scheduling_stuck=stuck)
-            if failure is not None:
-                if failure.wants_logs:
-                    failure = Failure(
-                        **{**failure.__dict__, "logs": _crash_logs(apis, namespace, pod_name, t)}
-                    )
-                raise RolloutFailed(failure, summaries)
-        if now >= deadline:
-            raise RolloutFailed(None, summaries, timed_out=True)
-        time.sleep(policy.poll_s)
+        if time.monotonic() >= deadline:
+            raise RolloutFailed(None, summaries, unreachable=unreachable)
+        if cancelled is not None:
+            cancelled.wait(policy.poll_s)
+        else:
+            time.sleep(policy.poll_s)
+
+
+def _poll(
+    apis: KubeApis,
+    namespace: str,
+    name: str,
+    app: str,
+    build: str,
+    replicas: int,
+    policy: RolloutPolicy,
+    unschedulable_since: dict[str, float],
+    summaries: list[str],
+) -> list[Obj] | None:
+    """One look: the Ready pods when done, None to keep waiting; raises RolloutFailed on a failure."""
+    t = policy.request_timeout_s
+    deploy = apis.plain(apis.apps.read_namespaced_deployment(name, namespace, _request_timeout=t))
+    status = deploy.get("status") or {}
+    observed = int(status.get("observedGeneration") or 0) >= int(deploy["metadata"].get("generation") or 0)
+    selector = f"{managed_selector(app)},{BUILD_LABEL}={build}"
+    listed = apis.core.list_namespaced_pod(namespace, label_selector=selector, _request_timeout=t)
+    pods = [apis.plain(p) for p in listed.items]
+    pods = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    summaries[:] = [pod_summary(p) for p in pods]
+    ready = [p for p in pods if is_ready(p)]
+    if observed and len(ready) >= replicas:
+        return ready
+    now = time.monotonic()
+    for pod in pods:
+        if is_ready(pod):
+            continue
+        pod_name = pod["metadata"]["name"]
+        events = _pod_events(apis, namespace, pod_name, t)
+        stuck = False
+        if is_unschedulable(pod, events):
+            since = unschedulable_since.setdefault(pod_name, now)
+            stuck = now - since >= policy.scheduling_grace_s
+        failure = diagnose(pod, events, scheduling_stuck=stuck)
+        if failure is not None:
+            if failure.wants_logs:
+                failure = replace(failure, logs=_crash_logs(apis, namespace, pod_name, t))
+            raise RolloutFailed(failure, list(summaries))
+    return None
 
 
 def rollout_error(
@@ -209,6 +273,15 @@ def rollout_error(
         if rolled_back_to
         else "no earlier version of this app was running"
     )
+    if err.cancelled:
+        return DeployError(
+            what=f"app {app}: rollout of build {build} cancelled (wasmdev is stopping)", where=where
+        )
+    if err.failure is None and err.unreachable:
+        what = f"app {app}: lost the API server while build {build} rolled out ({err.unreachable}); {serving}"
+        return DeployError(
+            what=what, where=where, fix="check the cluster is up (kubectl get nodes); the next build retries"
+        )
     if err.failure is None:
         pods = "; ".join(err.pods) or "no pods were created"
         what = f"app {app}: build {build} was not Ready in time ({pods}); {serving}"
