@@ -27,7 +27,8 @@ from devenv.targets.local.guest_pool import GuestPool
 from devenv.targets.local.router import RouteEntry, ServingVersion
 
 T = TypeVar("T")
-SHUTDOWN_GRACE_S = 2.0  # how long close/remove waits for requests in flight
+SHUTDOWN_GRACE_S = 2.0
+_TEXT = (("Content-Type", "text/plain"),)  # how long close/remove waits for requests in flight
 _request_ids = itertools.count(1)
 
 
@@ -47,6 +48,8 @@ class ServedRequest:
 
 
 class RequestObserver(Protocol):
+    """Told about every request; called from the server's threads (loop or guest pool)."""
+
     def request_served(self, served: ServedRequest) -> None: ...
 
     def guest_output(
@@ -207,48 +210,48 @@ class LocalServer:
         version.acquire()
         try:
             assert self._pool is not None
-            response, stats, failure = await self._pool.run(self._execute, app, entry, guest_request)
+            response = await self._pool.run(self._execute, app, entry, guest_request, started)
         finally:
             version.release()
-        latency_ms = (time.perf_counter() - started) * 1000
-        self._observer.request_served(
-            ServedRequest(
-                app,
-                entry.runner.component_id,
-                request.method,
-                path,
-                response.status,
-                latency_ms,
-                request_id,
-                stats,
-                failure,
-            )
-        )
         return web.Response(status=response.status, headers=response.headers, body=response.body)
 
-    def _execute(
-        self, app: str, entry: RouteEntry, request: GuestRequest
-    ) -> tuple[GuestResponse, ExecutionStats, str]:
+    def _execute(self, app: str, entry: RouteEntry, request: GuestRequest, started: float) -> GuestResponse:
+        """Run the guest and report the request, on a pool thread.
+
+        Reporting here rather than on the loop keeps the loop thread (the one every request
+        passes through) to parsing and writing HTTP; the latency recorded runs from the
+        request's arrival to its response being ready."""
         component = entry.runner.component_id
         observer = self._observer
 
         def log(stream: LogStream, text: str) -> None:
             observer.guest_output(app, component, request.request_id, stream, text)
 
+        failure = ""
         try:
             response, stats = entry.runner.handle(request, log)
-            return response, stats, ""
         except GuestError as err:
+            failure = err.reason
             body = f"wasmdev: component `{component}` failed this request: {err.reason}\n"
-            return GuestResponse(500, (("Content-Type", "text/plain"),), body.encode()), err.stats, err.reason
+            response, stats = GuestResponse(500, _TEXT, body.encode()), err.stats
         except Exception as err:  # a host bug must cost one request, not the server
-            reason = f"host error: {type(err).__name__}: {err}"
-            body = f"wasmdev: internal error running component `{component}`: {reason}\n"
-            return (
-                GuestResponse(500, (("Content-Type", "text/plain"),), body.encode()),
-                ExecutionStats(),
-                reason,
-            )
+            failure = f"host error: {type(err).__name__}: {err}"
+            body = f"wasmdev: internal error running component `{component}`: {failure}\n"
+            response, stats = GuestResponse(500, _TEXT, body.encode()), ExecutionStats()
+        latency_ms = (time.perf_counter() - started) * 1000
+        served = ServedRequest(
+            app,
+            component,
+            request.method,
+            request.path,
+            response.status,
+            latency_ms,
+            request.request_id,
+            stats,
+            failure,
+        )
+        observer.request_served(served)
+        return response
 
     @staticmethod
     def _not_found(app: str, path: str, version: ServingVersion) -> web.Response:
