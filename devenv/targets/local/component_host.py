@@ -44,7 +44,7 @@ from devenv.targets.local.wasi.http_types import (
     OutgoingResponse,
     ResponseOutparam,
 )
-from devenv.targets.local.wasi.registry import LinkReport, link_imports
+from devenv.targets.local.wasi.registry import LinkReport, link_imports, unknown_import_note
 from devenv.targets.local.wasi.worlds import World, classify
 
 __all__ = ["HttpComponentRunner", "build_runner"]
@@ -206,6 +206,10 @@ class HttpComponentRunner:
             return "exited with status 1"
         if ctx.trap_reason is not None:
             return ctx.trap_reason  # our host function trapped it, and said why
+        unsupported = unknown_import_note(self.link_report, message)
+        if unsupported is not None:
+            ctx.note(unsupported)
+            return unsupported
         text = message.lower()
         if "interrupt" in text:
             return f"timed out after {self._limits.timeout_s:g}s (the request deadline)"

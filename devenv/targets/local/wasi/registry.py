@@ -24,7 +24,7 @@ from typing import Any
 import wasmtime
 from wasmtime.component import Component, ComponentInstanceType, FuncType, Linker, ResourceType
 
-from devenv.targets.local.wasi.codec import encoder
+from devenv.targets.local.wasi.codec import Encoder, encoder
 from devenv.targets.local.wasi.host import FIRST_STUB_KIND, GuestTrap, HostContext, current
 
 HostFn = Callable[..., Any]  # fn(ctx, *params) -> plain result (see codec)
@@ -45,7 +45,8 @@ class Interface:
 @dataclass
 class LinkReport:
     implemented: list[str] = field(default_factory=list)  # "iface#func" we provide
-    stubbed: list[str] = field(default_factory=list)  # "iface#func" that trap with a log line
+    stubbed: list[str] = field(default_factory=list)  # imports that trap with a log line
+    refusals: dict[str, str] = field(default_factory=dict)  # package -> why it is refused
 
 
 def split_version(import_name: str) -> tuple[str, bool]:
@@ -67,43 +68,62 @@ def link_imports(
     refusals: Mapping[str, str] | None = None,
 ) -> LinkReport:
     """Define every import of ``component`` in ``linker``. ``refusals`` maps a package
-    ("wasi:sockets") to the reason logged when one of its functions is called."""
+    ("wasi:sockets") to the reason logged when one of its functions is called.
+
+    Only the interfaces we implement are walked item by item (reading a component's types
+    through the C API is slow: an 18 MB Python component has ~40 imports). The rest are
+    defined in one call by wasmtime as traps; ``unknown_import_note`` turns such a trap into
+    the same log line a stub gives."""
     by_name = {i.name: i for i in interfaces}
     report = LinkReport()
     seen: list[ResourceType] = []
     with linker.root() as root:
         for import_name, extern in component.type.imports(engine).items():
-            ty = extern.ty
-            if isinstance(ty, FuncType):  # a bare function import at the top level
-                root.add_func(import_name, _stub(import_name, None))
-                report.stubbed.append(import_name)
-                continue
-            if not isinstance(ty, ComponentInstanceType):
-                continue  # type or resource imports need no definition here
             name, is_02 = split_version(import_name)
             iface = by_name.get(name) if is_02 else None
-            refusal = (iface.refusal if iface else None) or (refusals or {}).get(name.split("/", 1)[0])
+            if iface is None:
+                report.stubbed.append(import_name)
+                continue
+            ty = extern.ty
+            if not isinstance(ty, ComponentInstanceType):
+                continue
             with root.add_instance(import_name) as inst:
                 for item_name, item in ty.exports(engine).items():
                     item_ty = item.ty
                     if isinstance(item_ty, ResourceType):
                         if any(item_ty == s for s in seen):
-                            continue
+                            continue  # a `use` of a resource another interface defines
                         seen.append(item_ty)
-                        kind = iface.resources.get(item_name) if iface else None
+                        kind = iface.resources.get(item_name)
                         inst.add_resource(
                             item_name, ResourceType.host(kind if kind is not None else next(_stub_kinds)), _dtor
                         )
                     elif isinstance(item_ty, FuncType):
                         qualified = f"{import_name}#{item_name}"
-                        impl = iface.functions.get(item_name) if iface else None
+                        impl = iface.functions.get(item_name)
                         if impl is None:
-                            inst.add_func(item_name, _stub(qualified, refusal))
+                            inst.add_func(item_name, _stub(qualified, iface.refusal))
                             report.stubbed.append(qualified)
                         else:
                             inst.add_func(item_name, _host_func(qualified, impl, item_ty))
                             report.implemented.append(qualified)
+    linker.define_unknown_imports_as_traps(component)
+    report.refusals = dict(refusals or {})
     return report
+
+
+_UNKNOWN_IMPORT = re.compile(r"unknown import: `?(?P<name>[^`\s]+?)`? has not been defined")
+
+
+def unknown_import_note(report: LinkReport, trap_message: str) -> str | None:
+    """The log line for a trap wasmtime raised in an import we left to it, or None."""
+    m = _UNKNOWN_IMPORT.search(trap_message)
+    if m is None:
+        return None
+    qualified = m.group("name")
+    package = qualified.split("/", 1)[0]
+    why = report.refusals.get(package) or "not supported by the local target (run the app on the cluster target)"
+    return f"unsupported import {qualified}: {why}"
 
 
 def _dtor(store: Any, rep: int) -> None:
@@ -115,8 +135,22 @@ def _dtor(store: Any, rep: int) -> None:
     ctx.dropped(rep)
 
 
+_encoders: dict[str, Encoder] = {}  # "wasi:io/streams@0.2.9#..." -> encoder; one WIT, one shape
+
+
 def _host_func(qualified: str, impl: HostFn, ty: FuncType) -> Callable[..., Any]:
-    encode = encoder(ty.result)
+    # The result encoder is compiled on the first call: most imports are never called, and
+    # reading a variant type's cases (error-code has 39) is the slow part of linking.
+    result_type: list[FuncType | None] = [ty]
+
+    def encode(value: Any) -> Any:
+        enc = _encoders.get(qualified)
+        if enc is None:
+            func_type = result_type[0]
+            assert func_type is not None
+            enc = _encoders[qualified] = encoder(func_type.result)
+            result_type[0] = None
+        return enc(value)
 
     def call(store: Any, *params: Any) -> Any:
         ctx = current()
