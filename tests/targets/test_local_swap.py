@@ -62,14 +62,23 @@ async def test_broken_build_leaves_the_old_version_serving(
     assert reply.status == 200 and "hello-wat v1!" in reply.text
 
 
-async def test_redeploying_the_same_digest_is_a_no_op(target: LocalTarget, tmp_path: Path) -> None:
-    app = make_app(tmp_path / "app")
+async def test_redeploying_the_same_build_reuses_its_code_and_restages_granted_files(
+    client: Client, target: LocalTarget, tmp_path: Path
+) -> None:
+    from devenv.model import FileMount
+
+    root = tmp_path / "app"
+    root.mkdir()
+    (root / "greeting.txt").write_text("before\n")
+    app = make_app(root, [Comp(files=(FileMount("greeting.txt"),))])
     first = await target.deploy(app)
     assert target.cache is not None
     compiled = target.cache.compiled
+    (root / "greeting.txt").write_text("after\n")  # a granted file changed; the wasm did not
     again = await target.deploy(app)
     assert again == first
     assert target.cache.compiled == compiled
+    assert (await client.get("demo", "/hello/file?greeting.txt")).text == "after\n"
 
 
 async def test_port_in_use_names_the_port_and_the_fix(tmp_path: Path) -> None:
@@ -110,3 +119,22 @@ async def test_retired_version_files_are_removed_once_its_last_request_ends(
     assert (await client.get("demo", "/hello/file?greeting.txt")).text == "two\n"
     await slow
     assert not staged[0].exists()
+
+
+async def test_close_is_idempotent_and_frees_the_port(tmp_path: Path) -> None:
+    import threading
+
+    before = {t.name for t in threading.enumerate()}
+    target = LocalTarget(Store(), local_settings(tmp_path), app_ports={"demo": 0})
+    await target.deploy(make_app(tmp_path / "app"))
+    port = target.bound_port("demo")
+    assert port
+    await target.close()
+    await target.close()
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))  # nothing listens there any more
+    leftover = {t.name for t in threading.enumerate()} - before
+    assert not {n for n in leftover if n.startswith("wasmdev")}, leftover
+    with pytest.raises(KeyError):
+        target.usage("demo")

@@ -59,8 +59,6 @@ class LocalTarget:
         )
         self._ports: dict[str, int] = dict(app_ports or {})
         self._bound: dict[str, int] = {}
-        self._digests: dict[str, str] = {}
-        self._urls: dict[str, DeployResult] = {}
         self._workers = workers
         self._runtime: WasmRuntime | None = None
         self._server: LocalServer | None = None
@@ -95,8 +93,9 @@ class LocalTarget:
         app = built.spec.name
         lock = self._deploy_locks.setdefault(app, asyncio.Lock())
         async with lock:  # two builds of one app racing: the later deploy call wins, whole
-            if self._digests.get(app) == built.digest and app in self._urls:
-                return self._urls[app]
+            # No shortcut for a digest already serving: the digest covers the manifest and the
+            # wasm, not the files the app grants, and a redeploy re-stages those. Compiling is a
+            # cache hit, so a redeploy costs milliseconds.
             assert self._server is not None and self._runtime is not None and self.cache is not None
             assert self._staging_root is not None
             staging = self._staging_root / f"{app}-{built.short_digest}-{next(self._versions)}"
@@ -111,18 +110,14 @@ class LocalTarget:
             self._bound[app] = port
             await self._server.run(self._server.swap(app, plan.version))
             self._usage.new_version(app)
-            self._digests[app] = built.digest
             base = f"http://{self.host}:{port}"
             result = DeployResult(urls=tuple(base + p for p in plan.version.url_paths()), notes=plan.notes)
-            self._urls[app] = result
             return result
 
     async def remove(self, app: str) -> None:
         if self._server is not None:
             await self._server.run(self._server.remove(app))
         self._bound.pop(app, None)
-        self._digests.pop(app, None)
-        self._urls.pop(app, None)
         self._usage.forget(app)
 
     async def close(self) -> None:
@@ -135,8 +130,6 @@ class LocalTarget:
             shutil.rmtree(self._staging_root, ignore_errors=True)
             self._staging_root = None
         self._bound.clear()
-        self._digests.clear()
-        self._urls.clear()
         # wasmtime-py can panic at interpreter exit if stores/modules outlive this; drop them now.
         gc.collect()
 
