@@ -5,6 +5,7 @@ rollback of whatever a failed run created."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 from pathlib import Path
 
@@ -424,3 +425,22 @@ async def test_stopped_registry_is_started_through_docker(
 
     assert started == ["k3d-wasmdev-registry"]
     assert len(fake_k3d.calls_of("registry", "create")) == 1
+
+
+async def test_another_known_runtime_class_gets_its_own_handler(
+    fake_k3d: FakeK3d, settings: ClusterSettings, fake_apiserver: FakeApiServer
+) -> None:
+    wasmedge = dataclasses.replace(settings, runtime_class="wasmedge")
+    await bootstrap_cluster(wasmedge, Steps(), cli=fake_k3d.cli(settings.kubeconfig), options=fast())
+    rc = fake_apiserver.cluster.get("runtimeclasses", "", "wasmedge")
+    assert rc is not None and rc["handler"] == "wasmedge"
+
+
+async def test_unknown_runtime_class_is_refused_before_anything_is_made(
+    fake_k3d: FakeK3d, settings: ClusterSettings
+) -> None:
+    odd = dataclasses.replace(settings, runtime_class="my-shim")
+    with pytest.raises(TargetUnavailable) as err:
+        await bootstrap_cluster(odd, Steps(), cli=fake_k3d.cli(settings.kubeconfig), options=fast())
+    assert "my-shim" in err.value.what and "wasmtime-spin-v2" in err.value.fix
+    assert fake_k3d.calls() == []

@@ -38,8 +38,9 @@ from devenv.targets.cluster.node_readiness import (
     KubernetesProbe,
     Polling,
     ProbeFactory,
-    ensure_spin_runtime_class,
+    ensure_cluster_runtime_class,
     first_line,
+    runtime_handler,
     wait_nodes_ready,
 )
 from devenv.targets.cluster.steps import StepReporter, StepSink
@@ -195,6 +196,7 @@ async def bootstrap_cluster(
 async def _bootstrap(
     settings: ClusterSettingsLike, cli: K3dCli, steps: StepReporter, opts: BootstrapOptions
 ) -> ClusterEndpoint:
+    runtime_handler(settings.runtime_class)  # a settings mistake: say so before making anything
     async with steps.step("docker", "Docker engine") as s:
         await asyncio.to_thread(opts.docker_ping)
         s.done("reachable")
@@ -386,7 +388,7 @@ async def _create_and_wait(
     async with steps.step("nodes", "Nodes Ready") as s:
         nodes = await wait_nodes_ready(probe, expected, opts.polling, s)
     async with steps.step("runtimeclass", "RuntimeClass") as s:
-        s.done(await ensure_spin_runtime_class(probe, settings.runtime_class, nodes, opts.polling))
+        s.done(await ensure_cluster_runtime_class(probe, settings.runtime_class, nodes, opts.polling))
 
     return ClusterEndpoint(
         name=settings.name,

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from devenv.errors import TargetUnavailable, WasmdevError
 from devenv.targets.cluster.resources import runtime_class as runtime_class_manifest
+from devenv.targets.cluster.runtimeclass import KNOWN_HANDLERS
 from devenv.targets.cluster.steps import StepHandle
 
 SHIM_HANDLER = "spin"  # the runtime k3s registers when it finds containerd-shim-spin-v2 on PATH
@@ -151,17 +152,32 @@ def _runtime_handlers(node: dict[str, Any]) -> list[str] | None:
     return [h.get("name", "") for h in handlers]
 
 
-async def ensure_spin_runtime_class(
+def runtime_handler(runtime_class: str) -> str:
+    """The containerd handler of a RuntimeClass wasmdev may create; a config error otherwise."""
+    handler = KNOWN_HANDLERS.get(runtime_class)
+    if handler is None:
+        raise TargetUnavailable(
+            what=f"wasmdev does not know the containerd handler of RuntimeClass {runtime_class!r}",
+            where="wasmdev.toml [cluster] runtime_class",
+            fix=f"use one of: {', '.join(sorted(KNOWN_HANDLERS))} (default wasmtime-spin-v2)",
+        )
+    return handler
+
+
+async def ensure_cluster_runtime_class(
     probe: KubeProbe, name: str, nodes: list[dict[str, Any]], polling: Polling
 ) -> str:
+    """Create (or find) RuntimeClass ``name``, after checking the nodes report its handler."""
+    handler = runtime_handler(name)
     lacking = [
         n.get("metadata", {}).get("name", "?")
         for n in nodes
-        if (h := _runtime_handlers(n)) is not None and SHIM_HANDLER not in h
+        if (h := _runtime_handlers(n)) is not None and handler not in h
     ]
     if lacking:
+        shim = "containerd-shim-spin" if handler == SHIM_HANDLER else f"the {handler} shim"
         raise TargetUnavailable(
-            what=f"node(s) {', '.join(lacking)} have no {SHIM_HANDLER!r} runtime: the node image lacks containerd-shim-spin",
+            what=f"node(s) {', '.join(lacking)} have no {handler!r} runtime: the node image lacks {shim}",
             fix="use a node image with the shim (--image / [cluster].image, default "
             "ghcr.io/spinframework/containerd-shim-spin/k3d:v0.24.0); then " + RECREATE,
         )
@@ -171,7 +187,7 @@ async def ensure_spin_runtime_class(
     async def attempt() -> bool:
         nonlocal created, last_error
         try:
-            created = await asyncio.to_thread(probe.ensure_runtime_class, name, SHIM_HANDLER)
+            created = await asyncio.to_thread(probe.ensure_runtime_class, name, handler)
             return True
         except WasmdevError:
             raise
@@ -186,4 +202,4 @@ async def ensure_spin_runtime_class(
         )
 
     await _poll(polling, attempt, timeout)
-    return f"{name} → handler {SHIM_HANDLER} ({'created' if created else 'present'})"
+    return f"{name} → handler {handler} ({'created' if created else 'present'})"
