@@ -231,3 +231,25 @@ def test_a_10_mb_response_is_byte_exact(echo: HttpComponentRunner) -> None:
     expected = (bytes(range(256)) * (TEN_MB // 256 + 1))[:TEN_MB]
     assert len(r.body) == TEN_MB
     assert r.body == expected
+
+
+def test_requests_on_several_threads_keep_their_own_state(echo: HttpComponentRunner) -> None:
+    """Each request's handles, body and log live in its own context: run four threads at once,
+    with traps mixed in, and every answer must be its own request's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int) -> tuple[int, bool]:
+        if i % 5 == 4:
+            try:
+                echo.handle(request("/echo-py/trap"), Logs())
+            except GuestError as err:
+                return i, err.reason.startswith("trapped")
+            return i, False
+        body = f"request {i} ".encode() * (i + 1)
+        logs = Logs()
+        r = serve(echo, request("/echo-py/echo", "POST", body, (("x-n", str(i)),)), logs)
+        return i, r.body == body and dict(r.headers)["x-echo-n"] == str(i)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(one, range(40)))
+    assert all(ok for _, ok in results), [i for i, ok in results if not ok]

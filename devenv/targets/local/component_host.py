@@ -37,7 +37,7 @@ from devenv.targets.local.runtime import TICK_S
 from devenv.targets.local.wasi import REFUSALS, all_interfaces, fastbytes
 from devenv.targets.local.wasi.cli import flush_stdio
 from devenv.targets.local.wasi.filesystem import report_denials
-from devenv.targets.local.wasi.host import GuestExit, GuestTrap, HostConfig, HostContext, activate
+from devenv.targets.local.wasi.host import GuestTrap, HostConfig, HostContext, activate
 from devenv.targets.local.wasi.http_types import (
     ErrorResponse,
     IncomingRequest,
@@ -190,18 +190,16 @@ class HttpComponentRunner:
             req = ctx.own(IncomingRequest(request))
             out = ctx.own(ResponseOutparam())
             func(store, req, out)
-        except GuestExit as exit_:
-            if not exit_.success:
-                return _Outcome(None, ctx.trap_reason or exit_.reason)
-        except GuestTrap:
-            return _Outcome(None, ctx.trap_reason or "trapped in a host call")
-        except wasmtime.WasmtimeError as err:
+        except (GuestTrap, wasmtime.WasmtimeError) as err:
+            # Decide from this request's context, not from the exception: wasmtime-py hands a
+            # host function's exception back through one process-wide slot, so with requests
+            # on several threads the exception raised here may not be this request's.
+            if ctx.exit_success is True and ctx.trap_reason is None:
+                return self._response(ctx)  # exit(ok) after answering is a normal end
             return _Outcome(None, self._failure_reason(ctx, str(err)))
         return self._response(ctx)
 
     def _failure_reason(self, ctx: HostContext, message: str) -> str:
-        if ctx.exit_success is True:
-            return "exited (status 0) before finishing the response"
         if ctx.exit_success is False:
             return "exited with status 1"
         if ctx.trap_reason is not None:
@@ -236,9 +234,3 @@ class HttpComponentRunner:
 def _last_line(message: str) -> str:
     lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "unknown error"
-
-
-def log_link_report(report: LinkReport, log: GuestLog) -> None:
-    """For `--debug`: which imports trap when called."""
-    for name in report.stubbed:
-        log(LogStream.SYSTEM, f"import {name}: defined as a logged trap")
