@@ -287,6 +287,14 @@ def _registry(value: object, fail: Fail) -> str:
 _port = _integer(1, 65535)
 _k8s_name = _pattern(_DNS_LABEL, "a lowercase DNS label (letters, digits, '-')", "wasmdev")
 
+
+def _registry_name(value: object, fail: Fail) -> str:
+    # "" means "no registry": the k3d target then ships builds with `k3d image import`.
+    if value == "":
+        return ""
+    return _k8s_name(value, fail)
+
+
 _TOP_FIELDS: dict[str, Check] = {
     "target": _choice(TARGETS),
     "watch_debounce_ms": _integer(0, 60_000),
@@ -306,7 +314,7 @@ _CLUSTER_FIELDS: dict[str, Check] = {
     "agents": _integer(0, 16),
     "http_port": _port,
     "api_port": _port,
-    "registry_name": _k8s_name,
+    "registry_name": _registry_name,
     "registry_port": _port,
     "runtime_class": _k8s_name,
     "namespace": _k8s_name,

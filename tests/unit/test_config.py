@@ -280,3 +280,10 @@ def test_bad_override_names_the_flag(tmp_path: Path) -> None:
     assert caught.value.where == "--local-base-port" and "out of range" in str(caught.value)
     with pytest.raises(TypeError, match="did you mean 'local_base_port'"):
         settings.with_overrides(local_base_prot=3000)
+
+
+def test_empty_registry_name_selects_image_import(tmp_path: Path) -> None:
+    config(tmp_path, '[cluster]\nregistry_name = ""\n')
+    assert load_workspace(tmp_path).settings.cluster.registry_name == ""
+    error = config_error(tmp_path, '[cluster]\nregistry_name = "Bad_Name"\n')
+    assert "cluster.registry_name" in str(error)
