@@ -80,6 +80,8 @@ async def test_post_body_reaches_stdin(client: Client, target: LocalTarget, tmp_
     assert reply.status == 200
     assert reply.text == payload
     assert reply.headers["Content-Type"] == "text/hex"
+    big = await client.request("POST", "demo", "/hello/env", data=b"x" * (3 * 1024 * 1024))
+    assert big.status == 200 and f"CONTENT_LENGTH={3 * 1024 * 1024}" in big.text.splitlines()
     empty = await client.request("POST", "demo", "/hello/echo")
     assert empty.status == 200 and empty.text == ""
 

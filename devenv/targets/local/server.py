@@ -27,14 +27,15 @@ from devenv.targets.local.guest_pool import GuestPool
 from devenv.targets.local.router import RouteEntry, ServingVersion
 
 T = TypeVar("T")
-SHUTDOWN_GRACE_S = 2.0
-_TEXT = (("Content-Type", "text/plain"),)  # how long close/remove waits for requests in flight
+SHUTDOWN_GRACE_S = 2.0  # how long close/remove waits for requests in flight
+MAX_BODY_BYTES = 64 * 1024 * 1024  # aiohttp's default (1 MiB) would refuse ordinary uploads
+_TEXT = (("Content-Type", "text/plain"),)
 _request_ids = itertools.count(1)
 
 
 @dataclass(frozen=True)
 class ServedRequest:
-    """What one request did, reported to the observer on the server's loop thread."""
+    """What one request did, reported to the observer once its response is ready."""
 
     app: str
     component: str
@@ -120,7 +121,9 @@ class LocalServer:
         if app in self._listeners:
             return self._listeners[app][0]
         loop = asyncio.get_running_loop()
-        server = Server(self._handler_for(app), access_log=None)
+        server = Server(
+            self._handler_for(app), request_factory=_request_factory(server_loop=loop), access_log=None
+        )
         try:
             listener = await loop.create_server(server, self.host, port, reuse_address=True)
         except OSError as err:
@@ -257,3 +260,12 @@ class LocalServer:
     def _not_found(app: str, path: str, version: ServingVersion) -> web.Response:
         lines = [f"wasmdev: no route of app `{app}` matches {path}", "routes:", *version.route_lines()]
         return web.Response(status=404, text="\n".join(lines) + "\n")
+
+
+def _request_factory(server_loop: asyncio.AbstractEventLoop) -> Callable[..., web.BaseRequest]:
+    def make(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
+        return web.BaseRequest(
+            message, payload, protocol, writer, task, server_loop, client_max_size=MAX_BODY_BYTES
+        )
+
+    return make

@@ -108,8 +108,8 @@ class WagiRunner:
     def handle(self, request: GuestRequest, log: GuestLog) -> tuple[GuestResponse, ExecutionStats]:
         stdio = _stdio
         cgi = build_env(request, self._config.http_base)
-        names = [k.encode() for k in cgi]
-        values = [v.encode() for v in cgi.values()]
+        names = _encode_all(list(cgi))
+        values = _encode_all(list(cgi.values()))
         # The component's own `environment`, except what a CGI variable of the same name overrides.
         for name, value, key in self._static_env:
             if key not in cgi:
@@ -181,6 +181,14 @@ class WagiRunner:
             log(LogStream.STDERR, line)
         if truncated or len(lines) > MAX_STDERR_LINES:
             log(LogStream.STDERR, "[wasmdev: stderr of this request cut here]")
+
+
+def _encode_all(items: list[str]) -> list[bytes]:
+    """UTF-8 encode many short strings with one encode and one split (measurably cheaper than one
+    encode each, per request); falls back when an item itself contains the separator."""
+    joined = "\0".join(items).encode()
+    parts = joined.split(b"\0")
+    return parts if len(parts) == len(items) else [i.encode() for i in items]
 
 
 def _short(message: str) -> str:
