@@ -24,7 +24,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +36,16 @@ from devenv.model import BuiltApp, LogLine, LogStream, StepState, StepStatus
 from devenv.store import actions as a
 from devenv.store.store import Store
 from devenv.targets.base import DeployResult
+from devenv.targets.cluster.cleanup import delete_managed
 from devenv.targets.cluster.ingress_check import wait_until_routed
 from devenv.targets.cluster.observe import ClusterObserver, ObserveSettings
+from devenv.targets.cluster.publish import Packager, PublishedImage, oci_packager, split_registry
 from devenv.targets.cluster.resources import (
     DEFAULT_RUNTIME_CLASS,
     Manifest,
     Workload,
     app_url,
     deployment,
-    managed_selector,
     workload_manifests,
 )
 from devenv.targets.cluster.rollout import (
@@ -59,45 +60,15 @@ from devenv.targets.cluster.rollout import (
 )
 from devenv.targets.cluster.runtimeclass import ensure_runtime_class
 
-
-@dataclass(frozen=True)
-class PublishedImage:
-    repository: str  # the path inside the registry, e.g. "team/hello"
-    tag: str
-    digest: str = ""
-
-
-# (built app, push registry "HOST[:PORT][/PATH]") -> what the registry now serves. Blocking.
-Packager = Callable[[BuiltApp, str], PublishedImage]
-
-
-def split_registry(registry: str) -> tuple[str, str]:
-    """``http://host:5000/team`` → (``http://host:5000``, ``team``); the scheme is optional."""
-    scheme, sep, rest = registry.partition("://")
-    if not sep:
-        scheme, rest = "", registry
-    host, _, path = rest.partition("/")
-    return (f"{scheme}://{host}" if scheme else host), path.strip("/")
-
-
-def oci_packager(store_dir: Path, *, insecure: bool = False) -> Packager:
-    """The real packager: ``devenv.oci`` writes the image and pushes only what the registry lacks.
-
-    ``insecure`` pushes over plain http to a non-loopback registry (loopback is always http).
-    """
-
-    def publish(built: BuiltApp, push_registry: str) -> PublishedImage:
-        from devenv.oci import RegistryClient, normalize_repository, package_app
-
-        base, prefix = split_registry(push_registry)
-        if insecure and "://" not in base:
-            base = f"http://{base}"
-        repository = "/".join(p for p in (prefix, normalize_repository(built.spec.name)) if p)
-        image = package_app(built, store_dir)
-        result = RegistryClient(base).push(image, repository, image.tag)
-        return PublishedImage(repository=repository, tag=image.tag, digest=result.digest)
-
-    return publish
+__all__ = [
+    "KubeTarget",
+    "Packager",
+    "PublishedImage",
+    "delete_managed",
+    "kube_target_from_settings",
+    "oci_packager",
+    "split_registry",
+]
 
 
 def _app_settings(settings: Any, app: str) -> Any:
@@ -384,37 +355,6 @@ class KubeTarget:
 
     def _log(self, app: str, text: str, level: str = "info") -> None:
         self.store.dispatch(a.LogEmitted(LogLine(time.time(), app, LogStream.SYSTEM, text, level=level)))
-
-
-def delete_managed(apis: KubeApis, namespace: str, app: str | None = None, *, where: str = "") -> list[str]:
-    """Delete the Deployments, Services and Ingresses wasmdev made (for ``app``, or all of them).
-
-    Found by label, so nothing wasmdev did not create is touched. Returns ``Kind/name`` of each
-    deleted object. Blocking (worker thread).
-    """
-    selector = managed_selector(app)
-    kinds: list[tuple[str, Callable[..., Any], Callable[..., Any]]] = [
-        ("Ingress", apis.networking.list_namespaced_ingress, apis.networking.delete_namespaced_ingress),
-        ("Service", apis.core.list_namespaced_service, apis.core.delete_namespaced_service),
-        ("Deployment", apis.apps.list_namespaced_deployment, apis.apps.delete_namespaced_deployment),
-    ]
-    deleted = []
-    for kind, list_call, delete_call in kinds:
-        try:
-            for obj in list_call(namespace, label_selector=selector).items:
-                try:
-                    delete_call(obj.metadata.name, namespace)
-                except ApiException as err:
-                    if err.status != 404:  # already gone is what we wanted
-                        raise
-                deleted.append(f"{kind}/{obj.metadata.name}")
-        except ApiException as err:
-            raise DeployError(
-                what=f"deleting wasmdev's {kind} objects ({selector}) failed: {api_error_text(err)}",
-                where=where or namespace,
-                fix="check your permissions in that namespace (kubectl auth can-i delete deployments)",
-            ) from err
-    return deleted
 
 
 def kube_target_from_settings(store: Store, settings: Any) -> KubeTarget:
