@@ -19,7 +19,7 @@ from devenv.model import AppSpec, BuiltApp, ComponentSpec, Executor, HttpTrigger
 from devenv.targets.base import UnsupportedApp
 from devenv.targets.local.compile_cache import CompileCache
 from devenv.targets.local.executor import ComponentRunner, RequestLimits, RunnerTable
-from devenv.targets.local.file_mounts import prepare_preopens
+from devenv.targets.local.file_mounts import Preopen, prepare_preopens
 from devenv.targets.local.router import ServingVersion
 from devenv.targets.local.runtime import WasmRuntime
 from devenv.targets.local.wagi import WagiConfig, WagiRunner
@@ -65,6 +65,14 @@ class _Builder:
         self._bytes: dict[str, bytes] = {}
         self._pre: dict[str, wasmtime.InstancePre] = {}
         self._components: dict[str, ComponentRunner | None] = {}
+        self._preopens: dict[str, tuple[Preopen, ...]] = {}
+
+    def preopens(self, component: ComponentSpec) -> tuple[Preopen, ...]:
+        """Stage the component's granted files once, however many routes share it."""
+        if component.id not in self._preopens:
+            staged = prepare_preopens(self.spec, component, self.staging / component.id)
+            self._preopens[component.id] = tuple(staged)
+        return self._preopens[component.id]
 
     def where(self, component_id: str) -> str:
         return f"{self.spec.manifest_path} [component.{component_id}]"
@@ -143,13 +151,12 @@ class _Builder:
                 'for a Spin HTTP component remove `executor = { type = "wagi" }`',
             )
         pre = self.instance_pre(component, trigger)
-        preopens = prepare_preopens(self.spec, component, self.staging / component.id)
         config = WagiConfig(
             argv_template=trigger.wagi_argv,
             entrypoint=trigger.wagi_entrypoint,
             http_base=self.spec.http_base,
             environment=tuple(component.environment.items()),
-            preopens=tuple(preopens),
+            preopens=self.preopens(component),
         )
         return WagiRunner(component.id, pre, self.runtime, self.limits, config)
 
@@ -169,7 +176,6 @@ class _Builder:
         if build_runner is None:
             self.notes.append(not_hosted_note(component.id))
         else:
-            preopens = prepare_preopens(self.spec, component, self.staging / component.id)
             try:
                 runner = build_runner(
                     component=component,
@@ -177,7 +183,7 @@ class _Builder:
                     engine=self.runtime.engine,
                     cache=self.cache,
                     limits=self.limits,
-                    preopens=tuple(preopens),
+                    preopens=self.preopens(component),
                 )
             except UnsupportedApp as err:
                 self.notes.append(f"component `{component.id}`: {err.what}")
