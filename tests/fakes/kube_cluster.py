@@ -290,7 +290,12 @@ class FakeCluster:
         ]
         current = [p for p in owned if p["metadata"]["labels"].get("pod-template-hash") == revision]
         old = [p for p in owned if p not in current]
-        for _ in range(want - len(current)):
+        runtime_class = template["spec"].get("runtimeClassName")
+        rejected = ""
+        if runtime_class and self.get("runtimeclasses", "", runtime_class) is None:
+            # The RuntimeClass admission plugin refuses the pod; the ReplicaSet reports FailedCreate.
+            rejected = f'pods "{name}-{revision}-" is forbidden: pod rejected: RuntimeClass "{runtime_class}" not found'
+        for _ in range(want - len(current)) if not rejected else ():
             current.append(self._create_pod(ns, name, revision, template))
         ready_current = [p for p in current if _pod_ready(p)]
         if len(ready_current) >= want:
@@ -308,6 +313,10 @@ class FakeCluster:
             "availableReplicas": sum(1 for p in all_pods if _pod_ready(p)),
         }
         status["unavailableReplicas"] = max(0, want - status["availableReplicas"])
+        if rejected:
+            status["conditions"] = [
+                {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": rejected}
+            ]
         if deploy.get("status") != status:
             deploy["status"] = status
             deploy["metadata"]["resourceVersion"] = self._bump()

@@ -117,7 +117,9 @@ def pod_lines(store: Store, app: str) -> list[str]:
 
 
 def system_lines(store: Store, app: str) -> list[str]:
-    return [line.text for line in store.logs.tail(10_000) if line.app == app and line.stream is LogStream.SYSTEM]
+    return [
+        line.text for line in store.logs.tail(10_000) if line.app == app and line.stream is LogStream.SYSTEM
+    ]
 
 
 def observer_threads() -> list[str]:

@@ -204,3 +204,23 @@ async def test_rollout_rides_out_an_api_server_restart(fake_apiserver):
         await target.close()
     assert err is None
     assert store.state.apps["hello"].serving_digest == v2.digest
+
+
+async def test_pods_refused_at_admission_name_the_missing_runtime_class(fake_apiserver):
+    import kubernetes
+
+    store = Store()
+    target = make_target(fake_apiserver, store)
+    v1, v2 = build("hello", "v1"), build("hello", "v2")
+    try:
+        assert await deploy_like_engine(store, target, v1) is None
+        kubernetes.client.NodeV1Api(fake_apiserver.api_client()).delete_runtime_class("wasmtime-spin-v2")
+        err = await deploy_like_engine(store, target, v2)
+    finally:
+        await target.close()
+    assert err is not None
+    assert (
+        'FailedCreate: pods "hello-' in err.what and 'RuntimeClass "wasmtime-spin-v2" not found' in err.what
+    )
+    assert "kubectl get runtimeclass" in err.fix
+    assert f"previous version ({v1.short_digest}) keeps serving" in err.what

@@ -170,6 +170,35 @@ def diagnose(pod: Obj, events: Sequence[Obj], *, scheduling_stuck: bool = False)
     return None
 
 
+def deployment_failure(deploy: Obj) -> Failure | None:
+    """Failures the Deployment itself reports: its ReplicaSet cannot create pods (admission said
+    no: a missing RuntimeClass, a quota, a policy), or the progress deadline passed."""
+    name = (deploy.get("metadata") or {}).get("name", "")
+    for cond in (deploy.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            message = cond.get("message", "")
+            if "RuntimeClass" in message and "not found" in message:
+                cause = "the pod names a RuntimeClass the cluster does not have (deleted, or never created)"
+                fix = "create it (wasmdev does on start for the classes it knows) or pick one: kubectl get runtimeclass"
+            else:
+                cause = (
+                    "the cluster refused to create the pods (admission: quota, policy, or a missing object)"
+                )
+                fix = "read the message; kubectl describe replicaset shows the same"
+            return Failure(
+                pod=name, reason=cond.get("reason") or "FailedCreate", message=message, cause=cause, fix=fix
+            )
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            return Failure(
+                pod=name,
+                reason="ProgressDeadlineExceeded",
+                message=cond.get("message", ""),
+                cause="the new pods did not become Ready within the Deployment's progress deadline",
+                fix="check the pods' events and logs (kubectl describe pod)",
+            )
+    return None
+
+
 def is_unschedulable(pod: Obj, events: Sequence[Obj]) -> bool:
     conditions = (pod.get("status") or {}).get("conditions") or []
     if any(c.get("type") == "PodScheduled" and c.get("status") == "False" for c in conditions):

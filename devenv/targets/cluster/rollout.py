@@ -25,7 +25,14 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from devenv.errors import DeployError
-from devenv.targets.cluster.failures import Failure, diagnose, is_ready, is_unschedulable, pod_summary
+from devenv.targets.cluster.failures import (
+    Failure,
+    deployment_failure,
+    diagnose,
+    is_ready,
+    is_unschedulable,
+    pod_summary,
+)
 from devenv.targets.cluster.resources import (
     BUILD_LABEL,
     CONTAINER_NAME,
@@ -246,6 +253,8 @@ def _poll(
     ready = [p for p in pods if is_ready(p)]
     if observed and len(ready) >= replicas:
         return ready
+    if observed and (failed := deployment_failure(deploy)) is not None:
+        raise RolloutFailed(failed, list(summaries))
     now = time.monotonic()
     for pod in pods:
         if is_ready(pod):
