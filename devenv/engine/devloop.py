@@ -275,7 +275,9 @@ class DevLoop:
             spec = slot.spec
             try:
                 async with self._build_slots:
+                    started = time.monotonic()
                     built = await self.builder.build(spec, trigger_time=trigger)
+                    took_ms = (time.monotonic() - started) * 1000
             except BuildError as err:
                 self._system(spec.name, f"build failed: {one_line(str(err))}", level="error")
                 continue
@@ -288,6 +290,7 @@ class DevLoop:
             if slot.dirty:
                 self._system(spec.name, f"build {built.short_digest} superseded by a newer edit; rebuilding")
                 continue
+            self._system(spec.name, f"built {built.short_digest} in {took_ms:.0f} ms")
             await self._deploy(slot, built)
 
     async def _deploy(self, slot: _AppSlot, built: BuiltApp) -> None:
