@@ -256,3 +256,21 @@ async def test_bearer_token_is_sent(store):
         assert not [r for r in server.requests if r[0] == "GET" and r[1].startswith("/version")]
     finally:
         server.close()
+
+
+async def test_a_trigger_the_shim_cannot_run_is_refused_before_pushing(fake_apiserver, store):
+    from dataclasses import replace
+
+    from devenv.targets.base import UnsupportedApp
+
+    target = make_target(fake_apiserver, store)
+    v1 = build("cron-job", "v1")
+    v1 = replace(v1, spec=replace(v1.spec, other_triggers=("cron",)))
+    try:
+        with pytest.raises(UnsupportedApp) as info:
+            await target.deploy(v1)
+    finally:
+        await target.close()
+    assert "declares cron" in info.value.what and str(v1.spec.manifest_path) == info.value.where
+    assert target.packager.calls == []
+    assert fake_apiserver.cluster.get("deployments", "default", "cron-job") is None

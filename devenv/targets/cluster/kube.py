@@ -35,7 +35,7 @@ from devenv.errors import DeployError, TargetUnavailable, WasmdevError
 from devenv.model import BuiltApp, LogLine, LogStream, StepState, StepStatus
 from devenv.store import actions as a
 from devenv.store.store import Store
-from devenv.targets.base import DeployResult
+from devenv.targets.base import DeployResult, UnsupportedApp
 from devenv.targets.cluster.cleanup import delete_managed
 from devenv.targets.cluster.ingress_check import wait_until_routed
 from devenv.targets.cluster.observe import ClusterObserver, ObserveSettings
@@ -69,6 +69,23 @@ __all__ = [
     "oci_packager",
     "split_registry",
 ]
+
+
+# What containerd-shim-spin v0.24 runs; anything else fails in the pod with "Only Http, Redis, MQTT,
+# SQS, and Command triggers are currently supported", so it is refused before anything is pushed.
+SHIM_TRIGGERS = frozenset({"http", "redis", "mqtt", "sqs", "command"})
+
+
+def check_shim_triggers(built: BuiltApp) -> None:
+    """Raise ``UnsupportedApp`` when the app declares a trigger the Spin shim cannot run."""
+    unsupported = sorted({t for t in built.spec.other_triggers if t not in SHIM_TRIGGERS})
+    if unsupported:
+        raise UnsupportedApp(
+            what=f"app {built.spec.name}: the Spin shim runs only http, redis, mqtt, sqs and command "
+            f"triggers; this app declares {', '.join(unsupported)}",
+            where=str(built.spec.manifest_path),
+            fix="run it with the local target, or move that trigger into an app of its own that stays off the cluster",
+        )
 
 
 def _app_settings(settings: Any, app: str) -> Any:
@@ -184,6 +201,7 @@ class KubeTarget:
 
     async def _deploy(self, built: BuiltApp) -> DeployResult:
         app = built.spec.name
+        check_shim_triggers(built)
         self.observer.track(app)  # pods show up in the UI while they roll out
         published = await self._publish(built)
         pull_host, _ = split_registry(self.pull_registry)
