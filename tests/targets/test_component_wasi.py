@@ -141,3 +141,30 @@ def test_the_patch_leaves_other_lists_to_the_library(runtime: WasmRuntime) -> No
     val = ffi.wasmtime_component_val_t()
     ty.convert_to_c(None, [1, 2, 70000], ctypes.pointer(val))
     assert ty.convert_from_c(val) == [1, 2, 70000]
+
+
+def test_type_memoization_returns_the_same_structure(runtime: WasmRuntime) -> None:
+    from wasmtime.component import ResultType, VariantType
+
+    from devenv.targets.local.wasi import fastcall
+
+    assert fastcall.supported(), "fastcall is checked against the pinned wasmtime (pyproject: >=50,<51)"
+    fastcall.memoize_types()
+    wasm = bytes(
+        wasmtime.wat2wasm(
+            """(component
+                 (import "t:t/t" (instance
+                   (type $v (variant (case "a") (case "b" string)))
+                   (export "v" (type $e (eq $v)))
+                   (export "f" (func (param "x" (list u8)) (result (result u64 (error $e))))))))"""
+        )
+    )
+    component = Component(runtime.engine, wasm)
+    func = component.type.imports(runtime.engine)["t:t/t"].ty.exports(runtime.engine)["f"].ty
+    assert func.params is func.params  # cached on the object
+    result = func.result
+    assert isinstance(result, ResultType) and result is func.result
+    err = result.err
+    assert isinstance(err, VariantType) and err is result.err
+    assert [name for name, _ in err.cases] == ["a", "b"]
+    assert err._tagged() is err._tagged() and result._tagged() == result._tagged()

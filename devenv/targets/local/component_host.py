@@ -12,6 +12,7 @@ request only.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -117,7 +118,8 @@ class HttpComponentRunner:
         self._engine = engine
         self._limits = limits
         self._config = config
-        self._deadline_ticks = max(1, round(limits.timeout_s / TICK_S)) + 1
+        # As the WAGI runner: +1 because the current tick may be almost over at the start.
+        self._deadline_ticks = max(1, math.ceil(limits.timeout_s / TICK_S)) + 1
         self._linker = Linker(engine)
         self.link_report: LinkReport = link_imports(self._linker, component, engine, all_interfaces(), REFUSALS)
         assert world.handler is not None

@@ -24,6 +24,7 @@ from typing import Any
 import wasmtime
 from wasmtime.component import Component, ComponentInstanceType, FuncType, Linker, ResourceType
 
+from devenv.targets.local.wasi import fastcall
 from devenv.targets.local.wasi.codec import Encoder, encoder
 from devenv.targets.local.wasi.host import FIRST_STUB_KIND, GuestTrap, HostContext, current
 
@@ -105,7 +106,7 @@ def link_imports(
                             inst.add_func(item_name, _stub(qualified, iface.refusal))
                             report.stubbed.append(qualified)
                         else:
-                            inst.add_func(item_name, _host_func(qualified, impl, item_ty))
+                            fastcall.add_func(inst, item_name, _host_func(qualified, impl, item_ty), item_ty)
                             report.implemented.append(qualified)
     linker.define_unknown_imports_as_traps(component)
     report.refusals = dict(refusals or {})
