@@ -395,14 +395,19 @@ class WasmdevApp(App[None]):
         not by toggling classes over rules loaded up front: a layout file is then plain Textual
         CSS (``#logs-panel { height: 3fr; }``), exactly what a user would write in their own
         ``layouts/NAME.tcss``, with no selector prefix to remember and no way for one layout's
-        rules to leak into another. The cost is a re-parse on a key press, a fraction of the
-        restyle that a class toggle on the screen would trigger anyway.
+        rules to leak into another. The cost is parsing one small file and one restyle pass,
+        which a class toggle on the screen would trigger anyway.
         """
         problem = self._install_layout(name)
         if problem is not None:
             self.notify(problem, severity="error", timeout=10)
             return False
-        self.refresh_css(animate=False)
+        # Not App.refresh_css(): that re-parses every widget's default CSS in a fresh stylesheet
+        # (its parse cache is per instance). parse() here re-parses only the changed source,
+        # which keeps a layout switch cheap even while a log flood competes for the CPU.
+        self.stylesheet.parse()
+        self.stylesheet.update(self, animate=False)
+        self.screen.refresh(layout=True)
         self._state_dirty = True
         self._metrics_dirty = True
         return True

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from textual.css.stylesheet import Stylesheet, StylesheetError
+from textual.css.tokenizer import TokenError
 
 DEFAULT_LAYOUT = "side-by-side"
 LAYOUT_SUFFIX = ".tcss"
@@ -106,11 +107,21 @@ def validate_layout(layout: Layout, variables: dict[str, str]) -> str | None:
     try:
         sheet.add_source(layout.css, read_from=(layout.origin, ""))
         sheet.parse()
-    except StylesheetError as error:
+    except (StylesheetError, TokenError) as error:  # TokenError: bad syntax or unknown $variable
         return f"{layout.origin}: invalid Textual CSS, layout {layout.name!r} skipped ({_first_line(error)})"
     return None
 
 
 def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    """Line, column and message of the first problem (Textual's parse errors are renderables)."""
+    rules = getattr(getattr(error, "errors", None), "rules", None)
+    if rules:
+        for rule in rules:
+            for token, message in rule.errors:
+                line, column = token.start
+                summary = getattr(message, "summary", message)
+                return f"line {line}, column {column}: {summary}"
+    start = getattr(error, "start", None)
+    text = str(error).strip().splitlines()
+    first = text[0] if text else type(error).__name__
+    return f"line {start[0]}, column {start[1]}: {first}" if isinstance(start, tuple) else first

@@ -116,7 +116,7 @@ def _seed_logs(store: Store, rng: random.Random) -> None:
             now - 540,
             "shop",
             LogStream.SYSTEM,
-            "built 1f3a9c2e7b10 in 2.4s; serving on http://127.0.0.1:3001",
+            "built in 2.4s; serving on http://127.0.0.1:3001",
         ),
         LogLine(
             now - 201, "hello-rust", LogStream.BUILD, "    Finished `release` profile [optimized] in 1.92s"
@@ -128,10 +128,10 @@ def _seed_logs(store: Store, rng: random.Random) -> None:
     while t < now - 15:
         app = rng.choice(list(paths))
         path = rng.choice(paths[app])
-        status = 200 if rng.random() > 0.06 else 500
+        status = 200 if app == "hello-rust" or rng.random() > 0.1 else 500
         latency = rng.lognormvariate(1.6 if app == "shop" else 0.4, 0.5)
         lines.append(LogLine(t, app, LogStream.REQUEST, f"GET {path} {status} {latency:.1f}ms"))
-        if status == 500:
+        if status == 500 and app == "shop":
             lines.append(
                 LogLine(
                     t + 0.001,
@@ -155,7 +155,11 @@ def _seed_logs(store: Store, rng: random.Random) -> None:
         LogLine(now - 14.0, "shop", LogStream.SYSTEM, "change in src/lib.rs: rebuilding"),
         LogLine(now - 12.0, "shop", LogStream.BUILD, "error[E0308]: mismatched types"),
         LogLine(
-            now - 11.5, "shop", LogStream.SYSTEM, "build failed; still serving 1f3a9c2e7b10", level="error"
+            now - 11.5,
+            "shop",
+            LogStream.SYSTEM,
+            "build failed; the previous version keeps serving",
+            level="error",
         ),
         LogLine(now - 6.2, "py-echo", LogStream.BUILD, "Component built successfully"),
         LogLine(now - 3.0, "hello-rust", LogStream.REQUEST, "GET /hello 200 1.3ms"),
