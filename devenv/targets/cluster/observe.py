@@ -206,7 +206,9 @@ class ClusterObserver:
                         _request_timeout=(s.request_timeout_s, s.watch_timeout_s + 30),
                     )
                 )
+                opened, events = time.monotonic(), 0
                 for line in stream:
+                    events += 1
                     if self._stop.is_set():
                         break
                     event = json.loads(line)
@@ -219,7 +221,10 @@ class ClusterObserver:
                     rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
                     if event.get("type") != "BOOKMARK":
                         on_event(event["type"], obj)
-                backoff.reset()
+                if events or time.monotonic() - opened >= 1.0:
+                    backoff.reset()
+                else:  # a watch that ends at once, again and again, must not spin
+                    self._stop.wait(backoff.next())
             except Exception as err:  # noqa: BLE001 - the observer must outlive any API failure
                 if self._stop.is_set():
                     return
