@@ -24,18 +24,56 @@ def wasmtime_version() -> str:
         return "unknown"
 
 
+# Pooling allocator limits. A slot is a reservation of address space, committed only as guests
+# touch it, so generous counts cost little; they bound concurrent instances, which the local
+# target keeps to a handful (one per guest thread, plus deploy-time checks). Components built by
+# componentize-py carry a few core instances and large function tables, hence the headroom.
+POOL_LIMITS = {
+    "total_core_instances": 256,
+    "total_memories": 256,
+    "total_tables": 256,
+    "total_component_instances": 64,
+    "max_core_instances_per_component": 64,
+    "max_memories_per_component": 16,
+    "max_tables_per_component": 32,
+    "table_elements": 100_000,
+}
+
+
+def _enable_pooling(config: wasmtime.Config) -> bool:
+    """Instances take pre-reserved slots instead of mmap/munmap per request (~50 us each, and
+    the process-wide mmap lock). The C API has it; wasmtime-py does not wrap it."""
+    from wasmtime import _ffi as ffi
+
+    try:
+        pool = ffi.wasmtime_pooling_allocation_config_new()
+    except AttributeError:
+        return False
+    try:
+        for name, value in POOL_LIMITS.items():
+            getattr(ffi, f"wasmtime_pooling_allocation_config_{name}_set")(pool, value)
+        ffi.wasmtime_pooling_allocation_strategy_set(config.ptr(), pool)
+    except AttributeError:
+        return False
+    finally:
+        ffi.wasmtime_pooling_allocation_config_delete(pool)
+    return True
+
+
 class WasmRuntime:
     """The shared Engine plus its epoch ticker. ``close`` stops the ticker; the engine stays valid."""
 
-    def __init__(self) -> None:
+    def __init__(self, pooling: bool = True) -> None:
         config = wasmtime.Config()
         config.epoch_interruption = True
         config.wasm_component_model = True
         config.cranelift_opt_level = "speed"
+        self.pooling = pooling and _enable_pooling(config)
         self.engine = wasmtime.Engine(config)
         # Everything that changes the machine code goes in here: the compile cache keys on it so
         # an upgrade or a config change never loads code compiled for another engine.
-        self.config_key = f"wasmtime-{wasmtime_version()};epoch;component-model;opt=speed"
+        allocator = "pooling" if self.pooling else "on-demand"
+        self.config_key = f"wasmtime-{wasmtime_version()};epoch;component-model;opt=speed;{allocator}"
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="wasmdev-epoch", daemon=True)
         self._ticker.start()
