@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 import kubernetes
@@ -48,15 +49,35 @@ APPLY = "application/apply-patch+yaml"
 
 
 class KubeApis:
-    """The typed API groups wasmdev uses, over one ApiClient (one connection pool)."""
+    """The typed API groups wasmdev uses, over one ApiClient (one connection pool).
+
+    Each group is created on first use: importing ``CoreV1Api`` takes seconds (its module is
+    ~50k lines of validated methods), and first use happens in a worker thread, so building a
+    target on the event loop does not freeze the UI.
+    """
 
     def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
         self.client = api_client
-        self.core = kubernetes.client.CoreV1Api(api_client)
-        self.apps = kubernetes.client.AppsV1Api(api_client)
-        self.networking = kubernetes.client.NetworkingV1Api(api_client)
-        self.node = kubernetes.client.NodeV1Api(api_client)
-        self.custom = kubernetes.client.CustomObjectsApi(api_client)
+
+    @cached_property
+    def core(self) -> kubernetes.client.CoreV1Api:
+        return kubernetes.client.CoreV1Api(self.client)
+
+    @cached_property
+    def apps(self) -> kubernetes.client.AppsV1Api:
+        return kubernetes.client.AppsV1Api(self.client)
+
+    @cached_property
+    def networking(self) -> kubernetes.client.NetworkingV1Api:
+        return kubernetes.client.NetworkingV1Api(self.client)
+
+    @cached_property
+    def node(self) -> kubernetes.client.NodeV1Api:
+        return kubernetes.client.NodeV1Api(self.client)
+
+    @cached_property
+    def custom(self) -> kubernetes.client.CustomObjectsApi:
+        return kubernetes.client.CustomObjectsApi(self.client)
 
     @property
     def host(self) -> str:
