@@ -9,17 +9,17 @@ Two changes, both for the pinned wasmtime (see ``fastbytes.SUPPORTED_WASMTIME``)
 - ``memoize_types()``: the structural accessors of type objects (a list's element, a variant's
   cases, a result's ok/err, ``_tagged``, …) are cached on the object. A type object never
   changes, so this only matters for objects that live long, such as the ones below.
-- ``add_func()``: defines a host function whose parameter and result types are the ones read
-  from the component at link time (kept alive with the function), with its own C callback,
-  so a call converts values without asking libwasmtime for types at all.
+- ``add_func()``: defines a host function with its own C callback, which reads the function's
+  type once (at the first call, from the type wasmtime passes) and keeps it, so later calls
+  convert values without asking libwasmtime for types at all, and linking reads no types.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 from collections.abc import Callable
 from ctypes import CFUNCTYPE, c_void_p
-from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
 
@@ -33,6 +33,7 @@ _MISSING = object()
 _memoized = False
 
 
+@functools.cache
 def supported() -> bool:
     """Whether this wasmtime is the one these internals were checked against."""
     from devenv.targets.local.wasi.fastbytes import SUPPORTED_WASMTIME
@@ -91,27 +92,45 @@ def memoize_types() -> None:
     _memoized = True
 
 
-@dataclass(frozen=True)
 class _HostFunc:
-    func: Callable[..., Any]  # func(store, *params) -> result, as wasmtime-py's add_func takes
-    params: tuple[ValType, ...]
-    result: ValType | None
-    func_type: FuncType  # owns the type objects above
+    """One defined function: its Python body is made on the first call, from the function type
+    wasmtime passes in (cloned and kept), so linking reads no types at all."""
+
+    __slots__ = ("make", "func", "params", "result", "func_type")
+
+    def __init__(self, make: Callable[[FuncType], Callable[..., Any]]) -> None:
+        self.make = make
+        self.func: Callable[..., Any] | None = None
+        self.params: tuple[ValType, ...] = ()
+        self.result: ValType | None = None
+        self.func_type: FuncType | None = None  # owns the type objects above
+
+    def bind(self, ty_raw: Any) -> Callable[..., Any]:
+        func_type = FuncType._from_ptr(ffi.wasmtime_component_func_type_clone(ty_raw))
+        self.params = tuple(t for _, t in func_type.params)
+        self.result = func_type.result
+        self.func_type = func_type
+        self.func = self.make(func_type)
+        return self.func
 
 
 _FUNCS: Slab[_HostFunc] = Slab()
 
 
-def add_func(instance: LinkerInstance, name: str, func: Callable[..., Any], func_type: FuncType) -> None:
-    """Like ``LinkerInstance.add_func``, with the types fixed at link time (falls back to it on
-    a wasmtime these internals were not checked against)."""
+def add_func(instance: LinkerInstance, name: str, make: Callable[[FuncType], Callable[..., Any]]) -> None:
+    """Define ``name`` with the body ``make(func_type)`` returns (``body(store, *params)``, as
+    wasmtime-py's ``add_func`` takes); ``make`` runs once, at the first call. Refuses a wasmtime
+    these internals were not checked against."""
     if not supported():
-        instance.add_func(name, func)
-        return
+        from importlib.metadata import version as installed
+
+        raise RuntimeError(
+            f"wasmdev's component host is checked against wasmtime 50.x, found {installed('wasmtime')}: "
+            "pip install 'wasmtime>=50,<51'"
+        )
     memoize_types()
-    entry = _HostFunc(func, tuple(t for _, t in func_type.params), func_type.result, func_type)
     name_bytes = name.encode("utf-8")
-    idx = _FUNCS.allocate(entry)
+    idx = _FUNCS.allocate(_HostFunc(make))
     err = ffi.wasmtime_component_linker_instance_add_func(
         instance.ptr(), ctypes.create_string_buffer(name_bytes), len(name_bytes), _call, idx, _finalize
     )
@@ -126,8 +145,9 @@ def _call(idx, context, ty_raw, args, nargs, results, nresults):  # type: ignore
     entry = _FUNCS.get(idx or 0)
 
     def run(store: Any) -> None:
+        func = entry.func if entry.func is not None else entry.bind(ty_raw)
         values = [ty.convert_from_c(args[i]) for i, ty in enumerate(entry.params)]
-        result = entry.func(store, *values)
+        result = func(store, *values)
         if entry.result is not None:
             entry.result.convert_to_c(store, result, results)
 

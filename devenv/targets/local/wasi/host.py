@@ -54,9 +54,6 @@ class Kind(IntEnum):
     TERMINAL_OUTPUT = 41
 
 
-FIRST_STUB_KIND = 1000  # resources of interfaces we only stub get ids from here up
-
-
 class Resource:
     """A Python object the guest holds a handle to. Subclasses set ``KIND``."""
 
