@@ -100,11 +100,13 @@ def test_hello_answers_with_its_manifest_environment(hello: HttpComponentRunner)
 
 
 def test_post_body_and_headers_go_both_ways(echo: HttpComponentRunner) -> None:
-    r = serve(echo, request("/echo-py/echo", "POST", b"ping \x00\xff", (("X-Trace", "abc"), ("Accept", "*/*"))))
+    sent = (("X-Trace", "abc"), ("Accept", "*/*"), ("X-Name", "café"))
+    r = serve(echo, request("/echo-py/echo", "POST", b"ping \x00\xff", sent))
     assert r.status == 200
     assert r.body == b"ping \x00\xff"
     headers = dict(r.headers)
     assert headers["x-echo-trace"] == "abc"  # a request header the guest read, sent back
+    assert headers["x-echo-name"] == "café"  # non-ASCII bytes survive both ways
     assert "x-echo-accept" not in headers
     assert headers["x-method"] == "POST"
 

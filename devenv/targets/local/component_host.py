@@ -8,6 +8,10 @@ instantiate once to prove it links. ``handle`` then gives every request a fresh 
 instance, as Spin does, with the request deadline (epoch interruption) and the memory cap (store
 limits); a trap, a timeout, a refused import or a missing response is a ``GuestError`` for that
 request only.
+
+Two patches make wasmtime-py's component API fast enough for this (both pinned to wasmtime 50
+and tested): ``wasi/fastbytes`` moves ``list<u8>`` as whole buffers, ``wasi/fastcall`` calls host
+functions without re-reading their types on every call.
 """
 
 from __future__ import annotations
@@ -228,7 +232,7 @@ class HttpComponentRunner:
         body = response.body
         if body is not None and not body.finished:
             return _Outcome(None, "the component did not finish the response body (outgoing-body.finish)")
-        headers = tuple((name, value.decode("latin-1")) for name, value in response.headers.entries)
+        headers = tuple((name, value.decode("utf-8", errors="replace")) for name, value in response.headers.entries)
         data = bytes(body.sink.data) if body is not None else b""
         return _Outcome(GuestResponse(status=response.status, headers=headers, body=data), None)
 

@@ -74,13 +74,22 @@ class WasmRuntime:
         # an upgrade or a config change never loads code compiled for another engine.
         allocator = "pooling" if self.pooling else "on-demand"
         self.config_key = f"wasmtime-{wasmtime_version()};epoch;component-model;opt=speed;{allocator}"
+        self._longest_deadline = 0
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="wasmdev-epoch", daemon=True)
         self._ticker.start()
 
     def deadline_ticks(self, timeout_s: float) -> int:
         # +1: the current tick may be almost over when the request starts.
-        return max(1, math.ceil(timeout_s / TICK_S)) + 1
+        ticks = max(1, math.ceil(timeout_s / TICK_S)) + 1
+        self._longest_deadline = max(self._longest_deadline, ticks)
+        return ticks
+
+    def interrupt_all(self) -> None:
+        """Make every guest running now hit its deadline at once (on shutdown, so closing does
+        not wait out a guest stuck in a loop)."""
+        for _ in range(self._longest_deadline + 1):
+            self.engine.increment_epoch()
 
     def _tick(self) -> None:
         while not self._stop.wait(TICK_S):

@@ -123,6 +123,8 @@ class LocalTarget:
     async def close(self) -> None:
         server, self._server = self._server, None
         if server is not None:
+            if self._runtime is not None:
+                self._runtime.interrupt_all()  # guests stuck in a loop end now, not at their deadline
             await asyncio.to_thread(server.stop)
         if self._runtime is not None:
             self._runtime.close()

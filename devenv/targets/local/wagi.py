@@ -36,8 +36,8 @@ MAX_STDERR_BYTES = 64 * 1024  # per request; the rest is cut with a note
 MAX_STDERR_LINES = 200
 
 
-class _ThreadStdio(threading.local):
-    """Three memfds per worker thread, reused across requests; wasmtime opens them by path.
+class _StdioFiles:
+    """Three memfds, reused across one worker thread's requests; wasmtime opens them by path.
 
     Opening ``/proc/self/fd/N`` gives wasmtime its own file description (offset 0) and, for
     stdout/stderr, truncates the file, so each request starts from empty files.
@@ -57,6 +57,18 @@ class _ThreadStdio(threading.local):
         os.ftruncate(self.stdin_fd, 0)
         os.pwrite(self.stdin_fd, body, 0)
         return self.stdin_path
+
+    def __del__(self) -> None:  # the thread ended: its thread-local state, and these, go
+        for fd in (self.stdin_fd, self.stdout_fd, self.stderr_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class _ThreadStdio(threading.local):
+    def __init__(self) -> None:
+        self.files = _StdioFiles()
 
 
 _stdio = _ThreadStdio()
@@ -106,7 +118,7 @@ class WagiRunner:
         self._static_env = [(k.encode(), v.encode(), k) for k, v in config.environment]
 
     def handle(self, request: GuestRequest, log: GuestLog) -> tuple[GuestResponse, ExecutionStats]:
-        stdio = _stdio
+        stdio = _stdio.files
         cgi = build_env(request, self._config.http_base)
         names = _encode_all(list(cgi))
         values = _encode_all(list(cgi.values()))

@@ -70,7 +70,11 @@ class IncomingRequest(Resource):
         self.scheme = request.scheme
         authority = next((v for n, v in request.headers if n.lower() == "host"), None)
         self.authority = authority or f"{request.server_host}:{request.server_port}"
-        self.headers = Fields([(n.lower(), v.encode("latin-1")) for n, v in request.headers], mutable=False)
+        # The server decodes header bytes as UTF-8 with surrogateescape (as aiohttp does), so this
+        # gives the guest the bytes the client sent.
+        self.headers = Fields(
+            [(n.lower(), v.encode("utf-8", errors="surrogateescape")) for n, v in request.headers], mutable=False
+        )
         self.body: IncomingBody | None = IncomingBody(request.body)
 
 
