@@ -87,3 +87,26 @@ async def test_a_stuck_guest_does_not_block_other_requests(strict: Client) -> No
     assert fine.status == 200
     assert not stuck.done()
     assert (await stuck).status == 500
+
+
+async def test_close_interrupts_a_stuck_guest(tmp_path: Path) -> None:
+    import asyncio
+    import os
+
+    from tests.targets.local_helpers import local_settings
+
+    fds_before = len(os.listdir("/proc/self/fd"))
+    store = Store()
+    target = LocalTarget(store, local_settings(tmp_path, timeout_s=600), app_ports={"demo": 0})
+    await target.deploy(make_app(tmp_path / "app"))
+    async with aiohttp.ClientSession() as session:
+        stuck = asyncio.create_task(Client(session, target).get("demo", "/hello/loop"))
+        await asyncio.sleep(0.2)
+        await target.close()
+        stuck.cancel()
+        await asyncio.gather(stuck, return_exceptions=True)
+    # close() returned with the guest already stopped (not 10 minutes later) and reported.
+    [record] = store.metrics.requests("demo")
+    assert (record.path, record.status) == ("/hello/loop", 500)
+    # The guest threads' stdio memfds went with their threads.
+    assert len(os.listdir("/proc/self/fd")) <= fds_before + 2
