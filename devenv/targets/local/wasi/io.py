@@ -199,12 +199,29 @@ def _check_write(ctx: HostContext, self: ResourceAny) -> Any:
     return Err(CLOSED) if stream.sink.closed else Ok(MAX_CHUNK)
 
 
+BLOCKING_WRITE_LIMIT = 4096  # wasi:io says blocking-write-and-flush takes at most 4096 bytes
+
+
 def _write(ctx: HostContext, self: ResourceAny, contents: bytes) -> Any:
     stream = ctx.borrow(self, OutputStream)
     if stream.sink.closed:
         return Err(CLOSED)
+    if len(contents) > MAX_CHUNK:
+        # As wasmtime's WASI (and so Spin) does: a guest that ignores check-write fails here,
+        # not later on a runtime with other buffer sizes.
+        ctx.trap(f"output-stream.write of {len(contents)} bytes exceeds the {MAX_CHUNK} that check-write permits")
     stream.sink.write(ctx, contents)
     return Ok()
+
+
+def _blocking_write_and_flush(ctx: HostContext, self: ResourceAny, contents: bytes) -> Any:
+    if len(contents) > BLOCKING_WRITE_LIMIT:
+        ctx.borrow(self, OutputStream)
+        ctx.trap(
+            f"output-stream.blocking-write-and-flush of {len(contents)} bytes: at most "
+            f"{BLOCKING_WRITE_LIMIT} per call (write larger bodies with check-write and write)"
+        )
+    return _write(ctx, self, contents)
 
 
 def _flush(ctx: HostContext, self: ResourceAny) -> Any:
@@ -260,7 +277,7 @@ INTERFACES = [
             "[method]input-stream.subscribe": _subscribe,
             "[method]output-stream.check-write": _check_write,
             "[method]output-stream.write": _write,
-            "[method]output-stream.blocking-write-and-flush": _write,
+            "[method]output-stream.blocking-write-and-flush": _blocking_write_and_flush,
             "[method]output-stream.flush": _flush,
             "[method]output-stream.blocking-flush": _flush,
             "[method]output-stream.subscribe": _subscribe,
