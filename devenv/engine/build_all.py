@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from devenv.engine.builder import Builder
+from devenv.engine.devloop import one_line
 from devenv.errors import BuildError, ManifestError, WasmdevError
 from devenv.manifest import guess_app_name, load_app
+from devenv.model import LogLine, LogStream
 from devenv.store import actions as a
 from devenv.store.store import Store
 
@@ -16,27 +19,36 @@ if TYPE_CHECKING:
 
 
 async def build_once(store: Store, workspace: Workspace, app: str | None = None) -> int:
-    """``wasmdev build``: build each app (or the one named) once; the number of failures."""
+    """``wasmdev build``: build each app (or the one named) once; the number of failures.
+
+    Every outcome is also a SYSTEM log line, so the headless printer tells the whole story."""
     builder = Builder(store, timeout_s=float(workspace.settings.build_timeout_s))
     failures = 0
     matched = False
-    for manifest in workspace.manifests:
+    for manifest in map(Path, workspace.manifests):
+        guessed = guess_app_name(manifest)
         try:
-            spec = load_app(Path(manifest))
+            spec = load_app(manifest)
         except ManifestError as err:
-            if app is None or guess_app_name(Path(manifest)) == app:
+            if app is None or guessed == app:
                 matched = True
                 failures += 1
-                store.dispatch(a.ManifestFailed(guess_app_name(Path(manifest)), Path(manifest), str(err)))
+                store.dispatch(a.ManifestFailed(guessed, manifest, str(err)))
+                _say(store, guessed, f"manifest error: {one_line(str(err))}", "error")
             continue
         if app is not None and spec.name != app:
             continue
         matched = True
         store.dispatch(a.AppLoaded(spec=spec))
+        started = time.monotonic()
         try:
-            await builder.build(spec)
-        except BuildError:
+            built = await builder.build(spec)
+        except BuildError as err:
             failures += 1
+            _say(store, spec.name, f"build failed: {one_line(str(err))}", "error")
+        else:
+            took_ms = (time.monotonic() - started) * 1000
+            _say(store, spec.name, f"built {built.short_digest} in {took_ms:.0f} ms")
     if app is not None and not matched:
         names = ", ".join(sorted(guess_app_name(Path(m)) for m in workspace.manifests)) or "none"
         raise WasmdevError(
@@ -45,3 +57,7 @@ async def build_once(store: Store, workspace: Workspace, app: str | None = None)
             fix=f"pick one of: {names}",
         )
     return failures
+
+
+def _say(store: Store, app: str, text: str, level: str = "info") -> None:
+    store.dispatch(a.LogEmitted(LogLine(time.time(), app, LogStream.SYSTEM, text, level=level)))

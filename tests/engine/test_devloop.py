@@ -231,3 +231,23 @@ async def test_shutdown_does_not_wait_for_a_slow_target_start(tmp_path: Path) ->
     await asyncio.wait_for(task, 10)
     assert target.closed
     assert store.state.apps["waiting"].status is AppStatus.LOADING  # read, never built
+
+
+async def test_build_outputs_beside_the_sources_never_trigger_a_build(
+    tmp_path: Path, compile_cache: Path
+) -> None:
+    # No watch globs: everything under the workdir counts, except what the build writes: the
+    # component's source (app.wasm, next to app.wat) and the target/ directory.
+    manifest = write_wat_app(tmp_path, "beside", body="beside v1")
+    text = manifest.read_text().replace('watch = ["*.wat"]\n', "")
+    text = text.replace('source = "target/app.wasm"', 'source = "app.wasm"')
+    text = text.replace(
+        'command = "python build.py"', 'command = "python build.py && cp target/app.wasm app.wasm"'
+    )
+    manifest.write_text(text)
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait_body("beside", "beside v1")
+        set_body(manifest, "beside v2")
+        await s.wait_body("beside", "beside v2")
+        await asyncio.sleep(1.0)  # room for a (wrong) build triggered by the build's own output
+        assert s.count(a.BuildStarted, "beside") == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 import time
@@ -56,8 +57,15 @@ def test_build_command_builds_every_app_and_fails_with_exit_1(tmp_path: Path) ->
     assert result.returncode == 1
     assert "[good] build: wrote target/app.wasm" in result.stdout
     assert "[bad] build: app.wat:" in result.stdout
+    assert re.search(r"\[good\] wasmdev: built \w{12} in \d+ ms", result.stdout)
+    assert re.search(r"\[bad\] wasmdev ERROR: build failed: .*exited with code 2", result.stdout)
     assert (tmp_path / "good" / "target" / "app.wasm").is_file()
     assert "Traceback" not in result.stderr
+
+    (tmp_path / "bad" / "spin.toml").write_text("spin_manifest_version = 2\n[application]\nname = 7\n")
+    broken = wasmdev("build", "bad", "-C", str(tmp_path))
+    assert broken.returncode == 1
+    assert "[bad] wasmdev ERROR: manifest error: " in broken.stdout and "spin.toml" in broken.stdout
 
     only_good = wasmdev("build", "good", "-C", str(tmp_path))
     assert only_good.returncode == 0, only_good.stdout + only_good.stderr
