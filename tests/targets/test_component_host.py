@@ -255,3 +255,11 @@ def test_requests_on_several_threads_keep_their_own_state(echo: HttpComponentRun
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(one, range(40)))
     assert all(ok for _, ok in results), [i for i, ok in results if not ok]
+
+
+def test_a_write_over_the_wasi_io_limit_is_refused_as_spin_would(echo: HttpComponentRunner) -> None:
+    logs = Logs()
+    with pytest.raises(GuestError) as info:
+        echo.handle(request("/echo-py/oversized"), logs)
+    assert "blocking-write-and-flush of 8192 bytes" in info.value.reason
+    assert any("at most 4096" in n for n in logs.of(LogStream.SYSTEM))

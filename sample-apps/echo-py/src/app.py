@@ -13,6 +13,7 @@
   GET  /echo-py/oom           allocates until memory runs out
   GET  /echo-py/count         a module-level counter: always 1 on a fresh instance per request
   GET  /echo-py/kv            calls Spin's key-value API, which the local target does not provide
+  GET  /echo-py/oversized     blocking-write-and-flush of 8 KiB (wasi:io allows 4096): refused
 """
 
 import os
@@ -124,6 +125,11 @@ class WasiHttpIncomingHandler020(exports.WasiHttpIncomingHandler020):
             global REQUESTS_SEEN
             REQUESTS_SEEN += 1
             text(response_out, 200, f"{REQUESTS_SEEN}\n")
+        elif route == "/oversized":
+            body = start_response(response_out, 200, [("content-type", "text/plain")])
+            with body.write() as stream:
+                stream.blocking_write_and_flush(b"x" * 8192)
+            OutgoingBody.finish(body, None)
         elif route == "/kv":
             from spin_sdk.wit.imports import fermyon_spin_key_value_2_0_0 as kv
 

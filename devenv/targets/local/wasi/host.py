@@ -150,8 +150,10 @@ class HostContext:
         self.log(LogStream.SYSTEM, f"[{self.config.component_id}] {text}")
 
     def trap(self, reason: str) -> NoReturn:
+        """Fail this request from a host function; the first reason is logged and reported."""
         if self.trap_reason is None:
             self.trap_reason = reason
+            self.note(reason)
         raise GuestTrap(reason)
 
     def sleep_until(self, monotonic_s: float) -> None:

@@ -27,7 +27,7 @@ from wasmtime.component import Component, FuncType, Linker, ResourceType
 
 from devenv.targets.local.wasi import fastcall
 from devenv.targets.local.wasi.codec import encoder
-from devenv.targets.local.wasi.host import GuestTrap, HostContext, current
+from devenv.targets.local.wasi.host import GuestTrap, current
 
 HostFn = Callable[..., Any]  # fn(ctx, *params) -> plain result (see codec)
 
@@ -125,14 +125,8 @@ def _host_func(qualified: str, impl: HostFn, ty: FuncType) -> Callable[..., Any]
         except GuestTrap:
             raise
         except Exception as err:  # a bug on our side: trap this request, say where
-            _trap_with_note(ctx, f"host error in {qualified}: {type(err).__name__}: {err}")
+            ctx.trap(f"host error in {qualified}: {type(err).__name__}: {err}")
         finally:
             ctx.store = None
 
     return call
-
-
-def _trap_with_note(ctx: HostContext, reason: str) -> None:
-    if ctx.trap_reason is None:
-        ctx.note(reason)
-    ctx.trap(reason)
