@@ -74,7 +74,11 @@ def echo_strict(runtime: WasmRuntime, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def request(
-    path: str, method: str = "GET", body: bytes = b"", headers: tuple[tuple[str, str], ...] = (), query: str = ""
+    path: str,
+    method: str = "GET",
+    body: bytes = b"",
+    headers: tuple[tuple[str, str], ...] = (),
+    query: str = "",
 ) -> GuestRequest:
     return GuestRequest(
         method=method,

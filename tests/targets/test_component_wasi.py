@@ -48,7 +48,9 @@ def _build(runtime: WasmRuntime, tmp_path: Path, wasm: bytes):
     path.write_bytes(wasm)
     cache = CompileCache(tmp_path / "cache", runtime.config_key)
     spec = ComponentSpec(id="c", source=path)
-    return build_runner(component=spec, wasm_path=path, engine=runtime.engine, cache=cache, limits=RequestLimits())
+    return build_runner(
+        component=spec, wasm_path=path, engine=runtime.engine, cache=cache, limits=RequestLimits()
+    )
 
 
 @pytest.mark.parametrize(
@@ -97,7 +99,9 @@ def test_a_core_module_is_refused_with_a_reason(runtime: WasmRuntime, tmp_path: 
         (("{{ host }}",), ("https", "example.com", 443), False),
     ],
 )
-def test_outbound_host_patterns_follow_spin(patterns: tuple[str, ...], url: tuple[str, str, int], ok: bool) -> None:
+def test_outbound_host_patterns_follow_spin(
+    patterns: tuple[str, ...], url: tuple[str, str, int], ok: bool
+) -> None:
     assert allowed(patterns, *url) is ok
 
 

@@ -125,7 +125,9 @@ class HttpComponentRunner:
         # As the WAGI runner: +1 because the current tick may be almost over at the start.
         self._deadline_ticks = max(1, math.ceil(limits.timeout_s / TICK_S)) + 1
         self._linker = Linker(engine)
-        self.link_report: LinkReport = link_imports(self._linker, component, engine, all_interfaces(), REFUSALS)
+        self.link_report: LinkReport = link_imports(
+            self._linker, component, engine, all_interfaces(), REFUSALS
+        )
         assert world.handler is not None
         iface = component.get_export_index(world.handler)
         handle = component.get_export_index("handle", iface) if iface is not None else None
@@ -232,7 +234,9 @@ class HttpComponentRunner:
         body = response.body
         if body is not None and not body.finished:
             return _Outcome(None, "the component did not finish the response body (outgoing-body.finish)")
-        headers = tuple((name, value.decode("utf-8", errors="replace")) for name, value in response.headers.entries)
+        headers = tuple(
+            (name, value.decode("utf-8", errors="replace")) for name, value in response.headers.entries
+        )
         data = bytes(body.sink.data) if body is not None else b""
         return _Outcome(GuestResponse(status=response.status, headers=headers, body=data), None)
 

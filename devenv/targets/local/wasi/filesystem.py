@@ -25,7 +25,13 @@ from devenv.targets.local.wasi.registry import Interface
 MAX_FILE_BYTES = 64 * 1024 * 1024
 MAX_DENIED_PATHS_SHOWN = 5
 _WRITE_OPEN_FLAGS = {"create", "exclusive", "truncate"}
-_WRITE_FLAGS = {"write", "mutate-directory", "file-integrity-sync", "data-integrity-sync", "requested-write-sync"}
+_WRITE_FLAGS = {
+    "write",
+    "mutate-directory",
+    "file-integrity-sync",
+    "data-integrity-sync",
+    "requested-write-sync",
+}
 
 
 class Descriptor(Resource):
@@ -70,7 +76,9 @@ class FileView:
                 if host.is_file():
                     return Descriptor(guest, host, False)
                 return None
-        if any(guest == root or guest in root.parents for root, _ in self.grants) or guest == PurePosixPath("/"):
+        if any(guest == root or guest in root.parents for root, _ in self.grants) or guest == PurePosixPath(
+            "/"
+        ):
             return Descriptor(guest, None, True)
         return None
 
@@ -126,17 +134,30 @@ def report_denials(ctx: HostContext) -> None:
     for why, paths in ctx.fs.denials.items():
         unique = list(dict.fromkeys(paths))
         shown = ", ".join(unique[:MAX_DENIED_PATHS_SHOWN])
-        more = f" and {len(unique) - MAX_DENIED_PATHS_SHOWN} more" if len(unique) > MAX_DENIED_PATHS_SHOWN else ""
+        more = (
+            f" and {len(unique) - MAX_DENIED_PATHS_SHOWN} more"
+            if len(unique) > MAX_DENIED_PATHS_SHOWN
+            else ""
+        )
         ctx.note(f"denied file access to {shown}{more}: {why}")
 
 
 def _not_granted(ctx: HostContext, guest: PurePosixPath) -> None:
     # With glob grants, "/" is the staged copy of the granted files, so any path that is not
     # there is one the manifest did not grant.
-    _denied(ctx, guest, f"not granted by `files` in [component.{ctx.config.component_id}] (read-only grants only)")
+    _denied(
+        ctx, guest, f"not granted by `files` in [component.{ctx.config.component_id}] (read-only grants only)"
+    )
 
 
-def _open_at(ctx: HostContext, self: ResourceAny, path_flags: set[str], path: str, open_flags: set[str], flags: set[str]) -> Any:
+def _open_at(
+    ctx: HostContext,
+    self: ResourceAny,
+    path_flags: set[str],
+    path: str,
+    open_flags: set[str],
+    flags: set[str],
+) -> Any:
     base = ctx.borrow(self, Descriptor)
     guest = _normalise(base.guest, path)
     if guest is None:
@@ -160,7 +181,11 @@ def _stat_of(d: Descriptor) -> dict[str, Any]:
     else:
         st = d.host.stat()
         size = st.st_size
-        atime, mtime, ctime = (_datetime(st.st_atime_ns), _datetime(st.st_mtime_ns), _datetime(st.st_ctime_ns))
+        atime, mtime, ctime = (
+            _datetime(st.st_atime_ns),
+            _datetime(st.st_mtime_ns),
+            _datetime(st.st_ctime_ns),
+        )
     return {
         "type": "directory" if d.is_dir else "regular-file",
         "link-count": 1,

@@ -73,7 +73,8 @@ class IncomingRequest(Resource):
         # The server decodes header bytes as UTF-8 with surrogateescape (as aiohttp does), so this
         # gives the guest the bytes the client sent.
         self.headers = Fields(
-            [(n.lower(), v.encode("utf-8", errors="surrogateescape")) for n, v in request.headers], mutable=False
+            [(n.lower(), v.encode("utf-8", errors="surrogateescape")) for n, v in request.headers],
+            mutable=False,
         )
         self.body: IncomingBody | None = IncomingBody(request.body)
 
@@ -163,7 +164,9 @@ def _fields_set(ctx: HostContext, self: ResourceAny, name: str, values: list[byt
     if not isinstance(fields, Fields):
         return fields
     key = name.lower()
-    fields.entries = [(n, v) for n, v in fields.entries if n.lower() != key] + [(name, bytes(v)) for v in values]
+    fields.entries = [(n, v) for n, v in fields.entries if n.lower() != key] + [
+        (name, bytes(v)) for v in values
+    ]
     return Ok()
 
 
@@ -370,4 +373,6 @@ SERVER_FUNCTIONS = {
 
 def interfaces(client_functions: dict[str, Any]) -> list[Interface]:
     """wasi:http/types with the server side here and the client side from outgoing.py."""
-    return [Interface("wasi:http/types", resources=RESOURCES, functions={**SERVER_FUNCTIONS, **client_functions})]
+    return [
+        Interface("wasi:http/types", resources=RESOURCES, functions={**SERVER_FUNCTIONS, **client_functions})
+    ]

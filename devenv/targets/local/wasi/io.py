@@ -136,7 +136,10 @@ class LogSink(Sink):
         if self._lines <= MAX_LOG_LINES:
             self._ctx.log(self._stream, line.decode("utf-8", errors="replace").rstrip("\r"))
         elif self._lines == MAX_LOG_LINES + 1:
-            self._ctx.log(self._stream, f"[wasmdev: more than {MAX_LOG_LINES} lines; the rest of this request's output is dropped]")
+            self._ctx.log(
+                self._stream,
+                f"[wasmdev: more than {MAX_LOG_LINES} lines; the rest of this request's output is dropped]",
+            )
 
 
 class OutputStream(Resource):
@@ -209,7 +212,9 @@ def _write(ctx: HostContext, self: ResourceAny, contents: bytes) -> Any:
     if len(contents) > MAX_CHUNK:
         # As wasmtime's WASI (and so Spin) does: a guest that ignores check-write fails here,
         # not later on a runtime with other buffer sizes.
-        ctx.trap(f"output-stream.write of {len(contents)} bytes exceeds the {MAX_CHUNK} that check-write permits")
+        ctx.trap(
+            f"output-stream.write of {len(contents)} bytes exceeds the {MAX_CHUNK} that check-write permits"
+        )
     stream.sink.write(ctx, contents)
     return Ok()
 

@@ -222,7 +222,9 @@ def _send(ctx: HostContext, future: FutureIncomingResponse) -> Any:
         return Case("HTTP-protocol-error")
     if len(data) > ctx.config.max_body_bytes:
         return Case("HTTP-response-body-size")
-    headers = Fields([(n.lower(), v.encode("latin-1", errors="replace")) for n, v in resp.getheaders()], False)
+    headers = Fields(
+        [(n.lower(), v.encode("latin-1", errors="replace")) for n, v in resp.getheaders()], False
+    )
     return IncomingResponse(resp.status, headers, data)
 
 

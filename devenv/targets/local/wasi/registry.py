@@ -100,7 +100,10 @@ def unknown_import_note(report: LinkReport, trap_message: str) -> str | None:
         return None
     qualified = m.group("name")
     package = qualified.split("/", 1)[0]
-    why = report.refusals.get(package) or "not supported by the local target (run the app on the cluster target)"
+    why = (
+        report.refusals.get(package)
+        or "not supported by the local target (run the app on the cluster target)"
+    )
     return f"unsupported import {qualified}: {why}"
 
 

@@ -15,7 +15,9 @@ import wasmtime
 from wasmtime.component import Component
 
 _HANDLER_02 = re.compile(r"^wasi:http/incoming-handler@0\.2\.\d+$")
-_SPIN4_FIX = "run it on the cluster target (a Spin 4 runtime), or build it for fermyon:spin/http-trigger@2.0.0"
+_SPIN4_FIX = (
+    "run it on the cluster target (a Spin 4 runtime), or build it for fermyon:spin/http-trigger@2.0.0"
+)
 
 
 @dataclass(frozen=True)
