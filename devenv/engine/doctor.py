@@ -82,7 +82,10 @@ def _tool_version(argv: list[str], timeout_s: float = 10.0) -> str | None:
 
 
 def check_docker() -> Check:
-    fix = "apt-get install docker.io && dockerd &   (or start Docker Desktop)"
+    if shutil.which("dockerd") or shutil.which("docker"):
+        fix = "start the engine: dockerd &   (or: systemctl start docker, or start Docker Desktop)"
+    else:
+        fix = "apt-get install docker.io && dockerd &   (or install Docker Desktop)"
     try:
         import docker
     except ImportError:
@@ -222,6 +225,7 @@ def run_checks(specs: Iterable[AppSpec] = (), *, cluster: bool = True) -> list[C
 
 
 def format_checks(checks: Iterable[Check]) -> str:
+    checks = list(checks)
     lines = []
     for c in checks:
         mark = "ok     " if c.ok else ("MISSING" if c.required else "missing")
@@ -229,6 +233,10 @@ def format_checks(checks: Iterable[Check]) -> str:
         if not c.ok and c.fix:
             line += f"\n         fix: {c.fix}"
         lines.append(line)
+    if any(not c.ok and not c.required for c in checks):
+        lines.append(
+            "(lowercase `missing`: needed only for the k3d and kube targets; `wasmdev up` runs locally without it)"
+        )
     return "\n".join(lines)
 
 
