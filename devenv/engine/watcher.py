@@ -75,7 +75,10 @@ class Coalescer:
             yield FileBatch(frozenset(collected), first_seen, last_seen)
 
 
-def _keep(root: Path):  # noqa: ANN202 - a watchfiles filter callable
+def _keep(root: Path) -> Callable[[watchfiles.Change, str], bool]:
+    """A watchfiles filter dropping build outputs and editor files (judged relative to root, so a
+    workspace that itself lives under a folder named like an output dir is still watched)."""
+
     def keep(_change: watchfiles.Change, raw: str) -> bool:
         path = Path(raw)
         try:
