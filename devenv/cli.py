@@ -190,6 +190,16 @@ def cmd_screenshot(args: argparse.Namespace) -> int:
 # --- parsing --------------------------------------------------------------------------------------
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is out of range: use 1 to 65535")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -212,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--layout", metavar="NAME", default=None, help="dashboard layout (side-by-side, logs, metrics)"
     )
-    up.add_argument("--port", type=int, metavar="N", default=None, help="port of the local target")
+    up.add_argument("--port", type=_port, metavar="N", default=None, help="first port of the local target")
     up.set_defaults(func=cmd_up)
 
     build = sub.add_parser("build", parents=[common], help="build every app (or APP) once")
