@@ -220,6 +220,7 @@ class WasmdevApp(App[None]):
             self._status.update(status)
         table = self._table
         table.show(rows_for(state, now))
+        self._log_view.set_apps(state.apps)
         if self.selected_app not in state.apps:
             self.selected_app = table.selected_app
         self._build_error.show(failing_app(state, self.selected_app), now)

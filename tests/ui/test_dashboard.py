@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from textual import events
+
 from devenv.model import LogLine, LogStream, PodState, ResourceSample, StepState, StepStatus
 from devenv.store import Store
 from devenv.store import actions as a
@@ -299,3 +301,34 @@ async def test_bootstrap_steps_show_progress_until_all_done() -> None:
         for key, title in (("cluster", "Create k3d cluster"), ("shim", "Install the Spin shim")):
             store.dispatch(a.BootstrapStepChanged(StepState(key, title, StepStatus.DONE, NOW - 1, NOW)))
         assert await wait_until(pilot, lambda: not panel.display)
+
+
+async def test_clicking_an_app_row_selects_it_for_graphs_and_keys() -> None:
+    store = Store()
+    recorder = Recorder(store)
+    for name in ("api", "web"):
+        store.dispatch(a.AppLoaded(spec(name)))
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        assert await wait_until(pilot, lambda: app.selected_app == "api")
+        # Row 2 of the table: below the border line and the header.
+        await pilot.click(AppsTable, offset=(4, 3))
+        assert await wait_until(pilot, lambda: app.selected_app == "web")
+        assert await wait_until(pilot, lambda: "web" in app.query_one(LatencyGraph).title_text)
+        await pilot.press("r")
+        assert await wait_until(pilot, lambda: recorder.actions == [a.RebuildRequested("web")])
+
+
+async def test_mouse_wheel_scrolls_logs_up_and_stops_following() -> None:
+    store = Store()
+    for i in range(300):
+        store.dispatch(a.LogEmitted(LogLine(NOW + i, "web", LogStream.STDOUT, f"line {i}")))
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.query_one(LogView)
+        assert await wait_until(pilot, lambda: view.line_count == 300 and view.scroll_y == view.max_scroll_y)
+        bottom = view.scroll_y
+        # Pilot has no wheel helper; its own mouse-event poster sends the wheel as a terminal would.
+        await pilot._post_mouse_events([events.MouseScrollUp], LogView, offset=(5, 5), times=3)
+        assert await wait_until(pilot, lambda: view.scroll_y < bottom)
+        assert not view.following

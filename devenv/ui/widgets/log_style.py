@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable
 from datetime import datetime, timezone
+from functools import lru_cache
 
+from rich.cells import cell_len
+from rich.segment import Segment
 from rich.style import Style
-from rich.text import Text
 
 from devenv.model import LogLine, LogStream
 
@@ -54,18 +57,46 @@ def clock_text(ts: float, tz: timezone | None = None) -> str:
     return moment.strftime("%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
 
 
-def render_log_line(line: LogLine, tz: timezone | None = None) -> Text:
-    text = Text(no_wrap=True, end="")
-    text.append(clock_text(line.ts, tz), DIM)
-    text.append(" ")
+def app_styles(apps: Iterable[str]) -> dict[str, Style]:
+    """Distinct colours for the apps of a workspace, by their sorted position.
+
+    Within a session, apps keep their colour; the CRC fallback (for an app not yet in the state)
+    is stable but can collide, which the positional assignment avoids for known apps.
+    """
+    return {
+        app: Style(color=APP_PALETTE[i % len(APP_PALETTE)], bold=True) for i, app in enumerate(sorted(apps))
+    }
+
+
+def log_line_segments(
+    line: LogLine, base: Style, tz: timezone | None = None, app_style: Style | None = None
+) -> tuple[list[Segment], int]:
+    """The line as styled segments over ``base`` (the widget's style), and its width in cells.
+
+    Segments are built directly rather than through rich.Text: a flood renders every visible
+    row each frame, and Text's span bookkeeping cost more than everything else in the frame.
+    """
     name = line.app if len(line.app) <= APP_COLUMN else line.app[: APP_COLUMN - 1] + "…"
-    text.append(name.ljust(APP_COLUMN), Style(color=app_color(line.app), bold=True))
-    text.append(" ")
-    text.append(STREAM_TAGS.get(line.stream, line.stream.value[:3]), DIM)
-    text.append(" ")
-    style = STREAM_STYLES.get(line.stream, Style())
+    stream_style = STREAM_STYLES.get(line.stream, _PLAIN)
     if line.level == "error":
-        style = style + ERROR_LEVEL
-    # Tabs and control characters from guest output would break the cell arithmetic of the line.
-    text.append(line.text.expandtabs(4).replace("\r", ""), style)
-    return text
+        stream_style = stream_style + ERROR_LEVEL
+    # Tabs and carriage returns from guest output would break the cell arithmetic of the row.
+    body = line.text.expandtabs(4).replace("\r", "")
+    prefix = f"{clock_text(line.ts, tz)} "
+    tag = f" {STREAM_TAGS.get(line.stream, line.stream.value[:3])} "
+    segments = [
+        Segment(prefix, base + DIM),
+        Segment(name.ljust(APP_COLUMN), base + (app_style or _app_style(line.app))),
+        Segment(tag, base + DIM),
+        Segment(body, base + stream_style),
+    ]
+    width = len(prefix) + max(APP_COLUMN, cell_len(name)) + len(tag) + cell_len(body)
+    return segments, width
+
+
+_PLAIN = Style()
+
+
+@lru_cache(maxsize=256)
+def _app_style(app: str) -> Style:
+    return Style(color=app_color(app), bold=True)

@@ -14,13 +14,13 @@ from datetime import timezone
 
 from rich.style import Style
 from textual.binding import Binding
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from devenv.model import LogLine
 from devenv.ui.log_filter import LogFilter
-from devenv.ui.widgets.log_style import render_log_line
+from devenv.ui.widgets.log_style import app_styles, log_line_segments
 
 DEFAULT_MAX_LINES = 10_000
 _STRIP_CACHE_SIZE = 512  # a few screens' worth: scrolling back and forth re-renders nothing
@@ -58,6 +58,9 @@ class LogView(ScrollView, can_focus=True):
         self.filter = LogFilter()
         self.following = True
         self.received = 0  # lines offered to append(), filtered or not: for the title and tests
+        self._frame_style = Style()
+        self._app_styles: dict[str, Style] = {}
+        self._frame_width = 0
 
     # --- data in ------------------------------------------------------------------------------
 
@@ -104,6 +107,14 @@ class LogView(ScrollView, can_focus=True):
         self.filter = log_filter
         self.replace(source)
 
+    def set_apps(self, apps: Iterable[str]) -> None:
+        """Give each known app its own colour (called when the set of apps changes)."""
+        styles = app_styles(apps)
+        if styles.keys() != self._app_styles.keys():
+            self._app_styles = styles
+            self._strips.clear()
+            self.refresh()
+
     def note_received(self, count: int) -> None:
         self.received += count
 
@@ -145,11 +156,18 @@ class LogView(ScrollView, can_focus=True):
         super().notify_style_update()
         self._strips.clear()
 
+    def render_lines(self, crop: Region) -> list[Strip]:
+        # The widget's style and width are the same for every row of a frame; computing them
+        # per row (rich_style walks the ancestors) was most of the cost of a frame in a flood.
+        self._frame_style = self.rich_style
+        self._frame_width = self.scrollable_content_region.width
+        return super().render_lines(crop)
+
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
         index = scroll_y + y
-        width = self.scrollable_content_region.width
-        rich_style = self.rich_style
+        width = self._frame_width
+        rich_style = self._frame_style
         if index >= len(self._lines):
             return Strip.blank(width, rich_style)
         strip = self._strip(index, rich_style)
@@ -163,9 +181,8 @@ class LogView(ScrollView, can_focus=True):
         if strip is not None:
             self._strips.move_to_end(line.seq)
             return strip
-        text = render_log_line(line, self._tz)
-        text.stylize_before(rich_style)
-        strip = Strip(text.render(self.app.console), text.cell_len)
+        segments, width = log_line_segments(line, rich_style, self._tz, self._app_styles.get(line.app))
+        strip = Strip(segments, width)
         if line.seq:
             self._strips[line.seq] = strip
             if len(self._strips) > _STRIP_CACHE_SIZE:
