@@ -25,8 +25,11 @@ BUILDS = CACHE_ROOT / "builds"
 COMPILED = CACHE_ROOT / "compiled"  # a CompileCache directory shared by every test session
 
 
-def _source_key(app_dir: Path) -> str:
-    h = hashlib.sha256()
+SAMPLE_WORLD = "fermyon:spin/http-trigger@2.0.0"  # what the samples' spin.toml build for
+
+
+def _source_key(app_dir: Path, world: str) -> str:
+    h = hashlib.sha256(world.encode() + b"\0")
     for tool in ("componentize-py", "spin-sdk"):
         h.update(f"{tool}={version(tool)}\n".encode())
     for path in sorted([app_dir / "spin.toml", *(app_dir / "src").rglob("*.py")]):
@@ -34,19 +37,24 @@ def _source_key(app_dir: Path) -> str:
     return h.hexdigest()[:24]
 
 
-def sample_wasm(name: str) -> Path:
+def sample_wasm(name: str, world: str = SAMPLE_WORLD) -> Path:
     """The built component of ``sample-apps/NAME``, running its spin.toml build command if the
-    sources changed since the cached build. Skips the test when the toolchain is missing."""
+    sources changed since the cached build; ``world`` swaps the world that command targets (the
+    samples' code also serves as a plain ``wasi:http/proxy@0.2.0`` component). Skips the test
+    when the toolchain is missing."""
     if shutil.which("componentize-py", path=str(Path(sys.executable).parent)) is None and not shutil.which(
         "componentize-py"
     ):
         pytest.skip("componentize-py is not installed (pip install -e '.[samples]')")
     app_dir = SAMPLES / name
-    cached = BUILDS / f"{name}-{_source_key(app_dir)}.wasm"
+    cached = BUILDS / f"{name}-{_source_key(app_dir, world)}.wasm"
     if cached.exists():
         return cached
     manifest = tomllib.loads((app_dir / "spin.toml").read_text())
     component = manifest["component"][name]
+    command = component["build"]["command"]
+    assert SAMPLE_WORLD in command, f"{name}'s build command no longer names {SAMPLE_WORLD}"
+    command = command.replace(SAMPLE_WORLD, world)
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     BUILDS.mkdir(parents=True, exist_ok=True)
@@ -55,9 +63,7 @@ def sample_wasm(name: str) -> Path:
         # test building the sample in place cannot race with this build.
         work = Path(tmp) / name
         shutil.copytree(app_dir, work, ignore=shutil.ignore_patterns("target", "__pycache__"))
-        done = subprocess.run(
-            component["build"]["command"], shell=True, cwd=work, env=env, capture_output=True, text=True
-        )
+        done = subprocess.run(command, shell=True, cwd=work, env=env, capture_output=True, text=True)
         assert done.returncode == 0, f"building {name} failed:\n{done.stdout}\n{done.stderr}"
         partial = cached.with_suffix(".partial")
         shutil.copyfile(work / component["source"], partial)

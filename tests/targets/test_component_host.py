@@ -267,3 +267,18 @@ def test_a_write_over_the_wasi_io_limit_is_refused_as_spin_would(echo: HttpCompo
         echo.handle(request("/echo-py/oversized"), logs)
     assert "blocking-write-and-flush of 8192 bytes" in info.value.reason
     assert any("at most 4096" in n for n in logs.of(LogStream.SYSTEM))
+
+
+def test_a_wasi_http_proxy_component_is_served_too(runtime: WasmRuntime, tmp_path: Path) -> None:
+    """The other world: plain wasi:http/proxy@0.2.0 (no fermyon:spin imports at all)."""
+    wasm = sample_wasm("hello-py", world="wasi:http/proxy@0.2.0")
+    app = load_app(SAMPLES / "hello-py" / "spin.toml")
+    runner = build_runner(
+        component=app.components["hello-py"],
+        wasm_path=wasm,
+        engine=runtime.engine,
+        cache=CompileCache(COMPILED, runtime.config_key),
+        limits=RequestLimits(timeout_s=120),
+    )
+    assert not any(name.startswith("fermyon:") for name in runner.world.imports)
+    assert serve(runner, request("/hello-py/proxy")).body == b"Hello from hello-py at /hello-py/proxy\n"
