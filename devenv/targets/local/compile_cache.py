@@ -51,11 +51,11 @@ class CompileCache:
 
     def module(self, engine: wasmtime.Engine, wasm: bytes) -> wasmtime.Module:
         """A core module compiled for ``engine``, from memory, disk, or a fresh compile."""
-        return self._get(engine, wasm, "module", wasmtime.Module, wasmtime.Module.deserialize)
+        return self._get(engine, wasm, "module", wasmtime.Module, wasmtime.Module.deserialize_file)
 
     def component(self, engine: wasmtime.Engine, wasm: bytes) -> Component:
         """A component compiled for ``engine``, from memory, disk, or a fresh compile."""
-        return self._get(engine, wasm, "component", Component, Component.deserialize)
+        return self._get(engine, wasm, "component", Component, Component.deserialize_file)
 
     def _get(
         self,
@@ -63,7 +63,7 @@ class CompileCache:
         wasm: bytes,
         kind: str,
         compile_: Callable[[wasmtime.Engine, bytes], T],
-        load: Callable[[wasmtime.Engine, bytes], T],
+        load: Callable[[wasmtime.Engine, str], T],
     ) -> T:
         key = self.key(wasm, kind)
         memo_key = f"{id(engine)}:{key}"
@@ -74,13 +74,14 @@ class CompileCache:
                 return hit[1]  # type: ignore[return-value]
         path = self.path_for(key, kind)
         compiled: T | None = None
-        try:
-            compiled = load(engine, path.read_bytes())
-            self.loaded += 1
-        except FileNotFoundError:
-            pass
-        except (wasmtime.WasmtimeError, OSError):
-            compiled = None  # written by another wasmtime or truncated: compile it again
+        if path.is_file():
+            try:
+                # Mapped, not read: a componentize-py component's code is ~100 MB. Entries are
+                # only ever replaced by rename, so a mapping never sees a file change under it.
+                compiled = load(engine, str(path))
+                self.loaded += 1
+            except (wasmtime.WasmtimeError, OSError):
+                compiled = None  # written by another wasmtime or truncated: compile it again
         if compiled is None:
             compiled = compile_(engine, wasm)  # raises WasmtimeError for invalid wasm
             self.compiled += 1
