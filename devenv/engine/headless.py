@@ -1,7 +1,8 @@
 """The headless printer: a store subscriber that writes one line per event to a text stream.
 
-What ``wasmdev up --headless`` shows (for scripts and CI): build output, wasmdev's own messages
-(build ok or failed, serving at a URL, manifest errors), guest output and one line per request.
+What ``wasmdev up --headless`` shows (for scripts and CI): every log line in the store: build
+output, wasmdev's own messages (built, failed, serving at a URL, manifest errors), guest output
+and the target's one line per request.
 Each line starts with the time and the app, so it can be grepped and piped; the stream is
 flushed per line so a reader sees an event as it happens.
 """
@@ -19,6 +20,7 @@ from devenv.store.store import Store
 
 _STREAM_TAG = {
     LogStream.BUILD: "build",
+    LogStream.REQUEST: "request",
     LogStream.SYSTEM: "wasmdev",
     LogStream.STDOUT: "stdout",
     LogStream.STDERR: "stderr",
@@ -31,7 +33,8 @@ def format_log(line: LogLine) -> str:
     tag = _STREAM_TAG.get(line.stream, str(line.stream))
     level = "" if line.level == "info" else f" {line.level.upper()}"
     component = f"/{line.component}" if line.component and line.component != line.app else ""
-    return f"{_clock(line.ts)} [{app}{component}] {tag}{level}: {line.text}"
+    rid = f" ({line.request_id})" if line.request_id and line.stream is LogStream.REQUEST else ""
+    return f"{_clock(line.ts)} [{app}{component}] {tag}{level}: {line.text}{rid}"
 
 
 def format_request(record: RequestRecord) -> str:
@@ -48,22 +51,24 @@ def _clock(ts: float) -> str:
 
 
 class HeadlessPrinter:
-    """Subscribe with ``store.subscribe(HeadlessPrinter(sys.stdout))``."""
+    """Subscribe with ``store.subscribe(HeadlessPrinter(sys.stdout))``.
 
-    def __init__(self, out: TextIO | None = None, *, show_probes: bool = False) -> None:
+    Requests are printed from the target's REQUEST log lines, which carry the reason a request
+    failed ("trapped: …"); ``RequestServed`` records (the figures the graphs use) are not printed
+    again, unless ``print_records`` is set for a target that does not log its requests.
+    """
+
+    def __init__(self, out: TextIO | None = None, *, print_records: bool = False) -> None:
         self.out = out or sys.stdout
-        self.show_probes = show_probes
+        self.print_records = print_records
         self._lock = threading.Lock()  # actions arrive on the engine's and the target's threads
 
     def __call__(self, _state: EngineState, action: a.Action) -> None:
         match action:
             case a.LogEmitted(line=line):
-                # Request lines are printed from RequestServed, which carries status and latency.
-                if line.stream is not LogStream.REQUEST:
-                    self._write(format_log(line))
-            case a.RequestServed(record=record):
-                if self.show_probes or not record.probe:
-                    self._write(format_request(record))
+                self._write(format_log(line))
+            case a.RequestServed(record=record) if self.print_records and not record.probe:
+                self._write(format_request(record))
 
     def _write(self, text: str) -> None:
         with self._lock:

@@ -33,20 +33,31 @@ def wasmdev(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
     )
 
 
-def test_printer_writes_one_line_per_event_and_skips_duplicates() -> None:
+def test_printer_writes_one_line_per_log_line_and_no_duplicate_requests() -> None:
     out = io.StringIO()
     store = Store()
     store.subscribe(HeadlessPrinter(out))
     store.dispatch(a.LogEmitted(LogLine(1.0, "web", LogStream.BUILD, "compiling\nmain.c", component="c")))
     store.dispatch(a.LogEmitted(LogLine(1.0, "web", LogStream.SYSTEM, "build failed", level="error")))
-    store.dispatch(a.LogEmitted(LogLine(1.0, "web", LogStream.REQUEST, "GET / 200 1.0ms")))  # printed below
-    store.dispatch(a.RequestServed(RequestRecord(1.0, "web", "web", "GET", "/x", 200, 1.5, "000001")))
-    store.dispatch(a.RequestServed(RequestRecord(1.0, "web", "web", "GET", "/", 200, 1.5, probe=True)))
+    # A request as the local target reports it: the record for the graphs, the line for people.
+    store.dispatch(a.RequestServed(RequestRecord(1.0, "web", "web", "GET", "/x", 500, 1.5, "000001")))
+    store.dispatch(
+        a.LogEmitted(
+            LogLine(1.0, "web", LogStream.REQUEST, "GET /x 500 1.5ms (trapped)", "web", "000001", "error")
+        )
+    )
     lines = out.getvalue().splitlines()
     assert len(lines) == 3
     assert lines[0].endswith("[web/c] build: compiling\\nmain.c")
     assert lines[1].endswith("[web] wasmdev ERROR: build failed")
-    assert lines[2].endswith("[web] request: GET /x 200 1.5 ms (000001)")
+    assert lines[2].endswith("[web] request ERROR: GET /x 500 1.5ms (trapped) (000001)")
+
+    records = io.StringIO()
+    store.subscribe(HeadlessPrinter(records, print_records=True))
+    store.dispatch(a.RequestServed(RequestRecord(1.0, "web", "web", "GET", "/y", 200, 2.0, "000002")))
+    store.dispatch(a.RequestServed(RequestRecord(1.0, "web", "", "GET", "/", 200, 2.0, probe=True)))
+    assert records.getvalue().splitlines()[-1].endswith("[web] request: GET /y 200 2.0 ms (000002)")
+    assert len(records.getvalue().splitlines()) == 1
 
 
 def test_build_command_builds_every_app_and_fails_with_exit_1(tmp_path: Path) -> None:

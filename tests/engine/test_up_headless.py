@@ -97,6 +97,8 @@ def test_up_headless_serves_rebuilds_on_edit_and_stops_cleanly(tmp_path: Path) -
         url = lines.expect(r"\[hello-wat\] wasmdev: serving \w+ at (http://127\.0\.0\.1:\d+/\S+)").group(1)
         assert "Hello from hello-wat v1!" in _get_until(url + "/x", "v1")
         lines.expect(r"request: GET /hello/x 200 ")
+        httpx.get(url + "/trap", timeout=5)  # a failed request says why, on its one line
+        lines.expect(r"\[hello-wat/hello\] request ERROR: GET /hello/trap 500 .*trap")
 
         wat.write_text(wat.read_text().replace("hello-wat v1!", "hello-wat v2!"))
         lines.expect(r"wasmdev: serving \w+ at .* \(edit→serving \d+ ms\)")
