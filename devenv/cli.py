@@ -4,7 +4,10 @@
     wasmdev build [APP]
     wasmdev doctor
 
-Every command takes ``-C DIR`` (the workspace) and ``--debug``. Expected failures are
+``up`` opens the Textual dashboard (devenv.ui) on the main thread with the dev loop on an
+EngineThread beside it; with ``--headless``, or when stdout is not a terminal, the loop runs on
+the main thread and a printer writes one line per event. Every command takes ``-C DIR`` (the
+workspace) and ``--debug``. Expected failures are
 ``WasmdevError``s, printed as "what / fix" with exit code 1; tracebacks only with ``--debug``.
 Ctrl-C ends any command cleanly (exit 130).
 """
