@@ -117,6 +117,7 @@ class WasmdevApp(App[None]):
         self._last_state_refresh = float("-inf")
         self._last_graph_refresh = float("-inf")
         self.shutdown_dispatched = False
+        self._shutdown_seen = False
         self._unsubscribe: Callable[[], None] | None = None
         self._status_shown: Text | None = None
 
@@ -172,6 +173,8 @@ class WasmdevApp(App[None]):
             self._metrics_dirty = True
         elif isinstance(action, a.LogsCleared):
             self._logs_cleared = True
+        elif isinstance(action, a.ShutdownRequested):
+            self._shutdown_seen = True  # e.g. the engine got SIGTERM: the dashboard closes too
         else:
             self._state_dirty = True
             if isinstance(action, a.MetricsUnavailable):
@@ -183,6 +186,10 @@ class WasmdevApp(App[None]):
         Throttling uses the monotonic clock; the injected ``clock`` only dates what is shown, so
         a frozen clock (screenshots, tests) still refreshes.
         """
+        if self._shutdown_seen:
+            self.shutdown_dispatched = True  # someone else already asked; don't ask twice
+            self.exit()
+            return
         now = self._clock()
         tick = time.monotonic()
         self._refresh_logs()

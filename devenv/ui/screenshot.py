@@ -8,15 +8,18 @@ from datetime import UTC
 from pathlib import Path
 
 from devenv.ui.app import WasmdevApp
-from devenv.ui.seed import SEED_NOW, seeded_store
+from devenv.ui.seed import SEED_NOW, seeded_bootstrap_store, seeded_store
 
 DEFAULT_SIZE = (160, 48)
 
 
-def seeded_app(layout: str, workspace: Path | None = None) -> WasmdevApp:
-    """The dashboard over the seeded store with a frozen clock and UTC timestamps."""
+SCENARIOS = {"session": seeded_store, "bootstrap": seeded_bootstrap_store}
+
+
+def seeded_app(layout: str, workspace: Path | None = None, *, scenario: str = "session") -> WasmdevApp:
+    """The dashboard over a seeded store (``scenario``) with a frozen clock and UTC timestamps."""
     return WasmdevApp(
-        seeded_store(),
+        SCENARIOS[scenario](),
         layout=layout,
         workspace=workspace,
         clock=lambda: SEED_NOW,
@@ -32,10 +35,16 @@ async def capture_svg(app: WasmdevApp, size: tuple[int, int] = DEFAULT_SIZE) -> 
         return app.export_screenshot(title=f"wasmdev · {app.layout_name}")
 
 
-def render_screenshot(layout: str, path: Path, size: tuple[int, int] = DEFAULT_SIZE) -> Path:
-    """Write the SVG to ``path`` (given a .svg suffix) and a PNG beside it when possible."""
+def render_screenshot(
+    layout: str, path: Path, size: tuple[int, int] = DEFAULT_SIZE, *, scenario: str = "session"
+) -> Path:
+    """Write the SVG to ``path`` (given a .svg suffix) and a PNG beside it when possible.
+
+    ``scenario`` is "session" (apps serving, one failed build) or "bootstrap" (a cluster target
+    being set up). Returns the SVG's path.
+    """
     svg_path = path if path.suffix == ".svg" else path.with_suffix(".svg")
-    svg = asyncio.run(capture_svg(seeded_app(layout), size))
+    svg = asyncio.run(capture_svg(seeded_app(layout, scenario=scenario), size))
     svg_path.parent.mkdir(parents=True, exist_ok=True)
     svg_path.write_text(svg, encoding="utf-8")
     _write_png(svg, svg_path.with_suffix(".png"))

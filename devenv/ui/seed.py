@@ -20,6 +20,8 @@ from devenv.model import (
     RequestRecord,
     ResourceSample,
     Route,
+    StepState,
+    StepStatus,
 )
 from devenv.store import Store
 from devenv.store import actions as a
@@ -191,3 +193,27 @@ def _seed_samples(store: Store, rng: random.Random) -> None:
             cpu = max(0.0, base_cpu + rng.gauss(0, base_cpu * 0.3) + (10 if 120 < i < 135 else 0))
             memory += rng.choice((0, 0, 0, 65536))  # linear memory only grows, one 64 KiB page at a time
             store.dispatch(a.ResourceSampled(ResourceSample(ts, app, cpu, int(memory), 4.0)))
+
+
+def seeded_bootstrap_store() -> Store:
+    """A cluster target half-way through its setup: two steps done, one running, one pending."""
+    now = SEED_NOW
+    store = Store()
+    store.dispatch(a.WorkspaceLoaded(WORKSPACE, "k3d"))
+    store.dispatch(a.AppLoaded(_spec("hello-rust", {"hello": "/hello"})))
+    steps = (
+        StepState("docker", "Check that Docker answers", StepStatus.DONE, now - 31.0, now - 30.6),
+        StepState(
+            "registry", "Start the local registry on 127.0.0.1:5000", StepStatus.DONE, now - 30.5, now - 27.9
+        ),
+        StepState(
+            "cluster", "Create k3d cluster wasmdev", StepStatus.RUNNING, now - 12.3, detail="waiting for node"
+        ),
+        StepState("shim", "Install the Spin containerd shim and RuntimeClass"),
+    )
+    for step in steps:
+        store.dispatch(a.BootstrapStepChanged(step))
+    store.dispatch(
+        a.LogEmitted(LogLine(now - 12.3, "hello-rust", LogStream.SYSTEM, "creating cluster wasmdev"))
+    )
+    return store

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from textual import events
 
 from devenv.model import LogLine, LogStream, PodState, ResourceSample, StepState, StepStatus
@@ -332,3 +334,16 @@ async def test_mouse_wheel_scrolls_logs_up_and_stops_following() -> None:
         await pilot._post_mouse_events([events.MouseScrollUp], LogView, offset=(5, 5), times=3)
         assert await wait_until(pilot, lambda: view.scroll_y < bottom)
         assert not view.following
+
+
+async def test_shutdown_dispatched_elsewhere_closes_the_dashboard() -> None:
+    store = Store()
+    recorder = Recorder(store)
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        thread = threading.Thread(target=store.dispatch, args=(a.ShutdownRequested(),))
+        thread.start()
+        thread.join()
+        assert await wait_until(pilot, lambda: app.return_code is not None)
+    assert recorder.actions == [a.ShutdownRequested()]  # the UI did not ask a second time

@@ -161,3 +161,17 @@ def test_run_dashboard_rejects_an_unknown_layout_before_starting() -> None:
     with pytest.raises(UnknownLayout, match="known layouts: side-by-side, logs, metrics"):
         run_dashboard(store, layout="nope", workspace=None)
     assert recorder.actions == []
+
+
+def test_run_dashboard_dispatches_shutdown_even_when_interrupted(monkeypatch: pytest.MonkeyPatch) -> None:
+    from devenv.ui.app import WasmdevApp
+
+    def interrupted(self: WasmdevApp, *args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(WasmdevApp, "run", interrupted)
+    store = Store()
+    recorder = Recorder(store)
+    with pytest.raises(KeyboardInterrupt):
+        run_dashboard(store, layout="logs", workspace=None)
+    assert recorder.actions == [a.ShutdownRequested()]

@@ -28,6 +28,12 @@ def test_layout_snapshot(layout: str, snap_compare) -> None:  # noqa: ANN001 - p
     assert snap_compare(seeded_app(layout), terminal_size=DEFAULT_SIZE, run_before=_settle)
 
 
+def test_bootstrap_snapshot(snap_compare) -> None:  # noqa: ANN001
+    assert snap_compare(
+        seeded_app("side-by-side", scenario="bootstrap"), terminal_size=DEFAULT_SIZE, run_before=_settle
+    )
+
+
 def test_render_screenshot_writes_the_seeded_session(tmp_path: Path) -> None:
     path = render_screenshot("metrics", tmp_path / "metrics.svg")
     svg = path.read_text(encoding="utf-8")
