@@ -103,16 +103,15 @@ class LocalTarget:
                 plan = await asyncio.to_thread(
                     build_version, built, self._runtime, self.cache, self.limits, staging
                 )
+                port = await self._server.run(self._server.listen(app, self.port_for(app)))
             except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
+                shutil.rmtree(staging, ignore_errors=True)  # this version never served
                 raise
-            port = await self._server.run(self._server.listen(app, self.port_for(app)))
             self._bound[app] = port
             await self._server.run(self._server.swap(app, plan.version))
             self._usage.new_version(app)
             base = f"http://{self.host}:{port}"
-            result = DeployResult(urls=tuple(base + p for p in plan.version.url_paths()), notes=plan.notes)
-            return result
+            return DeployResult(urls=tuple(base + p for p in plan.version.url_paths()), notes=plan.notes)
 
     async def remove(self, app: str) -> None:
         if self._server is not None:
