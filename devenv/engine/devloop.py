@@ -205,6 +205,9 @@ class DevLoop:
                 (s for s in self._slots.values() if s is not slot and s.spec and s.name == spec.name), None
             )
             if clash is not None:
+                # Report it under its own name: the app already called that keeps serving, clean.
+                if slot.spec is None:
+                    slot.name = f"{spec.name} ({slot.manifest_path.parent.name})"
                 raise ManifestError.at(
                     slot.manifest_path,
                     "application.name",
@@ -220,9 +223,13 @@ class DevLoop:
         if slot.spec is not None and spec.name != slot.name:
             # Renamed in the manifest: the old name stops serving, the new one starts fresh.
             self._forget(slot.name)
-            if self._loop is not None:
-                self._loop.create_task(self._quiet_remove(slot.name))
+            removal = asyncio.get_running_loop().create_task(self._quiet_remove(slot.name))
+            self._tasks.append(removal)
+            removal.add_done_callback(self._tasks.remove)
             slot.serving = None
+        elif slot.spec is None and spec.name != slot.name and slot.name in self.store.state.apps:
+            # The failure was listed under a stand-in name (folder, clash): drop that entry.
+            self.store.dispatch(a.AppRemoved(name=slot.name))
         slot.name = spec.name
         reloaded = slot.spec is not None
         slot.spec = spec

@@ -251,3 +251,27 @@ async def test_build_outputs_beside_the_sources_never_trigger_a_build(
         await s.wait_body("beside", "beside v2")
         await asyncio.sleep(1.0)  # room for a (wrong) build triggered by the build's own output
         assert s.count(a.BuildStarted, "beside") == 2
+
+
+async def test_two_manifests_with_one_app_name_leave_the_first_serving(
+    tmp_path: Path, compile_cache: Path
+) -> None:
+    write_wat_app(tmp_path, "twin", body="the first twin")
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait_body("twin", "the first twin")
+        copy = tmp_path / "copy"
+        copy.mkdir()
+        (copy / "app.wat").write_text((tmp_path / "twin" / "app.wat").read_text())
+        (copy / "build.py").write_text((tmp_path / "twin" / "build.py").read_text())
+        (copy / "spin.toml").write_text((tmp_path / "twin" / "spin.toml").read_text())
+        await s.wait(lambda st: "twin (copy)" in st.apps, "the clash reported")
+        clash = s.store.state.apps["twin (copy)"]
+        assert clash.status is AppStatus.FAILED and "already used by" in clash.error
+        assert s.store.state.apps["twin"].status is AppStatus.SERVING
+        assert "the first twin" in (await s.get("twin")).text
+
+        # Renaming the copy resolves the clash: it serves under its name, the failure entry goes.
+        manifest = copy / "spin.toml"
+        manifest.write_text(manifest.read_text().replace('name = "twin"', 'name = "triplet"'))
+        await s.wait(lambda st: "triplet" in st.apps and "twin (copy)" not in st.apps, "the rename")
+        await s.wait(lambda st: st.apps["triplet"].status is AppStatus.SERVING, "the renamed copy serving")
