@@ -102,17 +102,6 @@ sys.path.insert(0, {repo!r})
 started = time.perf_counter()
 from bench.component_latency import CACHE_ROOT, CompileCache, WasmRuntime, built_app, quiet, request_for, runner_of
 import devenv.targets.local.component_host  # noqa: F401 - module imports are process start, not load
-if {mapped!r}:
-    # What CompileCache would cost if it mapped cached code (Component.deserialize_file) instead
-    # of reading it into a bytes object first.
-    from wasmtime.component import Component
-    original = CompileCache.component
-    def mapped(self, engine, wasm):
-        path = self.path_for(self.key(wasm, "component"), "component")
-        if path.exists():
-            return Component.deserialize_file(engine, str(path))
-        return original(self, engine, wasm)
-    CompileCache.component = mapped
 imported = time.perf_counter()
 runtime = WasmRuntime()
 cache = CompileCache(CACHE_ROOT / "compiled", runtime.config_key)
@@ -126,14 +115,10 @@ print((t1 - t0) * 1000, (t2 - t1) * 1000, (imported - started) * 1000)
 """
 
 
-def startup_ms(
-    name: str, wasm: Path, path: str, staging: Path, mapped: bool = False
-) -> tuple[float, float, float]:
+def startup_ms(name: str, wasm: Path, path: str, staging: Path) -> tuple[float, float, float]:
     """A restart: a new process whose compile cache has the component on disk only. Returns
     (load + link + check, first request, importing wasmdev and wasmtime) in ms."""
-    code = STARTUP_PROBE.format(
-        repo=str(REPO), name=name, wasm=str(wasm), staging=str(staging), path=path, mapped=mapped
-    )
+    code = STARTUP_PROBE.format(repo=str(REPO), name=name, wasm=str(wasm), staging=str(staging), path=path)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     load, first, imports = (float(x) for x in done.stdout.split())
     return load, first, imports
@@ -247,12 +232,6 @@ def main() -> None:
                 f"  {name:24} {load + first:7.1f} ms = load+link+check {load:6.1f} ms + first request {first:5.1f} ms"
                 f"   (python imports before that: {imports:.0f} ms)"
             )
-        py_wasm = next(iter(py.wasm.values()))
-        runs = [startup_ms("hello-py", py_wasm, "/hello-py/", tmp / f"m-{i}", mapped=True) for i in range(3)]
-        print(
-            f"  {'hello-py, cache mmapped':24} {statistics.median(r[0] + r[1] for r in runs):7.1f} ms"
-            "   (if CompileCache used Component.deserialize_file)"
-        )
 
         print(
             f"\n{'per request, runner':26} {'p50':>9} {'p95':>9} {'req/s':>8}   (fresh Store + instance each)"

@@ -107,3 +107,14 @@ async def test_a_10_mb_request_over_http(target: LocalTarget, http: aiohttp.Clie
     async with http.post(url(target, "echo-py", "/echo-py/echo"), data=data) as r:
         assert r.status == 200
         assert await r.read() == data
+
+
+async def test_granted_and_denied_files_over_http(target: LocalTarget, http: aiohttp.ClientSession) -> None:
+    await target.deploy(built("echo-py"))
+    async with http.get(url(target, "echo-py", "/echo-py/file")) as r:
+        assert r.status == 200
+        assert await r.read() == (SAMPLES / "echo-py" / "static" / "hello.txt").read_bytes()
+    async with http.get(url(target, "echo-py", "/echo-py/denied-file")) as r:
+        assert r.status == 403
+    texts = [line.text for line in target.store.logs.since(0).lines]
+    assert any("/secret/key.txt" in t and "not granted by `files`" in t for t in texts), texts
