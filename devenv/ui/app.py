@@ -10,10 +10,8 @@ costs one deque extend per tick, and a key press never waits behind thousands of
 from __future__ import annotations
 
 import time
-import webbrowser
 from collections.abc import Callable
 from datetime import timezone
-from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
@@ -28,6 +26,7 @@ from devenv.store import Store
 from devenv.store import actions as a
 from devenv.ui.app_rows import rows_for
 from devenv.ui.commands import WasmdevCommands
+from devenv.ui.intents import IntentActions
 from devenv.ui.layouts import DEFAULT_LAYOUT, LayoutCatalog, discover_layouts, validate_layout
 from devenv.ui.log_filter import LogFilter
 from devenv.ui.widgets.apps_table import AppsTable
@@ -46,7 +45,7 @@ LATENCY_BUCKET_S = 1.0
 RESOURCE_WINDOW_S = 300.0
 
 
-class WasmdevApp(App[None]):
+class WasmdevApp(IntentActions, App[None]):
     TITLE = "wasmdev"
     COMMANDS = App.COMMANDS | {WasmdevCommands}
 
@@ -305,45 +304,7 @@ class WasmdevApp(App[None]):
         self._logs_panel.remove_class("-filtering")
         self._log_view.focus()
 
-    # --- intents ------------------------------------------------------------------------------------
-
-    def _dispatch(self, action: a.Action) -> None:
-        self.store.dispatch(action)
-
-    def rebuild(self, app: str | None) -> None:
-        self._dispatch(a.RebuildRequested(app))
-        self.notify(f"Rebuild requested: {app or 'all apps'}", timeout=2)
-
-    def restart(self, app: str) -> None:
-        self._dispatch(a.RestartRequested(app))
-        self.notify(f"Restart requested: {app}", timeout=2)
-
-    def action_rebuild_selected(self) -> None:
-        if self.selected_app is None:
-            self.notify("No app selected", severity="warning", timeout=2)
-            return
-        self.rebuild(self.selected_app)
-
-    def action_rebuild_all(self) -> None:
-        self.rebuild(None)
-
-    def action_restart_selected(self) -> None:
-        if self.selected_app is None:
-            self.notify("No app selected", severity="warning", timeout=2)
-            return
-        self.restart(self.selected_app)
-
-    def action_pause_watch(self) -> None:
-        self._dispatch(a.WatchPaused())
-
-    def action_resume_watch(self) -> None:
-        self._dispatch(a.WatchResumed())
-
-    def action_toggle_watch(self) -> None:
-        if self.store.state.watching:
-            self.action_pause_watch()
-        else:
-            self.action_resume_watch()
+    # --- log and layout actions (they touch widgets; the store intents live in IntentActions) ---
 
     def action_clear_logs(self) -> None:
         self._dispatch(a.LogsCleared())
@@ -360,39 +321,6 @@ class WasmdevApp(App[None]):
 
     def action_cycle_layout(self) -> None:
         self.switch_layout(self.layouts.next_after(self.layout_name))
-
-    def _selected_url(self) -> str | None:
-        app = self.store.state.apps.get(self.selected_app) if self.selected_app else None
-        if app is None or not app.urls:
-            self.notify("The selected app has no URL yet", severity="warning", timeout=2)
-            return None
-        return app.urls[0]
-
-    def action_open_url(self) -> None:
-        if (url := self._selected_url()) is not None:
-            self.open_url(url)
-
-    def action_copy_url(self) -> None:
-        if (url := self._selected_url()) is not None:
-            self.copy_url(url)
-
-    def open_url(self, url: str) -> None:
-        # webbrowser may start a browser process and wait on it: keep that off the UI's loop.
-        self.run_worker(partial(webbrowser.open, url), thread=True, name="open-url", group="open-url")
-        self.notify(f"Opening {url}", timeout=2)
-
-    def copy_url(self, url: str) -> None:
-        self.copy_to_clipboard(url)
-        self.notify(f"Copied {url}", timeout=2)
-
-    async def action_quit(self) -> None:
-        self.request_shutdown()
-        self.exit()
-
-    def request_shutdown(self) -> None:
-        if not self.shutdown_dispatched:
-            self.shutdown_dispatched = True
-            self._dispatch(a.ShutdownRequested())
 
     # --- layouts ------------------------------------------------------------------------------------
 
