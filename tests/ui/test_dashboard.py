@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from textual import events
+from textual.widgets import Static
 
 from devenv.model import LogLine, LogStream, PodState, ResourceSample, StepState, StepStatus
 from devenv.store import Store
@@ -231,6 +232,7 @@ async def test_keys_dispatch_intents_for_the_selected_app() -> None:
             a.RestartRequested("web"),
             a.WatchPaused(),
         ]
+        assert await wait_until(pilot, lambda: "paused" in str(app.query_one("#status", Static).content))
         await pilot.press("p")  # the reducer recorded the pause, so the same key resumes
         assert await wait_until(pilot, lambda: recorder.actions[-1] == a.WatchResumed())
         await pilot.press("q")

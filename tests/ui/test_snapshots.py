@@ -3,6 +3,7 @@ renders for the README). Update after an intended change with ``pytest tests/ui 
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,8 @@ def test_render_screenshot_writes_the_seeded_session(tmp_path: Path) -> None:
     assert svg.startswith("<svg")
     for expected in ("hello-rust", "shop", "py-echo", "Build&#160;failed:&#160;shop", "Latency"):
         assert expected in svg
+    png = path.with_suffix(".png")
+    if importlib.util.find_spec("cairosvg") is not None:  # the PNG is made only with a converter
+        assert png.read_bytes().startswith(b"\x89PNG")
+    else:
+        assert not png.exists()
