@@ -69,3 +69,13 @@ async def test_cgi_variables_override_a_component_variable_of_the_same_name(
     reply = await client.get("demo", "/hello/env")
     assert "REQUEST_METHOD=GET" in reply.text.splitlines()
     assert "REQUEST_METHOD=FAKE" not in reply.text
+
+
+async def test_a_request_header_overrides_a_component_variable_of_the_same_cgi_name(
+    client: Client, target: LocalTarget, tmp_path: Path
+) -> None:
+    await target.deploy(make_app(tmp_path / "app", [Comp(environment={"HTTP_X_FOO": "component"})]))
+    plain = (await client.get("demo", "/hello/env")).text.splitlines()
+    assert "HTTP_X_FOO=component" in plain
+    with_header = (await client.get("demo", "/hello/env", headers={"X-Foo": "request"})).text.splitlines()
+    assert "HTTP_X_FOO=request" in with_header and "HTTP_X_FOO=component" not in with_header

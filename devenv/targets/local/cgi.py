@@ -54,58 +54,89 @@ def build_argv(template: str, request: GuestRequest) -> list[str]:
     return argv.split(" ")
 
 
-def _host_and_port(request: GuestRequest) -> tuple[str, str, str]:
-    host_header = ""
-    for name, value in request.headers:
-        if name.lower() == "host":
-            host_header = value
-    host, port = request.server_host, str(request.server_port)
-    if host_header:
-        name, _, p = host_header.partition(":")
-        host = name or host
-        port = p or port
-    return host, port, host_header or "localhost"
+# Set for every request from the request itself; everything else in the CGI environment depends
+# only on the route (``route_env``) and is computed once per runner.
+REQUEST_VARIABLES = frozenset(
+    {
+        "CONTENT_LENGTH",
+        "CONTENT_TYPE",
+        "QUERY_STRING",
+        "REMOTE_ADDR",
+        "REMOTE_HOST",
+        "REQUEST_METHOD",
+        "PATH_INFO",
+        "X_RAW_PATH_INFO",
+        "PATH_TRANSLATED",
+        "SERVER_NAME",
+        "SERVER_PORT",
+        "X_FULL_URL",
+        "X_CLIENT_ADDR",
+    }
+)
 
 
-def build_env(request: GuestRequest, http_base: str) -> dict[str, str]:
-    """The CGI meta-variables and Spin's route variables for one request."""
-    based = based_route(http_base, request.route)
-    raw_path_info = trailing_wildcard(based, request.path)
-    host, port, host_header = _host_and_port(request)
-    path_and_query = request.path + ("?" + request.query if request.query else "")
-    content_type = ""
-    env: dict[str, str] = {
+def route_env(route: Route, http_base: str) -> dict[str, str]:
+    """The CGI and Spin route variables that are the same for every request a route serves."""
+    based = based_route(http_base, route)
+    return {
         "AUTH_TYPE": "",
-        "CONTENT_LENGTH": str(len(request.body)),
         "GATEWAY_INTERFACE": GATEWAY_INTERFACE,
-        "QUERY_STRING": request.query,
-        "REMOTE_ADDR": request.client_addr,
-        "REMOTE_HOST": request.client_addr,
         "REMOTE_USER": "",
-        "REQUEST_METHOD": request.method,
         "SCRIPT_NAME": route_prefix(based),
-        "PATH_INFO": raw_path_info,  # Spin's route variable overrides the decoded CGI one
-        "X_RAW_PATH_INFO": raw_path_info,
-        "PATH_TRANSLATED": unquote(raw_path_info, errors="replace"),
-        "SERVER_NAME": host,
-        "SERVER_PORT": port,
         "SERVER_PROTOCOL": "HTTP/1.1",
         "SERVER_SOFTWARE": SERVER_SOFTWARE,
-        "X_FULL_URL": f"{request.scheme}://{host_header}{path_and_query}",
         "X_MATCHED_ROUTE": based,
         "X_BASE_PATH": http_base or "/",
-        "X_RAW_COMPONENT_ROUTE": request.route.path,
-        "X_COMPONENT_ROUTE": route_prefix(request.route.path),
-        "X_CLIENT_ADDR": f"{request.client_addr}:{request.client_port}",
+        "X_RAW_COMPONENT_ROUTE": route.path,
+        "X_COMPONENT_ROUTE": route_prefix(route.path),
     }
+
+
+def request_env(request: GuestRequest, served_route: str) -> dict[str, str]:
+    """The variables taken from the request: ``REQUEST_VARIABLES`` and one HTTP_* per header.
+
+    ``served_route`` is the route with the app's base (``based_route``)."""
+    raw_path_info = trailing_wildcard(served_route, request.path)
+    env: dict[str, str] = {}
+    host_header = ""
+    content_type = ""
     for name, value in request.headers:
         key = "HTTP_" + name.upper().replace("-", "_")
         if key in _SKIPPED_HEADERS:
             continue
         env[key] = value
-        if key == "HTTP_CONTENT_TYPE":
+        if key == "HTTP_HOST":
+            host_header = value
+        elif key == "HTTP_CONTENT_TYPE":
             content_type = value
-    env["CONTENT_TYPE"] = content_type
+    host, port = request.server_host, str(request.server_port)
+    if host_header:
+        name, _, p = host_header.partition(":")
+        host = name or host
+        port = p or port
+    path_and_query = request.path + ("?" + request.query if request.query else "")
+    env.update(
+        CONTENT_LENGTH=str(len(request.body)),
+        CONTENT_TYPE=content_type,
+        QUERY_STRING=request.query,
+        REMOTE_ADDR=request.client_addr,
+        REMOTE_HOST=request.client_addr,
+        REQUEST_METHOD=request.method,
+        PATH_INFO=raw_path_info,  # Spin's route variable overrides the decoded CGI one
+        X_RAW_PATH_INFO=raw_path_info,
+        PATH_TRANSLATED=unquote(raw_path_info, errors="replace"),
+        SERVER_NAME=host,
+        SERVER_PORT=port,
+        X_FULL_URL=f"{request.scheme}://{host_header or 'localhost'}{path_and_query}",
+        X_CLIENT_ADDR=f"{request.client_addr}:{request.client_port}",
+    )
+    return env
+
+
+def build_env(request: GuestRequest, http_base: str) -> dict[str, str]:
+    """The CGI meta-variables and Spin's route variables for one request."""
+    env = route_env(request.route, http_base)
+    env.update(request_env(request, based_route(http_base, request.route)))
     return env
 
 

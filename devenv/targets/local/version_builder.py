@@ -152,6 +152,7 @@ class _Builder:
             )
         pre = self.instance_pre(component, trigger)
         config = WagiConfig(
+            route=trigger.route,
             argv_template=trigger.wagi_argv,
             entrypoint=trigger.wagi_entrypoint,
             http_base=self.spec.http_base,

@@ -17,8 +17,16 @@ from dataclasses import dataclass
 
 import wasmtime
 
-from devenv.model import LogStream
-from devenv.targets.local.cgi import build_argv, build_env, parse_output
+from devenv.model import LogStream, Route
+from devenv.targets.local.cgi import (
+    REQUEST_VARIABLES,
+    based_route,
+    build_argv,
+    build_env,
+    parse_output,
+    request_env,
+    route_env,
+)
 from devenv.targets.local.executor import (
     ExecutionStats,
     GuestError,
@@ -88,6 +96,7 @@ def _read_all(fd: int, limit: int) -> tuple[bytes, bool]:
 
 @dataclass(frozen=True)
 class WagiConfig:
+    route: Route  # the trigger's route as written in spin.toml
     argv_template: str
     entrypoint: str
     http_base: str
@@ -115,18 +124,39 @@ class WagiRunner:
         self._limits = limits
         self._config = config
         self._entrypoint = config.entrypoint.encode()
-        self._static_env = [(k.encode(), v.encode(), k) for k, v in config.environment]
+        self._component_env = [(k.encode(), v.encode(), k) for k, v in config.environment]
+        # What is the same for every request of this route, encoded once: the route's CGI
+        # variables and the component's `environment` (minus names CGI sets, which win).
+        self._route = config.route
+        self._served_route = based_route(config.http_base, config.route)
+        fixed = route_env(config.route, config.http_base)
+        for key, value in config.environment:
+            if key not in fixed and key not in REQUEST_VARIABLES and not key.startswith("HTTP_"):
+                fixed[key] = value
+        self._fixed_names = _encode_all(list(fixed))
+        self._fixed_values = _encode_all(list(fixed.values()))
+        # Component variables a request header could override (HTTP_*): checked per request.
+        self._header_like_env = [(n, v, k) for n, v, k in self._component_env if k.startswith("HTTP_")]
 
-    def handle(self, request: GuestRequest, log: GuestLog) -> tuple[GuestResponse, ExecutionStats]:
-        stdio = _stdio.files
-        cgi = build_env(request, self._config.http_base)
-        names = _encode_all(list(cgi))
-        values = _encode_all(list(cgi.values()))
-        # The component's own `environment`, except what a CGI variable of the same name overrides.
-        for name, value, key in self._static_env:
+    def _environment(self, request: GuestRequest) -> tuple[list[bytes], list[bytes]]:
+        if request.route != self._route:  # not this runner's route: build it all
+            cgi = build_env(request, self._config.http_base)
+            names, values = _encode_all(list(cgi)), _encode_all(list(cgi.values()))
+            extra = self._component_env
+        else:
+            cgi = request_env(request, self._served_route)
+            names = self._fixed_names + _encode_all(list(cgi))
+            values = self._fixed_values + _encode_all(list(cgi.values()))
+            extra = self._header_like_env
+        for name, value, key in extra:  # the component's own, unless CGI set that name
             if key not in cgi:
                 names.append(name)
                 values.append(value)
+        return names, values
+
+    def handle(self, request: GuestRequest, log: GuestLog) -> tuple[GuestResponse, ExecutionStats]:
+        stdio = _stdio.files
+        names, values = self._environment(request)
         wasi = WasiSetup()
         try:
             wasi.argv([a.encode() for a in build_argv(self._config.argv_template, request)])
