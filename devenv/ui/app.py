@@ -21,7 +21,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Container, Vertical
 from textual.widgets import Footer, Input, Static
 
-from devenv.model import EngineState
+from devenv.model import EngineState, LogLine, LogStream
 from devenv.store import Store
 from devenv.store import actions as a
 from devenv.ui.app_rows import rows_for
@@ -43,6 +43,7 @@ GRAPH_MIN_INTERVAL_S = 0.25  # new requests redraw sooner, but a request flood c
 LATENCY_BUCKETS = 60
 LATENCY_BUCKET_S = 1.0
 RESOURCE_WINDOW_S = 300.0
+SYSTEM_SOURCE = "wasmdev"  # the "app" of lines the dashboard writes itself
 
 
 class WasmdevApp(IntentActions, App[None]):
@@ -211,6 +212,16 @@ class WasmdevApp(IntentActions, App[None]):
             view.clear()
         chunk = self.store.logs.since(self._checkpoint, limit=view.max_lines)
         self._checkpoint = chunk.checkpoint
+        if chunk.dropped:
+            # Say so rather than silently splice: lines came faster than the view reads them
+            # (more than a buffer's worth between two ticks), as Tilt's log store reports.
+            gap = LogLine(
+                self._clock(),
+                SYSTEM_SOURCE,
+                LogStream.SYSTEM,
+                f"… {chunk.dropped} lines skipped (more arrived at once than the view holds)",
+            )
+            view.append([gap])
         if chunk.lines:
             view.note_received(len(chunk.lines) + chunk.dropped)
             view.append(chunk.lines)

@@ -81,3 +81,19 @@ async def test_flood_of_log_lines_keeps_keys_responsive_and_memory_bounded() -> 
         assert peak <= VIEW_MAX_LINES
         assert len(store.logs) <= 20_000
         assert view.following and view.scroll_y == view.max_scroll_y  # still on the tail
+
+
+async def test_lines_evicted_before_the_view_read_them_are_reported_not_spliced() -> None:
+    store = Store(max_log_lines=100)
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.query_one(LogView)
+        app.refresh_now()
+        # 250 lines between two reads: the store keeps the newest 100, so 150 never reach the view.
+        for i in range(250):
+            store.dispatch(a.LogEmitted(LogLine(time.time(), "web", LogStream.STDOUT, f"line {i}")))
+        app.refresh_now()
+        await pilot.pause()
+        texts = [line.text for line in view.lines]
+        assert texts[0] == "… 150 lines skipped (more arrived at once than the view holds)"
+        assert texts[1:] == [f"line {i}" for i in range(150, 250)]
