@@ -1,8 +1,11 @@
 """The ``wasmdev`` command: argument parsing, and the factories that wire store, engine, target, UI.
 
     wasmdev up [--target local|k3d|kube] [--headless] [--layout NAME] [--port N]
+               [--context NAME] [--registry HOST/REPO] [--namespace NS] [cluster flags]
     wasmdev build [APP]
     wasmdev doctor
+    wasmdev cluster create|delete|status [--name N] [--image IMG] [--agents N] [--http-port N] ...
+    wasmdev screenshot [--layout NAME] [-o FILE]
 
 ``up`` opens the Textual dashboard (devenv.ui) on the main thread with the dev loop on an
 EngineThread beside it; with ``--headless``, or when stdout is not a terminal, the loop runs on
@@ -51,6 +54,10 @@ def load(args: argparse.Namespace) -> Workspace:
         overrides["target"] = args.target
     if getattr(args, "port", None) is not None:
         overrides["local_base_port"] = args.port
+    for flag, setting in _SETTING_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[setting] = value
     if not overrides:
         return workspace
     return dataclasses.replace(workspace, settings=workspace.settings.with_overrides(**overrides))
@@ -63,12 +70,16 @@ def make_target(name: str, store: Store, settings: Settings, app_names: Sequence
         from devenv.targets.local.target import LocalTarget
 
         return LocalTarget(store, settings, app_ports=app_ports(settings, list(app_names)))
-    # LEAD: wire the cluster targets here (k3d: bootstrap a cluster with the Spin shim; kube: the
-    # current kubeconfig context). Until then they are reported as unavailable, cleanly.
+    if name == "k3d":
+        from devenv.targets.cluster.k3d_target import K3dTarget
+
+        return K3dTarget(store, settings)
+    if name == "kube":
+        from devenv.targets.cluster.kube import kube_target_from_settings
+
+        return kube_target_from_settings(store, settings)
     raise TargetUnavailable(
-        what=f"the `{name}` target is not available in this build of wasmdev",
-        where="--target",
-        fix="use `--target local` (the default)",
+        what=f"unknown target {name!r}", where="--target", fix=f"use one of {', '.join(TARGETS)}"
     )
 
 
@@ -178,19 +189,66 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
-    # LEAD: wire `wasmdev cluster create|delete|status` here (the k3d target's bootstrap).
-    raise TargetUnavailable(
-        what=f"`wasmdev cluster {args.action}` is not available in this build",
-        fix="use the local target: `wasmdev up`",
-    )
+    from devenv.targets.cluster.commands import cluster_create, cluster_delete, cluster_status, run
+
+    workspace = load(args)
+    action = {"create": cluster_create, "delete": cluster_delete, "status": cluster_status}[args.action]
+    return run(action, workspace.settings.cluster)
 
 
 def cmd_screenshot(args: argparse.Namespace) -> int:
-    # LEAD: wire `wasmdev screenshot --layout NAME` here (render a seeded session to SVG).
-    raise WasmdevError(what="`wasmdev screenshot` is not available in this build")
+    """Render a seeded, deterministic session in a layout to SVG (and PNG when cairosvg is there)."""
+    from devenv.ui.app import UnknownLayout
+    from devenv.ui.screenshot import render_screenshot
+
+    output = Path(args.output or f"wasmdev-{args.layout}.svg")
+    try:
+        svg = render_screenshot(args.layout, output, (args.width, args.height), scenario=args.scenario)
+    except UnknownLayout as err:
+        raise WasmdevError(what=str(err), where="--layout", fix="pick a listed layout") from None
+    print(svg)
+    return 0
 
 
 # --- parsing --------------------------------------------------------------------------------------
+
+# CLI flag (argparse dest) -> Settings.with_overrides name. Flags win over wasmdev.toml.
+_SETTING_FLAGS = {
+    "context": "kube_context",
+    "registry": "kube_registry",
+    "namespace": "kube_namespace",
+    "insecure_registry": "kube_insecure_registry",
+    "cluster_name": "cluster_name",
+    "image": "cluster_image",
+    "agents": "cluster_agents",
+    "http_port": "cluster_http_port",
+    "api_port": "cluster_api_port",
+    "registry_port": "cluster_registry_port",
+}
+
+
+def _cluster_flags() -> argparse.ArgumentParser:
+    flags = argparse.ArgumentParser(add_help=False)
+    group = flags.add_argument_group("k3d cluster (wasmdev.toml [cluster])")
+    group.add_argument("--name", dest="cluster_name", metavar="NAME", help="cluster name (default wasmdev)")
+    group.add_argument("--image", metavar="IMAGE", help="k3d node image carrying the Spin shim")
+    group.add_argument("--agents", type=int, metavar="N", help="agent nodes besides the server")
+    group.add_argument("--http-port", type=_port, metavar="N", help="host port of the cluster's ingress")
+    group.add_argument("--api-port", type=_port, metavar="N", help="host port of the Kubernetes API")
+    group.add_argument("--registry-port", type=_port, metavar="N", help="host port of the k3d registry")
+    return flags
+
+
+def _kube_flags() -> argparse.ArgumentParser:
+    flags = argparse.ArgumentParser(add_help=False)
+    group = flags.add_argument_group("existing cluster (--target kube; wasmdev.toml [kube])")
+    group.add_argument("--context", metavar="NAME", help="kubeconfig context (default: the current one)")
+    group.add_argument("--registry", metavar="HOST/REPO", help="registry the cluster pulls builds from")
+    group.add_argument("--namespace", metavar="NS", help="namespace to deploy into (default: default)")
+    group.add_argument(
+        "--insecure-registry", action="store_true", default=None, help="push to the registry over plain HTTP"
+    )
+    return flags
 
 
 def _port(text: str) -> int:
@@ -217,7 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    up = sub.add_parser("up", parents=[common], help="build, run and watch every app in the workspace")
+    up = sub.add_parser(
+        "up",
+        parents=[common, _kube_flags(), _cluster_flags()],
+        help="build, run and watch every app in the workspace",
+    )
     up.add_argument(
         "--target", choices=TARGETS, default=None, help="where apps run (default: wasmdev.toml, else local)"
     )
@@ -235,13 +297,19 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", parents=[common], help="what is installed and missing, with fixes")
     doctor.set_defaults(func=cmd_doctor)
 
-    # LEAD: `cluster create|delete|status` and `screenshot` are parsed here; wire them above.
-    cluster = sub.add_parser("cluster", parents=[common], help="manage the local k3d cluster")
+    cluster = sub.add_parser(
+        "cluster", parents=[common, _cluster_flags()], help="create, delete or inspect the local k3d cluster"
+    )
     cluster.add_argument("action", choices=("create", "delete", "status"))
     cluster.set_defaults(func=cmd_cluster)
-    shot = sub.add_parser("screenshot", parents=[common], help="render the dashboard to SVG")
+    shot = sub.add_parser(
+        "screenshot", parents=[common], help="render a seeded dashboard session to SVG (and PNG)"
+    )
     shot.add_argument("--layout", metavar="NAME", default="side-by-side")
-    shot.add_argument("--output", "-o", metavar="FILE", default=None)
+    shot.add_argument("--output", "-o", metavar="FILE", default=None, help="default: wasmdev-LAYOUT.svg")
+    shot.add_argument("--width", type=int, default=160, help="terminal columns")
+    shot.add_argument("--height", type=int, default=48, help="terminal rows")
+    shot.add_argument("--scenario", choices=("session", "bootstrap"), default="session")
     shot.set_defaults(func=cmd_screenshot)
     return parser
 
