@@ -24,7 +24,7 @@ from textual.widgets import Footer, Input, Static
 from devenv.model import EngineState, LogLine, LogStream
 from devenv.store import Store
 from devenv.store import actions as a
-from devenv.ui.app_rows import rows_for
+from devenv.ui.app_rows import columns_for, rows_for
 from devenv.ui.commands import WasmdevCommands
 from devenv.ui.intents import IntentActions
 from devenv.ui.layouts import DEFAULT_LAYOUT, LayoutCatalog, discover_layouts, validate_layout
@@ -236,7 +236,7 @@ class WasmdevApp(IntentActions, App[None]):
             self._status_shown = status
             self._status.update(status)
         table = self._table
-        table.show(rows_for(state, now))
+        table.show(rows_for(state, now), columns_for(state))
         self._log_view.set_apps(state.apps)
         if self.selected_app not in state.apps:
             self.selected_app = table.selected_app

@@ -13,18 +13,21 @@ from devenv.ui.format import EMPTY, format_age, format_duration, format_ms, shor
 COMPONENT_SEPARATOR = "\t"  # in row keys: app names and component ids never hold a tab
 LOCAL_TARGET = "local"
 
+# Ordered by what matters when the pane is narrow: health first, bookkeeping last.
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("mark", " "),
     ("app", "App"),
-    ("target", "Target"),
     ("build", "Build"),
+    ("status", "Status"),
+    ("url", "URL"),
+    ("e2s", "Edit→serve"),
     ("digest", "Digest"),
     ("age", "Age"),
-    ("e2s", "Edit→serve"),
-    ("url", "URL"),
+    ("target", "Target"),
     ("pods", "Pods"),
-    ("status", "Status"),
 )
+COLUMN_INDEX = {key: i for i, (key, _) in enumerate(COLUMNS)}
+COLUMN_LABELS = dict(COLUMNS)
 
 STATUS_MARKS: dict[AppStatus, tuple[str, str]] = {
     AppStatus.LOADING: ("…", "dim"),
@@ -41,7 +44,7 @@ BUILD_STYLES: dict[BuildStatus, str] = {
     BuildStatus.OK: "green",
     BuildStatus.FAILED: "bold red",
 }
-STATUS_CHARS = 48  # the status column shows the start of the error; the full text is elsewhere
+STATUS_CHARS = 32  # the status column shows the start of the error; the full text is elsewhere
 
 
 @dataclass(frozen=True)
@@ -109,18 +112,19 @@ def app_row(app: AppState, now: float) -> AppRow:
     mark, mark_style = STATUS_MARKS[app.status]
     digest = app.build.digest or app.serving_digest
     age = now - app.build.finished_at if app.build.finished_at is not None else None
-    cells: tuple[Text | str, ...] = (
-        Text(mark, style=mark_style),
-        Text(app.name, style="bold"),
-        app.target,
-        build_cell(app, now),
-        short_digest(digest),
-        format_age(age) if digest else EMPTY,
-        format_ms(app.edit_to_serving_ms),
-        url_cell(app.urls),
-        pods_cell(app),
-        status_cell(app),
-    )
+    by_column: dict[str, Text | str] = {
+        "mark": Text(mark, style=mark_style),
+        "app": Text(app.name, style="bold"),
+        "target": app.target,
+        "build": build_cell(app, now),
+        "digest": short_digest(digest),
+        "age": format_age(age) if digest else EMPTY,
+        "e2s": format_ms(app.edit_to_serving_ms),
+        "url": url_cell(app.urls),
+        "pods": pods_cell(app),
+        "status": status_cell(app),
+    }
+    cells = tuple(by_column[key] for key, _ in COLUMNS)
     return AppRow(app.name, app.name, cells)
 
 
@@ -131,21 +135,19 @@ def component_rows(app: AppState) -> list[AppRow]:
     rows: list[AppRow] = []
     for component_id in spec.components:
         routes = [t.route.path for t in spec.http_triggers if t.component == component_id]
-        blank = ""
-        cells: tuple[Text | str, ...] = (
-            blank,
-            Text(f" └ {component_id}", style="dim"),
-            blank,
-            blank,
-            blank,
-            blank,
-            blank,
-            ", ".join(routes) or EMPTY,
-            blank,
-            blank,
-        )
+        by_column: dict[str, Text | str] = {
+            "app": Text(f" └ {component_id}", style="dim"),
+            "url": ", ".join(routes) or EMPTY,
+        }
+        cells = tuple(by_column.get(key, "") for key, _ in COLUMNS)
         rows.append(AppRow(component_key(app.name, component_id), app.name, cells))
     return rows
+
+
+def columns_for(state: EngineState) -> tuple[str, ...]:
+    """Every column, except Pods while no app runs on a cluster (it would be a column of dashes)."""
+    on_cluster = any(app.target != LOCAL_TARGET for app in state.apps.values())
+    return tuple(key for key, _ in COLUMNS if on_cluster or key != "pods")
 
 
 def rows_for(state: EngineState, now: float) -> list[AppRow]:

@@ -77,7 +77,8 @@ def test_rows_follow_name_order_and_mark_failures() -> None:
     broken = rows[1].cells
     status = dict(zip((k for k, _ in COLUMNS), broken, strict=True))
     assert str(status["mark"]) == "✗"
-    assert str(status["status"]).startswith("failed: spin.toml: [component.x]")
+    assert str(status["status"]).startswith("failed: spin.toml: [component")
+    assert len(str(status["status"])) <= 32  # cut, with the full error in the build panel or log
     assert store.state.apps["broken"].status is AppStatus.FAILED
 
 
