@@ -7,7 +7,8 @@ import asyncio
 from datetime import UTC
 from pathlib import Path
 
-from devenv.ui.app import WasmdevApp
+from devenv.ui.app import UnknownLayout, WasmdevApp
+from devenv.ui.layouts import discover_layouts
 from devenv.ui.seed import SEED_NOW, seeded_bootstrap_store, seeded_store
 
 DEFAULT_SIZE = (160, 48)
@@ -43,6 +44,11 @@ def render_screenshot(
     ``scenario`` is "session" (apps serving, one failed build) or "bootstrap" (a cluster target
     being set up). Returns the SVG's path.
     """
+    known = discover_layouts(None).names()
+    if layout not in known:
+        raise UnknownLayout(f"no built-in layout named {layout!r}; known layouts: {', '.join(known)}")
+    if scenario not in SCENARIOS:
+        raise ValueError(f"no seeded scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
     svg_path = path if path.suffix == ".svg" else path.with_suffix(".svg")
     svg = asyncio.run(capture_svg(seeded_app(layout, scenario=scenario), size))
     svg_path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 
+from devenv.ui.app import UnknownLayout
 from devenv.ui.layouts import builtin_layouts
 from devenv.ui.screenshot import DEFAULT_SIZE, render_screenshot, seeded_app
 
@@ -47,3 +48,9 @@ def test_render_screenshot_writes_the_seeded_session(tmp_path: Path) -> None:
         assert png.read_bytes().startswith(b"\x89PNG")
     else:
         assert not png.exists()
+
+
+def test_render_screenshot_rejects_an_unknown_layout(tmp_path: Path) -> None:
+    with pytest.raises(UnknownLayout, match="known layouts: side-by-side, logs, metrics"):
+        render_screenshot("nope", tmp_path / "nope.svg")
+    assert not (tmp_path / "nope.svg").exists()
