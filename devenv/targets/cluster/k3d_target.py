@@ -32,6 +32,15 @@ IMPORTED_IMAGE_HOST = "wasmdev.local"
 
 KubeTargetFactory = Callable[..., Any]
 
+# After each rollout, wait up to this long for the app to answer through the host port, so
+# edit-to-serving ends with a response through the same path a browser takes (host port → k3d's
+# serverlb → Traefik → Service → pod) rather than at "pods Ready", which comes before Traefik has
+# picked up a new Ingress. On a real cluster the serverlb holds the host port for the cluster's
+# whole life and answers 404/502/503 until the route works, and the wait covers that gap; when
+# nothing listens on the port at all (no load balancer: nothing serves app traffic, as with the
+# fake API server in tests) the check gives up at once with a note instead of waiting this long.
+INGRESS_CHECK_S = 30.0
+
 
 def import_packager(cli: K3dCli, cluster: str, store_dir: Path) -> Packager:
     """Package, write an OCI archive, ``k3d image import`` it. Blocking, like every Packager."""
@@ -76,6 +85,7 @@ class K3dTarget:
         bootstrap_options: BootstrapOptions | None = None,
         kube_target_factory: KubeTargetFactory = KubeTarget,
         image_store_dir: Path | None = None,
+        ingress_check_s: float = INGRESS_CHECK_S,
     ) -> None:
         self.store = store
         self.settings = settings  # devenv.config.Settings: [cluster] here, [apps.*] for the deployer
@@ -84,6 +94,7 @@ class K3dTarget:
         self.bootstrap_options = bootstrap_options
         self.kube_target_factory = kube_target_factory
         self.image_store_dir = image_store_dir or Path.home() / ".cache" / "wasmdev" / "oci"
+        self.ingress_check_s = ingress_check_s
         self.endpoint: ClusterEndpoint | None = None
         self.kube: Any = None
 
@@ -133,6 +144,7 @@ class K3dTarget:
             "http_base_url": f"http://localhost:{endpoint.http_port}",
             "name": self.name,
             "image_store_dir": self.image_store_dir,
+            "ingress_check_s": self.ingress_check_s,
         }
         if endpoint.registry is not None:
             args["push_registry"] = endpoint.registry.push_host

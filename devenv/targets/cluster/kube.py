@@ -24,9 +24,11 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
@@ -37,7 +39,7 @@ from devenv.store import actions as a
 from devenv.store.store import Store
 from devenv.targets.base import DeployResult, UnsupportedApp
 from devenv.targets.cluster.cleanup import delete_managed
-from devenv.targets.cluster.ingress_check import wait_until_routed
+from devenv.targets.cluster.ingress_check import loopback_target, wait_until_routed
 from devenv.targets.cluster.observe import ClusterObserver, ObserveSettings
 from devenv.targets.cluster.publish import Packager, PublishedImage, oci_packager, split_registry
 from devenv.targets.cluster.resources import (
@@ -252,7 +254,7 @@ class KubeTarget:
         if not urls:
             notes = (f"routed by Ingress host {w.host}; point that name at the cluster's ingress",)
         elif self.ingress_check_s > 0:
-            problem = await wait_until_routed(urls[0], self.ingress_check_s)
+            problem = await _entry_refused(urls[0]) or await wait_until_routed(urls[0], self.ingress_check_s)
             if problem:
                 notes = (
                     f"pods are Ready but {urls[0]} does not answer yet ({problem}): check the host port "
@@ -373,6 +375,26 @@ class KubeTarget:
 
     def _log(self, app: str, text: str, level: str = "info") -> None:
         self.store.dispatch(a.LogEmitted(LogLine(time.time(), app, LogStream.SYSTEM, text, level=level)))
+
+
+async def _entry_refused(url: str, timeout_s: float = 2.0) -> str:
+    """Empty when something accepts connections at ``url``'s host port, else why not.
+
+    An ingress that is not routing yet still accepts the connection (k3d's serverlb answers
+    502/503, Traefik 404) and is worth waiting for; a refused connection means no load balancer
+    listens there at all, which waiting will not change.
+    """
+    target, _ = loopback_target(url)
+    parts = urlsplit(target)
+    host, port = parts.hostname or "127.0.0.1", parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+    except (OSError, TimeoutError) as err:
+        return f"nothing accepts connections on {host}:{port} ({type(err).__name__})"
+    writer.close()
+    with suppress(OSError):
+        await writer.wait_closed()
+    return ""
 
 
 def kube_target_from_settings(store: Store, settings: Any) -> KubeTarget:
