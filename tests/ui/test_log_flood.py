@@ -19,17 +19,19 @@ VIEW_MAX_LINES = 10_000
 
 
 class Flood(threading.Thread):
-    """Dispatches log lines at RATE per second, in batches, as a busy engine would."""
+    """Dispatches log lines at RATE per second, in batches, as a busy engine would: for at least
+    DURATION_S, and on until told to stop, so a key is always pressed and answered mid-flood."""
 
     def __init__(self, store: Store) -> None:
         super().__init__(daemon=True)
         self.store = store
         self.sent = 0
         self.elapsed = 0.0
+        self.stop = threading.Event()
 
     def run(self) -> None:
         start = time.monotonic()
-        while (now := time.monotonic() - start) < DURATION_S:
+        while (now := time.monotonic() - start) < DURATION_S or not self.stop.is_set():
             for _ in range(100):
                 self.store.dispatch(
                     a.LogEmitted(LogLine(time.time(), "web", LogStream.STDOUT, f"flood line {self.sent}"))
@@ -50,37 +52,44 @@ async def test_flood_of_log_lines_keeps_keys_responsive_and_memory_bounded() -> 
         view = app.query_one(LogView)
         assert view.max_lines == VIEW_MAX_LINES
         flood.start()
-        assert await wait_until(pilot, lambda: view.received >= 3_000), "the flood never reached the view"
+        try:
+            assert await wait_until(pilot, lambda: view.received >= 3_000), "the flood never reached the view"
 
-        main = app.query_one("#main")
-        assert main.styles.layout.name == "horizontal"
-        pressed = time.monotonic()
-        # The press runs as its own task so the clock measures the key's visible effect (the
-        # next layout restyled the screen), not the pilot's wait for an idle moment, which a
-        # flood postpones.
-        press = asyncio.create_task(pilot.press("l"))
-        answered = await wait_until(pilot, lambda: main.styles.layout.name == "vertical", timeout=KEY_BOUND_S)
-        latency = time.monotonic() - pressed
-        flooding_when_answered = flood.is_alive()
-        await press
-        assert answered and latency < KEY_BOUND_S, f"layout key took {latency:.2f}s under the flood"
-        assert app.layout_name == "logs"
-        assert flooding_when_answered, "the key must have been answered while the flood was still running"
+            main = app.query_one("#main")
+            assert main.styles.layout.name == "horizontal"
+            pressed = time.monotonic()
+            # The press runs as its own task so the clock measures the key's visible effect (the
+            # next layout restyled the screen), not the pilot's wait for an idle moment, which a
+            # flood postpones.
+            press = asyncio.create_task(pilot.press("l"))
+            answered = await wait_until(
+                pilot, lambda: main.styles.layout.name == "vertical", timeout=KEY_BOUND_S
+            )
+            latency = time.monotonic() - pressed
+            flooding_when_answered = flood.is_alive()
+            flood.stop.set()  # the flood still runs to DURATION_S, for the memory checks below
+            await press
+            assert answered and latency < KEY_BOUND_S, f"layout key took {latency:.2f}s under the flood"
+            assert app.layout_name == "logs"
+            assert flooding_when_answered, "the key must have been answered while the flood was still running"
 
-        peak = 0
-        while flood.is_alive():
-            peak = max(peak, view.line_count)
-            await pilot.pause(0.05)
-        flood.join()
-        rate = flood.sent / flood.elapsed
-        assert rate >= RATE * 0.5, f"the flood only reached {rate:.0f} lines/s; the test proves nothing"
+            peak = 0
+            while flood.is_alive():
+                peak = max(peak, view.line_count)
+                await pilot.pause(0.05)
+            flood.join()
+            rate = flood.sent / flood.elapsed
+            assert rate >= RATE * 0.5, f"the flood only reached {rate:.0f} lines/s; the test proves nothing"
 
-        last = f"flood line {flood.sent - 1}"
-        assert await wait_until(pilot, lambda: bool(view.lines) and view.lines[-1].text == last)
-        assert view.line_count == VIEW_MAX_LINES  # full, and no more than its bound
-        assert peak <= VIEW_MAX_LINES
-        assert len(store.logs) <= 20_000
-        assert view.following and view.scroll_y == view.max_scroll_y  # still on the tail
+            last = f"flood line {flood.sent - 1}"
+            assert await wait_until(pilot, lambda: bool(view.lines) and view.lines[-1].text == last)
+            assert view.line_count == VIEW_MAX_LINES  # full, and no more than its bound
+            assert peak <= VIEW_MAX_LINES
+            assert len(store.logs) <= 20_000
+            assert view.following and view.scroll_y == view.max_scroll_y  # still on the tail
+
+        finally:
+            flood.stop.set()  # never leave a flooding thread behind a failed assertion
 
 
 async def test_lines_evicted_before_the_view_read_them_are_reported_not_spliced() -> None:
