@@ -9,6 +9,9 @@ skipped.
 ``Prober`` sends a real HTTP GET to each URL of every serving app at the configured interval and
 records it as ``RequestRecord(probe=True)``, so the latency graph has points when nobody is
 sending traffic. Probes carry an ``x-wasmdev-probe: 1`` header so a target may tell them apart.
+Cluster apps are served at ``http://NAME.localhost:PORT/`` (one Ingress host rule per app); the
+system resolver may not map ``*.localhost`` to loopback, so such URLs are probed on 127.0.0.1 with
+the name in the Host header, which is what the ingress routes on.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from urllib.parse import urlsplit
 from devenv.model import AppStatus, RequestRecord, ResourceSample
 from devenv.store import actions as a
 from devenv.store.store import Store
+from devenv.targets.cluster.ingress_check import loopback_target
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +125,12 @@ class Prober:
     async def _probe(self, session: Any, app: str, url: str) -> None:
         import aiohttp
 
+        target, headers = loopback_target(url)
         started = time.perf_counter()
         try:
-            async with session.get(url, headers={PROBE_HEADER: "1"}, allow_redirects=False) as response:
+            async with session.get(
+                target, headers={**headers, PROBE_HEADER: "1"}, allow_redirects=False
+            ) as response:
                 await response.read()
                 status = response.status
         except (aiohttp.ClientError, TimeoutError, OSError):

@@ -210,6 +210,7 @@ class _Ingress(ThreadingHTTPServer):
     def __init__(self, port: int, api: FakeApiServer) -> None:
         self.api = api
         self.hosts: list[str] = []
+        self.probes: list[tuple[str, str]] = []  # (Host, path) of requests marked as wasmdev's probes
         super().__init__(("127.0.0.1", port), _IngressHandler)
 
 
@@ -222,6 +223,8 @@ class _IngressHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server naming
         host = self.headers.get("Host", "")
         self.server.hosts.append(host)
+        if self.headers.get("x-wasmdev-probe"):
+            self.server.probes.append((host, self.path))
         app = host.split(".localhost", 1)[0] if ".localhost" in host else ""
         deployment = self.server.api.cluster.get("deployments", "default", app) if app else None
         ready = bool(deployment and (deployment.get("status") or {}).get("readyReplicas"))
@@ -263,6 +266,7 @@ def test_k3d_cluster_create_up_edit_and_delete_through_the_cli(
     http_port, registry_port = free_port(), free_port()
     (user.workspace / "wasmdev.toml").write_text(
         f"[cluster]\nhttp_port = {http_port}\nregistry_port = {registry_port}\n"
+        "[local]\nprobe_interval_s = 0.2\n"  # latency probes, which must reach *.localhost too
     )
 
     created = user.run("cluster", "create")
@@ -301,6 +305,10 @@ def test_k3d_cluster_create_up_edit_and_delete_through_the_cli(
             assert_pushed(registry_url, repository, tag)
             # the post-rollout check went through the host port, routed by the app's host name
             assert f"hello-wat.localhost:{http_port}" in ingress.hosts
+            deadline = time.monotonic() + WAIT_S
+            while (f"hello-wat.localhost:{http_port}", "/") not in ingress.probes:
+                assert time.monotonic() < deadline, f"no latency probe reached the ingress: {ingress.hosts}"
+                time.sleep(0.05)
 
             wat = user.workspace / "hello-wat" / "hello.wat"
             wat.write_text(wat.read_text().replace("hello-wat v1!", "hello-wat v2!"))
