@@ -16,7 +16,8 @@ from typing import Any, NoReturn
 
 from devenv.errors import ManifestError
 
-_TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
+# tomllib ends each message with "(at line L, column C)" or "(at end of document)".
+_TOML_POSITION = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|(end of document))\)")
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -91,7 +92,12 @@ class TomlReader:
         except RecursionError:
             message = "the document nests too deeply"
         found = _TOML_POSITION.search(message)
-        where = f"line {found.group(1)}, column {found.group(2)}" if found else "unknown position"
+        if found is None:
+            where = "an unknown position"
+        elif found.group(3):
+            where = "the end of the file"
+        else:
+            where = f"line {found.group(1)}, column {found.group(2)}"
         reason = _TOML_POSITION.sub("", message).strip()
         self.fail(
             "",

@@ -499,6 +499,13 @@ def test_toml_syntax_error_reports_line_and_column(tmp_path: Path) -> None:
     assert err.__cause__ is None and err.__context__ is None
 
 
+def test_toml_syntax_error_at_the_end_of_the_file_says_so(tmp_path: Path) -> None:
+    # tomllib reports some errors "(at end of document)" rather than at a line and column.
+    err = error_for(write(tmp_path, "spin_manifest_version = 2\nx = [\n"))
+    assert "TOML parse error at the end of the file: Invalid value" in str(err)
+    assert "unknown position" not in str(err)
+
+
 def test_missing_file_non_utf8_and_directory(tmp_path: Path) -> None:
     assert "file not found" in str(error_for(tmp_path / "nope.toml"))
     bad = tmp_path / "bad" / "spin.toml"
