@@ -30,6 +30,9 @@ class Store:
         self._state = state or EngineState()
         self._lock = threading.RLock()
         self._subscribers: list[Subscriber] = []
+        # A snapshot dispatch iterates without copying (dispatch runs per log line and request);
+        # replaced, never mutated, under the lock.
+        self._snapshot: tuple[Subscriber, ...] = ()
         self.logs = LogBuffer(max_log_lines)
         self.metrics = MetricsBuffer(max_requests_per_app, max_samples_per_app)
 
@@ -38,19 +41,26 @@ class Store:
         return self._state
 
     def dispatch(self, action: a.Action) -> None:
-        match action:
-            case a.LogEmitted(line=line):
-                self.logs.append(line)
-            case a.RequestServed(record=record):
-                self.metrics.add_request(record)
-            case a.ResourceSampled(sample=sample):
-                self.metrics.add_sample(sample)
-            case a.LogsCleared():
-                self.logs.clear()
-            case _:
-                with self._lock:
-                    self._state = reduce(self._state, action)
-        for subscriber in list(self._subscribers):
+        # The two high-rate actions first, by exact type (cheaper than ``match``'s class patterns).
+        kind = type(action)
+        if kind is a.LogEmitted:
+            self.logs.append(action.line)  # type: ignore[attr-defined]
+        elif kind is a.RequestServed:
+            self.metrics.add_request(action.record)  # type: ignore[attr-defined]
+        else:
+            match action:
+                case a.LogEmitted(line=line):
+                    self.logs.append(line)
+                case a.RequestServed(record=record):
+                    self.metrics.add_request(record)
+                case a.ResourceSampled(sample=sample):
+                    self.metrics.add_sample(sample)
+                case a.LogsCleared():
+                    self.logs.clear()
+                case _:
+                    with self._lock:
+                        self._state = reduce(self._state, action)
+        for subscriber in self._snapshot:
             try:
                 subscriber(self._state, action)
             except Exception:  # a broken subscriber must not take the engine down
@@ -62,10 +72,12 @@ class Store:
         """Add a subscriber; returns a function that removes it."""
         with self._lock:
             self._subscribers.append(subscriber)
+            self._snapshot = tuple(self._subscribers)
 
         def unsubscribe() -> None:
             with self._lock:
                 if subscriber in self._subscribers:
                     self._subscribers.remove(subscriber)
+                    self._snapshot = tuple(self._subscribers)
 
         return unsubscribe

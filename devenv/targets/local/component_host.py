@@ -62,16 +62,19 @@ def build_runner(
     cache: CompileCache,
     limits: RequestLimits,
     preopens: Sequence[Preopen] = (),
+    wasm: bytes | None = None,
 ) -> ComponentRunner:
     """A runner for one wasi:http component of one build.
 
     ``preopens`` are the component's granted files (``file_mounts.prepare_preopens``); without
-    them the guest sees no files. Raises ``UnsupportedApp`` for a world this host cannot run
+    them the guest sees no files. ``wasm`` is the file's content when the caller has already read
+    it (a componentize-py component is ~18 MB: reading it again costs a restart milliseconds).
+    Raises ``UnsupportedApp`` for a world this host cannot run
     (Spin 4 / WASI 0.3, a command, a core module) and for imports that do not link.
     """
     where = f"component `{component.id}` ({wasm_path})"
     try:
-        compiled = cache.component(engine, wasm_path.read_bytes())
+        compiled = cache.component(engine, wasm if wasm is not None else wasm_path.read_bytes())
     except OSError as err:
         raise UnsupportedApp(what=f"cannot read {wasm_path}: {err.strerror or err}", where=where) from None
     except wasmtime.WasmtimeError as err:
@@ -126,7 +129,7 @@ class HttpComponentRunner:
         self._deadline_ticks = max(1, math.ceil(limits.timeout_s / TICK_S)) + 1
         self._linker = Linker(engine)
         self.link_report: LinkReport = link_imports(
-            self._linker, component, engine, all_interfaces(), REFUSALS
+            self._linker, component, engine, all_interfaces(), REFUSALS, import_names=world.imports
         )
         assert world.handler is not None
         iface = component.get_export_index(world.handler)

@@ -185,6 +185,7 @@ class _Builder:
                     cache=self.cache,
                     limits=self.limits,
                     preopens=self.preopens(component),
+                    wasm=self.wasm(component),  # read once: kind() already needed the bytes
                 )
             except UnsupportedApp as err:
                 self.notes.append(f"component `{component.id}`: {err.what}")
