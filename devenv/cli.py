@@ -117,17 +117,21 @@ def cmd_up(args: argparse.Namespace) -> int:
 def run_dashboard(args: argparse.Namespace, store: Store, workspace: Workspace) -> int:
     """The Textual dashboard on the main thread, the dev loop on an EngineThread beside it."""
     from devenv.engine.runner import EngineThread
-    from devenv.ui.app import UnknownLayout
     from devenv.ui.app import run_dashboard as run_tui
-    from devenv.ui.layouts import DEFAULT_LAYOUT
+    from devenv.ui.layouts import DEFAULT_LAYOUT, UnknownLayout, discover_layouts
 
-    engine = EngineThread(store, lambda: make_devloop(store, workspace)).start()
+    layout = args.layout or DEFAULT_LAYOUT
+    layouts = discover_layouts(workspace.root)
     try:
-        run_tui(store, layout=args.layout or DEFAULT_LAYOUT, workspace=workspace.root)
+        # Before the engine starts: a typo in --layout must not first start builds or a cluster.
+        layouts.require(layout)
     except UnknownLayout as err:
         raise WasmdevError(
             what=str(err), where="--layout", fix="pick a listed layout, or add LAYOUT.tcss to ./layouts"
         ) from None
+    engine = EngineThread(store, lambda: make_devloop(store, workspace)).start()
+    try:
+        run_tui(store, layout=layout, workspace=workspace.root, layouts=layouts)
     finally:
         engine.stop()
     if isinstance(engine.error, WasmdevError):
@@ -198,7 +202,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 def cmd_screenshot(args: argparse.Namespace) -> int:
     """Render a seeded, deterministic session in a layout to SVG (and PNG when cairosvg is there)."""
-    from devenv.ui.app import UnknownLayout
+    from devenv.ui.layouts import UnknownLayout
     from devenv.ui.screenshot import render_screenshot
 
     output = Path(args.output or f"wasmdev-{args.layout}.svg")

@@ -27,7 +27,13 @@ from devenv.store import actions as a
 from devenv.ui.app_rows import columns_for, rows_for
 from devenv.ui.commands import WasmdevCommands
 from devenv.ui.intents import IntentActions
-from devenv.ui.layouts import DEFAULT_LAYOUT, LayoutCatalog, discover_layouts, validate_layout
+from devenv.ui.layouts import (
+    DEFAULT_LAYOUT,
+    LayoutCatalog,
+    UnknownLayout,
+    discover_layouts,
+    validate_layout,
+)
 from devenv.ui.log_filter import LogFilter
 from devenv.ui.widgets.apps_table import AppsTable
 from devenv.ui.widgets.bootstrap import BootstrapPanel
@@ -84,6 +90,7 @@ class WasmdevApp(IntentActions, App[None]):
         *,
         layout: str = DEFAULT_LAYOUT,
         workspace: Path | None = None,
+        layouts: LayoutCatalog | None = None,
         clock: Callable[[], float] = time.time,
         tz: timezone | None = None,
         refresh_hz: float = REFRESH_HZ,
@@ -91,7 +98,8 @@ class WasmdevApp(IntentActions, App[None]):
         super().__init__()
         self.store = store
         self.workspace = workspace
-        self.layouts: LayoutCatalog = discover_layouts(workspace)
+        # Given when the caller already read them (to refuse an unknown --layout up front).
+        self.layouts: LayoutCatalog = layouts or discover_layouts(workspace)
         self.layout_name = ""
         self._layout_origin: str | None = None
         # Installed before the first styling pass, so startup styles the screen once, not twice.
@@ -361,9 +369,10 @@ class WasmdevApp(IntentActions, App[None]):
 
     def _install_layout(self, name: str) -> str | None:
         """Put the layout's CSS in the stylesheet (without re-applying it); the problem, or None."""
-        layout = self.layouts.layouts.get(name)
-        if layout is None:
-            return f"No layout named {name!r}; known layouts: {', '.join(self.layouts.names())}"
+        try:
+            layout = self.layouts.require(name)
+        except UnknownLayout as err:
+            return str(err)
         problem = validate_layout(layout, self.get_css_variables())
         if problem is not None:
             return problem
@@ -376,18 +385,22 @@ class WasmdevApp(IntentActions, App[None]):
         return None
 
 
-class UnknownLayout(ValueError):
-    """``--layout NAME`` names no built-in layout and no file in the workspace's layouts/."""
+__all__ = ["UnknownLayout", "WasmdevApp", "run_dashboard"]
 
 
-def run_dashboard(store: Store, *, layout: str = DEFAULT_LAYOUT, workspace: Path | None = None) -> None:
-    """Run the dashboard until the user quits; ShutdownRequested is dispatched either way."""
-    catalog = discover_layouts(workspace)
-    if layout not in catalog.layouts:
-        known = ", ".join(catalog.names())
-        where = f" or {workspace / 'layouts'}/{layout}.tcss" if workspace is not None else ""
-        raise UnknownLayout(f"no layout named {layout!r}{where}; known layouts: {known}")
-    app = WasmdevApp(store, layout=layout, workspace=workspace)
+def run_dashboard(
+    store: Store,
+    *,
+    layout: str = DEFAULT_LAYOUT,
+    workspace: Path | None = None,
+    layouts: LayoutCatalog | None = None,
+) -> None:
+    """Run the dashboard until the user quits; ShutdownRequested is dispatched either way.
+
+    An unknown ``layout`` raises UnknownLayout before anything starts."""
+    catalog = layouts or discover_layouts(workspace)
+    catalog.require(layout)
+    app = WasmdevApp(store, layout=layout, workspace=workspace, layouts=catalog)
     try:
         app.run()
     finally:

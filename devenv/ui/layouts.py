@@ -31,13 +31,27 @@ class Layout:
     builtin: bool
 
 
+class UnknownLayout(ValueError):
+    """A layout name (``--layout NAME``) that is neither built in nor a file in the workspace."""
+
+
 @dataclass(frozen=True)
 class LayoutCatalog:
     layouts: dict[str, Layout]  # in cycling order: built-ins first, then the workspace's additions
     problems: tuple[str, ...] = ()  # unreadable or invalid files, each with its path
+    folder: Path | None = None  # the workspace's layouts/ folder, where a user adds one
 
     def names(self) -> list[str]:
         return list(self.layouts)
+
+    def require(self, name: str) -> Layout:
+        """The layout called ``name``; UnknownLayout (listing the known ones) when there is none."""
+        layout = self.layouts.get(name)
+        if layout is None:
+            where = f" or {self.folder}/{name}{LAYOUT_SUFFIX}" if self.folder is not None else ""
+            known = ", ".join(self.names())
+            raise UnknownLayout(f"no layout named {name!r}{where}; known layouts: {known}")
+        return layout
 
     def next_after(self, name: str) -> str:
         names = self.names()
@@ -89,11 +103,12 @@ def discover_layouts(workspace: Path | None) -> LayoutCatalog:
     """Built-ins, then the workspace's files; a workspace file with a built-in's name replaces it."""
     layouts = builtin_layouts()
     problems: list[str] = []
-    if workspace is not None:
-        extra, problems = workspace_layouts(workspace)
-        for name, layout in extra.items():
-            layouts[name] = layout  # same key keeps the built-in's place in the cycle
-    return LayoutCatalog(layouts, tuple(problems))
+    if workspace is None:
+        return LayoutCatalog(layouts)
+    extra, problems = workspace_layouts(workspace)
+    for name, layout in extra.items():
+        layouts[name] = layout  # same key keeps the built-in's place in the cycle
+    return LayoutCatalog(layouts, tuple(problems), workspace / "layouts")
 
 
 def validate_layout(layout: Layout, variables: dict[str, str]) -> str | None:

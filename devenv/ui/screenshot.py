@@ -7,7 +7,7 @@ import asyncio
 from datetime import UTC
 from pathlib import Path
 
-from devenv.ui.app import UnknownLayout, WasmdevApp
+from devenv.ui.app import WasmdevApp
 from devenv.ui.layouts import discover_layouts
 from devenv.ui.seed import SEED_NOW, seeded_bootstrap_store, seeded_store
 
@@ -44,9 +44,7 @@ def render_screenshot(
     ``scenario`` is "session" (apps serving, one failed build) or "bootstrap" (a cluster target
     being set up). Returns the SVG's path.
     """
-    known = discover_layouts(None).names()
-    if layout not in known:
-        raise UnknownLayout(f"no built-in layout named {layout!r}; known layouts: {', '.join(known)}")
+    discover_layouts(None).require(layout)  # built-ins only: the seeded session has no workspace
     if scenario not in SCENARIOS:
         raise ValueError(f"no seeded scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
     svg_path = path if path.suffix == ".svg" else path.with_suffix(".svg")

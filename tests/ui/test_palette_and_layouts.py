@@ -175,3 +175,28 @@ def test_run_dashboard_dispatches_shutdown_even_when_interrupted(monkeypatch: py
     with pytest.raises(KeyboardInterrupt):
         run_dashboard(store, layout="logs", workspace=None)
     assert recorder.actions == [a.ShutdownRequested()]
+
+
+def test_up_refuses_an_unknown_layout_before_the_engine_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+
+    from devenv import cli
+    from devenv.config import load_workspace
+    from devenv.engine import runner
+    from devenv.errors import WasmdevError
+
+    def no_engine(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the engine started before --layout was checked")
+
+    monkeypatch.setattr(runner, "EngineThread", no_engine)
+    (tmp_path / "layouts").mkdir()
+    (tmp_path / "layouts" / "mine.tcss").write_text("#logs-panel { height: 3fr; }\n")
+    args = argparse.Namespace(layout="nope")
+    with pytest.raises(WasmdevError) as caught:
+        cli.run_dashboard(args, Store(), load_workspace(tmp_path))
+    message = str(caught.value)
+    assert caught.value.where == "--layout"
+    assert "known layouts: side-by-side, logs, metrics, mine" in message
+    assert f"{tmp_path / 'layouts'}/nope.tcss" in message
