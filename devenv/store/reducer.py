@@ -42,8 +42,10 @@ def _reduce(state: EngineState, action: a.Action) -> EngineState:  # noqa: C901 
                         name=spec.name, manifest_path=spec.manifest_path, target=state.target, spec=spec
                     ),
                 )
+            # A fixed manifest clears its error: an app that still serves is degraded only while
+            # its newest build failed, and one that never read its manifest starts loading.
             status = old.status
-            if status is AppStatus.FAILED and old.serving_digest:
+            if status in (AppStatus.FAILED, AppStatus.DEGRADED) and old.serving_digest:
                 status = AppStatus.DEGRADED if old.build.status is BuildStatus.FAILED else AppStatus.SERVING
             elif status is AppStatus.FAILED and old.spec is None:
                 status = AppStatus.LOADING
@@ -65,8 +67,7 @@ def _reduce(state: EngineState, action: a.Action) -> EngineState:  # noqa: C901 
                     ),
                 )
             # An edit broke the manifest: the version already serving keeps serving.
-            status = AppStatus.DEGRADED if old.serving_digest else AppStatus.FAILED
-            return _put(state, replace(old, status=status, error=error))
+            return _put(state, replace(old, status=_failed_status(old), error=error))
 
         case a.AppRemoved(name=name):
             if name not in state.apps:
@@ -110,8 +111,7 @@ def _reduce(state: EngineState, action: a.Action) -> EngineState:  # noqa: C901 
                 output=output[-OUTPUT_TAIL_CHARS:],
                 error=error,
             )
-            status = AppStatus.DEGRADED if old.serving_digest else AppStatus.FAILED
-            return _put(state, replace(old, build=build, status=status, error=error))
+            return _put(state, replace(old, build=build, status=_failed_status(old), error=error))
 
         case a.DeployStarted(app=name):
             old = _app(state, name)
@@ -142,8 +142,7 @@ def _reduce(state: EngineState, action: a.Action) -> EngineState:  # noqa: C901 
             old = _app(state, name)
             if old is None:
                 return state
-            status = AppStatus.DEGRADED if old.serving_digest else AppStatus.FAILED
-            return _put(state, replace(old, status=status, error=error))
+            return _put(state, replace(old, status=_failed_status(old), error=error))
 
         case a.AppUnsupported(app=name, reason=reason):
             old = _app(state, name)
@@ -180,6 +179,11 @@ def _reduce(state: EngineState, action: a.Action) -> EngineState:  # noqa: C901 
             return state if state.watching else replace(state, watching=True)
 
     return state
+
+
+def _failed_status(app: AppState) -> AppStatus:
+    """After a manifest, build or deploy failure: an older version still serving makes it degraded."""
+    return AppStatus.DEGRADED if app.serving_digest else AppStatus.FAILED
 
 
 def _merge_step(old: StepState, new: StepState) -> StepState:
