@@ -4,6 +4,7 @@ component is recognised and reported instead of crashing the deploy."""
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,46 @@ async def test_executor_and_binary_kind_mismatches_say_how_to_fix_them(
     with pytest.raises(DeployError) as err:
         await target.deploy(component_as_wagi)
     assert "uses the WAGI executor" in str(err.value)
+
+
+def _tiny_component(value: int) -> bytes:
+    wat = f'(component (core module (func (export "f") (result i32) i32.const {value})))'
+    return bytes(wasmtime.wat2wasm(wat))
+
+
+def test_component_file_reuses_a_remembered_key_only_for_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from devenv.targets.local import compile_cache
+
+    runtime = WasmRuntime()
+    try:
+        cache = CompileCache(tmp_path / "cache", runtime.config_key)
+        wasm = tmp_path / "app.wasm"
+        wasm.write_bytes(_tiny_component(1))
+        # Just written: too fresh to remember (a write in the same clock tick could be missed).
+        cache.component_file(runtime.engine, wasm)
+        assert not list((tmp_path / "cache" / "by-stat").glob("*"))
+        assert cache.compiled == 1
+
+        later = time.time_ns() + 10_000_000_000
+        monkeypatch.setattr(compile_cache.time, "time_ns", lambda: later)
+        fresh = CompileCache(tmp_path / "cache", runtime.config_key)
+        fresh.component_file(runtime.engine, wasm)  # settled now: hashed once more, remembered
+        assert len(list((tmp_path / "cache" / "by-stat").glob("*"))) == 1
+
+        hashed: list[bytes] = []
+        restart = CompileCache(tmp_path / "cache", runtime.config_key)
+        original_key = restart.key
+        monkeypatch.setattr(
+            restart, "key", lambda data, kind: hashed.append(data) or original_key(data, kind)
+        )
+        restart.component_file(runtime.engine, wasm)
+        assert (hashed, restart.compiled, restart.loaded) == ([], 0, 1)  # no read, no hash
+
+        time.sleep(0.05)
+        wasm.write_bytes(_tiny_component(2))  # same size, new bytes: a new identity
+        restart.component_file(runtime.engine, wasm)
+        assert hashed == [_tiny_component(2)] and restart.compiled == 1
+    finally:
+        runtime.close()

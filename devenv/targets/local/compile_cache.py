@@ -6,6 +6,14 @@ Key: sha256 over the wasm bytes, the wasmtime version and the engine configurati
 milliseconds against seconds of compiling for a large component. A stale or foreign entry is
 detected by wasmtime on load and simply recompiled and replaced.
 
+Hashing a componentize-py component (~18 MB) costs ~12 ms, reading it a few more: a large part of
+a restart's budget. ``component_file`` therefore remembers, per file, which content key its bytes
+had, keyed by the file's identity and timestamps (path, device, inode, size, mtime and ctime in
+nanoseconds), as git's index does. Any write to the file changes its ctime (which no tool can set
+back), so a remembered key is only reused for the very bytes it was computed from; and, like git's
+"racy clean" rule, a key is only remembered for a file whose timestamps are older than
+``_SETTLED_NS``, so a write in the same clock tick as the hashing can never be missed.
+
 The cache directory belongs to the user; wasmtime's deserialize trusts its input, so never point
 ``directory`` at files someone else can write.
 """
@@ -16,6 +24,7 @@ import hashlib
 import os
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +36,7 @@ from wasmtime.component import Component
 T = TypeVar("T", wasmtime.Module, Component)
 
 _MEMO_ENTRIES = 32  # compiled objects kept in memory; enough for every component of a workspace
+_SETTLED_NS = 2_000_000_000  # a file's timestamps must be this old before its key is remembered
 
 
 class CompileCache:
@@ -57,6 +67,53 @@ class CompileCache:
         """A component compiled for ``engine``, from memory, disk, or a fresh compile."""
         return self._get(engine, wasm, "component", Component, Component.deserialize_file)
 
+    def component_file(self, engine: wasmtime.Engine, path: Path, wasm: bytes | None = None) -> Component:
+        """``component`` for the file at ``path``, hashing it only when its remembered content key
+        may be stale (see the module's note). ``wasm``: its bytes, if the caller already has them.
+        Raises OSError if the file cannot be read."""
+        stat_name = self._stat_name(path, "component")
+        key = self._remembered_key(stat_name)
+        if key is not None and self.path_for(key, "component").is_file():
+            try:
+                return self._get(engine, b"", "component", Component, Component.deserialize_file, key=key)
+            except wasmtime.WasmtimeError:
+                pass  # the entry is unusable: hash and compile from the bytes below
+        data = wasm if wasm is not None else path.read_bytes()
+        key = self.key(data, "component")
+        compiled = self._get(engine, data, "component", Component, Component.deserialize_file, key=key)
+        if stat_name is not None and self._settled(path):
+            self._write_atomic(self.directory / "by-stat" / stat_name, key.encode())
+        return compiled
+
+    def _stat_name(self, path: Path, kind: str) -> str | None:
+        try:
+            st = os.stat(path)
+            real = os.path.realpath(path)
+        except OSError:
+            return None
+        identity = (
+            f"{self.config_key}\0{kind}\0{real}\0{st.st_dev}\0{st.st_ino}\0{st.st_size}"
+            f"\0{st.st_mtime_ns}\0{st.st_ctime_ns}"
+        )
+        return hashlib.sha256(identity.encode()).hexdigest()
+
+    def _remembered_key(self, stat_name: str | None) -> str | None:
+        if stat_name is None:
+            return None
+        try:
+            key = (self.directory / "by-stat" / stat_name).read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return key if len(key) == 64 and all(c in "0123456789abcdef" for c in key) else None
+
+    @staticmethod
+    def _settled(path: Path) -> bool:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        return time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _SETTLED_NS
+
     def _get(
         self,
         engine: wasmtime.Engine,
@@ -64,8 +121,11 @@ class CompileCache:
         kind: str,
         compile_: Callable[[wasmtime.Engine, bytes], T],
         load: Callable[[wasmtime.Engine, str], T],
+        key: str | None = None,
     ) -> T:
-        key = self.key(wasm, kind)
+        """``key`` given with empty ``wasm``: load from memory or disk only (WasmtimeError if
+        the entry cannot be loaded)."""
+        key = key if key is not None else self.key(wasm, kind)
         memo_key = f"{id(engine)}:{key}"
         with self._lock:
             hit = self._memo.get(memo_key)
@@ -83,6 +143,8 @@ class CompileCache:
             except (wasmtime.WasmtimeError, OSError):
                 compiled = None  # written by another wasmtime or truncated: compile it again
         if compiled is None:
+            if not wasm:
+                raise wasmtime.WasmtimeError(f"no usable compiled entry for {key}")
             compiled = compile_(engine, wasm)  # raises WasmtimeError for invalid wasm
             self.compiled += 1
             self._store(path, bytes(compiled.serialize()))
@@ -93,10 +155,13 @@ class CompileCache:
         return compiled
 
     def _store(self, path: Path, data: bytes) -> None:
+        self._write_atomic(path, data)
+
+    def _write_atomic(self, path: Path, data: bytes) -> None:
         # A cache that cannot be written only costs a compile next time; never fail the deploy.
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".partial-")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".partial-")
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)  # atomic: a concurrent reader sees the old entry or the whole new one

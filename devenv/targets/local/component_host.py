@@ -74,7 +74,7 @@ def build_runner(
     """
     where = f"component `{component.id}` ({wasm_path})"
     try:
-        compiled = cache.component(engine, wasm if wasm is not None else wasm_path.read_bytes())
+        compiled = cache.component_file(engine, wasm_path, wasm)
     except OSError as err:
         raise UnsupportedApp(what=f"cannot read {wasm_path}: {err.strerror or err}", where=where) from None
     except wasmtime.WasmtimeError as err:

@@ -100,8 +100,24 @@ class _Builder:
                 ) from None
         return self._bytes[component.id]
 
+    def header(self, component: ComponentSpec) -> bytes:
+        """The file's first 8 bytes: enough to tell a module from a component without reading
+        (and, for a component, hashing) all of it; the compile cache decides if it needs more."""
+        if component.id in self._bytes:
+            return self._bytes[component.id][:8]
+        path = self.wasm_path(component)
+        try:
+            with path.open("rb") as f:
+                return f.read(8)
+        except OSError as err:
+            raise DeployError(
+                what=f"cannot read {path}: {err.strerror or err}",
+                where=self.where(component.id),
+                fix="run the app's build, or fix `source`",
+            ) from None
+
     def kind(self, component: ComponentSpec) -> WasmKind:
-        kind = wasm_kind(self.wasm(component)[:8])
+        kind = wasm_kind(self.header(component))
         if kind is None:
             raise DeployError(
                 what=f"{self.wasm_path(component)} is not a WebAssembly binary",
@@ -185,7 +201,7 @@ class _Builder:
                     cache=self.cache,
                     limits=self.limits,
                     preopens=self.preopens(component),
-                    wasm=self.wasm(component),  # read once: kind() already needed the bytes
+                    wasm=self._bytes.get(component.id),  # None: the cache reads it if it must
                 )
             except UnsupportedApp as err:
                 self.notes.append(f"component `{component.id}`: {err.what}")
