@@ -27,14 +27,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from devenv.config import TARGETS
 from devenv.errors import TargetUnavailable, WasmdevError
 from devenv.store.store import Store
 
 if TYPE_CHECKING:
     from devenv.config import Settings, Workspace
+    from devenv.engine.devloop import DevLoop
     from devenv.targets.base import Target
-
-TARGETS = ("local", "k3d", "kube")
 
 
 # --- factories ----------------------------------------------------------------------------------
@@ -89,7 +89,7 @@ def _app_names(workspace: Workspace) -> list[str]:
     return [guess_app_name(Path(m)) for m in workspace.manifests]
 
 
-def make_devloop(store: Store, workspace: Workspace, *, watch: bool = True) -> Any:
+def make_devloop(store: Store, workspace: Workspace, *, watch: bool = True) -> DevLoop:
     from devenv.engine.devloop import DevLoop
 
     target = make_target(workspace.settings.target, store, workspace.settings, _app_names(workspace))
@@ -141,7 +141,7 @@ def run_dashboard(args: argparse.Namespace, store: Store, workspace: Workspace) 
     return 0
 
 
-async def _run_until_signal(devloop: Any) -> int:
+async def _run_until_signal(devloop: DevLoop) -> int:
     loop = asyncio.get_running_loop()
     # SIGTERM (from a supervisor or a test) shuts down as cleanly as Ctrl-C does.
     for sig in (signal.SIGTERM,):

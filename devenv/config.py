@@ -37,10 +37,10 @@ from types import MappingProxyType
 from typing import Any, NoReturn
 
 from devenv.errors import ManifestError, WasmdevError
+from devenv.manifest import MANIFEST_NAME
 from devenv.manifest_reader import TomlReader, closest, describe, key_join
 
 CONFIG_NAME = "wasmdev.toml"
-MANIFEST_NAME = "spin.toml"
 TARGETS = ("local", "k3d", "kube")
 
 # Folders never searched for apps: VCS data, dependencies, virtualenvs, build outputs, caches.

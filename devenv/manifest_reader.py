@@ -152,21 +152,6 @@ class TomlReader:
             self.expected(key, "true or false", value)
         return value
 
-    def integer(self, value: object, key: str, minimum: int | None = None, maximum: int | None = None) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.expected(key, "an integer", value)
-        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-            span = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-            self.fail(key, f"{value} is out of range", f"use a value {span}")
-        return value
-
-    def number(self, value: object, key: str, minimum: float | None = None) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.expected(key, "a number", value)
-        if minimum is not None and value < minimum:
-            self.fail(key, f"{value} is out of range", f"use a value of at least {minimum}")
-        return float(value)
-
     def string_list(self, value: object, key: str) -> list[str]:
         if not isinstance(value, list):
             self.expected(key, "an array of strings", value)

@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
 ALLOW_ALL_HOSTS = "insecure:allow-all"
-OUTBOUND_HOSTS_DOCS = "https://spinframework.dev/v3/http-outbound#granting-http-permissions-to-components"
 
 # Ports Spin fills in when an allowed host names no port (outbound-networking-config).
 WELL_KNOWN_PORTS = {

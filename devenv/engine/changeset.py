@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from devenv.config import CONFIG_NAME
+from devenv.manifest import MANIFEST_NAME
 from devenv.model import AppSpec
-
-MANIFEST_NAME = "spin.toml"
-WORKSPACE_CONFIG_NAME = "wasmdev.toml"
 
 # Directories whose contents are build outputs, caches or tooling state: never a reason to build.
 OUTPUT_DIRS = frozenset(
@@ -204,7 +203,7 @@ def classify(
         if path in apps:
             change.reload.add(path)
             continue
-        if path.name == WORKSPACE_CONFIG_NAME or path == workspace_config:
+        if path.name == CONFIG_NAME or path == workspace_config:
             change.rediscover = change.config_changed = True
             continue
         if path.name == MANIFEST_NAME:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from devenv.config import load_workspace
 from devenv.engine.builder import Builder
 from devenv.engine.changeset import AppRules, ChangeSet, classify
 from devenv.engine.samplers import Prober, ResourceSampler
@@ -37,7 +38,7 @@ from devenv.store.store import Store
 from devenv.targets.base import Target, UnsupportedApp
 
 if TYPE_CHECKING:
-    from devenv.config import Workspace
+    from devenv.config import Settings, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -87,19 +88,16 @@ class DevLoop:
         workspace: Workspace,
         target: Target,
         *,
-        config_path: Path | None = None,
         watch: bool = True,
-        samplers: bool = True,
         builder: Builder | None = None,
     ) -> None:
         self.store = store
         self.workspace = workspace
-        self.settings: Any = workspace.settings
+        self.settings: Settings = workspace.settings
         self.target = target
-        self.config_path = config_path or getattr(self.settings, "config_path", None)
+        self.config_path = self.settings.config_path
         self.watch = watch
-        self.samplers = samplers
-        self.builder = builder or Builder(store, timeout_s=float(self.settings.build_timeout_s))
+        self.builder = builder or Builder(store, timeout_s=self.settings.build_timeout_s)
         self.ready = asyncio.Event()
         self._slots: dict[Path, _AppSlot] = {}
         self._stopped = asyncio.Event()
@@ -149,14 +147,13 @@ class DevLoop:
             self._add(Path(manifest))
         await self.target.start()
         if self.watch:
-            quiet = max(0.005, float(self.settings.watch_debounce_ms) / 1000)
+            quiet = max(0.005, self.settings.watch_debounce_ms / 1000)
             self._watcher = Watcher(
                 self.workspace.root, quiet_s=quiet, cap_s=max(1.0, 20 * quiet), on_error=self._watch_failed
             )
             await self._watcher.start()
             self._tasks.append(asyncio.create_task(self._consume(self._watcher), name="devloop watch"))
-        if self.samplers:
-            self._tasks += self._start_samplers()
+        self._tasks += self._start_samplers()
         for slot in self._slots.values():
             self._start_worker(slot)
             slot.mark_dirty(None)
@@ -183,9 +180,9 @@ class DevLoop:
         tasks = []
         if hasattr(self.target, "usage"):
             tasks.append(asyncio.create_task(ResourceSampler(self.store, self.target).run(), name="sampler"))
-        interval = getattr(getattr(self.settings, "local", None), "probe_interval_s", 0) or 0
+        interval = self.settings.local.probe_interval_s
         if interval > 0:
-            tasks.append(asyncio.create_task(Prober(self.store, float(interval)).run(), name="prober"))
+            tasks.append(asyncio.create_task(Prober(self.store, interval).run(), name="prober"))
         return tasks
 
     # --- apps -----------------------------------------------------------------------------------
@@ -233,8 +230,7 @@ class DevLoop:
         slot.name = spec.name
         reloaded = slot.spec is not None
         slot.spec = spec
-        app_settings = self.settings.app(spec.name) if hasattr(self.settings, "app") else None
-        slot.disabled = app_settings is not None and not getattr(app_settings, "enabled", True)
+        slot.disabled = not self.settings.app(spec.name).enabled
         if slot.disabled:
             self._system(spec.name, "disabled in wasmdev.toml (enabled = false): not built or served")
             return False
@@ -380,8 +376,6 @@ class DevLoop:
                 slot.mark_dirty(change.first_seen)
 
     async def _rediscover(self, config_changed: bool = False) -> None:
-        from devenv.config import load_workspace
-
         try:
             workspace = await asyncio.to_thread(load_workspace, self.workspace.root, self.config_path)
         except WasmdevError as err:

@@ -87,12 +87,6 @@ class AppsTable(DataTable):
         if rows:
             self.post_message(self.AppSelected(self.selected_app or rows[0].app))
 
-    def select_app(self, app: str) -> None:
-        for index, key in enumerate(self._rows):
-            if key == app:
-                self.move_cursor(row=index, animate=False)
-                return
-
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()
         if event.row_key.value is not None:
