@@ -313,6 +313,10 @@ def test_k3d_cluster_create_up_edit_and_delete_through_the_cli(
             wat = user.workspace / "hello-wat" / "hello.wat"
             wat.write_text(wat.read_text().replace("hello-wat v1!", "hello-wat v2!"))
             rebuilt = lines.expect(r"\[hello-wat\] wasmdev: built (\w+) in \d+ ms").group(1)
+            rolled = lines.expect(
+                rf"\[hello-wat\] wasmdev: build {rebuilt} is serving "
+                r"\(k3d-wasmdev-registry:5000/hello-wat:(\S+), 1 replica\(s\)\)"
+            ).group(1)
             second = lines.expect(
                 rf"\[hello-wat\] wasmdev: serving (\w+) at http://hello-wat\.localhost:{http_port}/ "
                 r"\(edit→serving (\d+) ms\)"
@@ -324,6 +328,7 @@ def test_k3d_cluster_create_up_edit_and_delete_through_the_cli(
             ]["image"]
             new_tag = new_image.rsplit(":", 1)[1]
             assert new_image.startswith("k3d-wasmdev-registry:5000/hello-wat:") and new_tag != tag
+            assert rolled == new_tag  # the output names the tag the Deployment now runs
             assert_pushed(registry_url, "hello-wat", new_tag)
             assert not any("does not answer" in line for line in lines.seen), lines.seen
         finally:
