@@ -206,6 +206,8 @@ class _Handler(BaseHTTPRequestHandler):
     # and log follows (urllib3, and so the kubernetes client, yields a chunked body chunk by chunk;
     # a body delimited only by the connection closing would be read to its end first).
     protocol_version = "HTTP/1.1"
+    # Small responses on a kept-alive connection otherwise wait ~40 ms for delayed ACKs (Nagle).
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature from the base
         pass
