@@ -10,11 +10,19 @@ at least 2,000 req/s for the local target on a 2-core machine. Figures, never pa
 
     python bench/local_throughput.py [--seconds 5] [--connections 16] [--client wrk|python]
 
-Where a request's time goes (profiled with this script, per-thread CPU from /proc): the HTTP
-loop thread ~220 us (aiohttp itself ~85), a guest thread ~450 us of which wasmtime's own work
-(instantiate from the InstancePre, run, free the store) is ~120-180 us; the rest is Python, all
-under one GIL: building the CGI environment, the store's log and request records (~70 us, most
-of it ``dataclasses.replace`` in LogBuffer.append), and the hand-offs between the two threads.
+Where a request's time goes (py-spy and per-thread CPU from /proc, 2-core VM shared with other
+work, so +-20%): the HTTP loop thread ~150-230 us, of which aiohttp and asyncio themselves are
+~135 (measured with a guest that returns at once: the target then serves ~3,000-5,000 req/s);
+a guest thread ~220 us per request when alone and ~400-480 us with four sharing the GIL: wasmtime
+work through the C API (WASI config: env ~26 us, stdio files ~19, argv and preopen ~9; store
+create/free ~30-50; instantiate + run ~100-130), then CGI parsing, the stderr lines and the
+request record (~20 us since LogBuffer.append stopped using dataclasses.replace). Everything
+but instantiate/run/free holds the one GIL, so the sum of the Python parts of both threads
+(~350-450 us) caps the target near 2,000 req/s however many guest threads run; past that, the
+next step is more processes (SO_REUSEPORT), not more threads.
+
+The "per-thread CPU" line splits this process's CPU per request between the HTTP loop and the
+guest threads.
 """
 
 from __future__ import annotations
@@ -57,6 +65,7 @@ class Result:
     p99_ms: float
     errors: int
     cpu_us_per_request: float = 0.0  # this process's CPU (server side only) per request served
+    threads_us: dict[str, float] | None = None  # CPU per request by thread group (local target only)
 
 
 def _process_cpu() -> float:
@@ -64,14 +73,35 @@ def _process_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds per thread group ("wasmdev-guest-3" counts as "wasmdev-guest"), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    groups: dict[str, float] = {}
+    for thread in threading.enumerate():
+        try:
+            stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+        except (OSError, TypeError):
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        group = thread.name.rstrip("0123456789").rstrip("-")
+        groups[group] = groups.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return groups
+
+
 def measured(drive, name: str, url: str, seconds: float, connections: int) -> Result:  # noqa: ANN001
     """Run the load generator and charge the server process's CPU to the requests it served.
 
     On a shared machine req/s moves with the neighbours' load; CPU per request much less so."""
-    before = _process_cpu()
+    before, threads_before = _process_cpu(), _thread_cpu()
     result = drive(name, url, seconds, connections)
-    spent = _process_cpu() - before
-    result.cpu_us_per_request = spent / max(1.0, result.requests_per_s * seconds) * 1e6
+    spent, threads_after = _process_cpu() - before, _thread_cpu()
+    served = max(1.0, result.requests_per_s * seconds)
+    result.cpu_us_per_request = spent / served * 1e6
+    result.threads_us = {
+        group: (cpu - threads_before.get(group, 0.0)) / served * 1e6
+        for group, cpu in threads_after.items()
+        if group.startswith("wasmdev-") and cpu > threads_before.get(group, 0.0)
+    }
     return result
 
 
@@ -241,6 +271,9 @@ async def main() -> None:
     )
     print(f"load average during the run: {os.getloadavg()[0]:.1f} (req/s figures assume the CPUs are free)")
     print(f"goal >= 2000 req/s: {'met' if local.requests_per_s >= 2000 else 'not met'}")
+    if local.threads_us:
+        split = ", ".join(f"{group} {us:.0f} us" for group, us in sorted(local.threads_us.items()))
+        print(f"per-thread CPU per request (local target): {split}")
     per_req_cpu_us = usage.cpu_seconds_total / max(1, usage.requests_total) * 1e6
     print(
         f"guest CPU per request (instantiate + run): {per_req_cpu_us:.0f} us over {usage.requests_total} requests"

@@ -193,7 +193,8 @@ class LocalServer:
                 )
             )
             return self._not_found(app, path, version)
-        body = await request.read()
+        # No await for a request without a body (most GETs): one task step less per request.
+        body = await request.read() if request.body_exists else b""
         request_id = f"{next(_request_ids):06x}"
         peer = request.transport.get_extra_info("peername") if request.transport else None
         sock = request.transport.get_extra_info("sockname") if request.transport else None
