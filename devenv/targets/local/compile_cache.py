@@ -81,7 +81,9 @@ class CompileCache:
         data = wasm if wasm is not None else path.read_bytes()
         key = self.key(data, "component")
         compiled = self._get(engine, data, "component", Component, Component.deserialize_file, key=key)
-        if stat_name is not None and self._settled(path):
+        # Re-checked after the read: a write between the stat and the read must not be recorded
+        # under the older identity.
+        if stat_name is not None and self._settled(path) and self._stat_name(path, "component") == stat_name:
             self._write_atomic(self.directory / "by-stat" / stat_name, key.encode())
         return compiled
 
