@@ -118,10 +118,19 @@ def _relative(path: Path, base: Path) -> str | None:
 
 @dataclass(frozen=True)
 class _ComponentRule:
-    workdir: Path
-    globs: tuple[str, ...]
-    output: Path | None  # the source a build writes (None: no build, the source is an input)
-    input_source: Path | None  # the source when there is no build (watched to redeploy)
+    source: Path | None  # a build's output, or (with no build) the input that is redeployed
+    workdir: Path | None  # where the build runs; None when the component has no build command
+    globs: tuple[str, ...] = ()  # `build.watch`, relative to workdir; none = everything under it
+
+    def wants_build(self, path: Path) -> bool:
+        if self.workdir is None:
+            return path == self.source
+        if path == self.source:  # the build's own output
+            return False
+        rel = _relative(path, self.workdir)
+        if rel is None or is_ignored(Path(rel)):
+            return False
+        return not self.globs or any(glob_regex(g).match(rel) for g in self.globs)
 
 
 @dataclass(frozen=True)
@@ -134,34 +143,16 @@ class AppRules:
 
     @classmethod
     def of(cls, spec: AppSpec) -> AppRules:
-        rules = []
-        for c in spec.components.values():
-            if c.build is not None:
-                rules.append(_ComponentRule(c.build.workdir, tuple(c.build.watch), c.source, None))
-            else:
-                rules.append(_ComponentRule(spec.root, (), None, c.source))
-        return cls(spec.name, spec.manifest_path, tuple(rules))
+        rules = tuple(
+            _ComponentRule(c.source, c.build.workdir, c.build.watch)
+            if c.build is not None
+            else _ComponentRule(c.source, None)
+            for c in spec.components.values()
+        )
+        return cls(spec.name, spec.manifest_path, rules)
 
     def wants_build(self, path: Path) -> bool:
-        for rule in self.components:
-            if rule.input_source is not None and path == rule.input_source:
-                return True
-            if rule.output is not None and path == rule.output:
-                continue
-            if rule.output is None:  # no build: only the source itself matters
-                continue
-            rel = _relative(path, rule.workdir)
-            if rel is None:
-                continue
-            if not rule.globs:
-                if not is_ignored(Path(rel)):
-                    return True
-                continue
-            if is_ignored(Path(rel)):
-                continue
-            if any(glob_regex(g).match(rel) for g in rule.globs):
-                return True
-        return False
+        return any(rule.wants_build(path) for rule in self.components)
 
 
 @dataclass

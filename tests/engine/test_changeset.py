@@ -80,3 +80,15 @@ def test_a_new_manifest_asks_for_rediscovery_and_merges_keep_the_first_time(tmp_
     later = ChangeSet(rebuild={"x"}, first_seen=7.0)
     later.merge(change)
     assert later.rediscover and later.rebuild == {"x"} and later.first_seen == 5.0
+
+
+def test_a_component_without_a_build_redeploys_when_its_source_changes(tmp_path: Path) -> None:
+    manifest = write_wat_app(tmp_path, "prebuilt")
+    text = manifest.read_text()
+    text = text[: text.index("[component.prebuilt.build]")]
+    manifest.write_text(text.replace('source = "target/app.wasm"', 'source = "prebuilt.wasm"'))
+    spec = load_app(manifest)
+    rules = {spec.manifest_path: AppRules.of(spec)}
+    app = tmp_path / "prebuilt"
+    assert classify([app / "prebuilt.wasm"], rules).rebuild == {"prebuilt"}
+    assert classify([app / "app.wat"], rules).rebuild == set()  # nothing builds from it
