@@ -103,3 +103,16 @@ def test_guest_pool_answers_on_each_callers_loop(loops: int) -> None:
 
 async def _twice(pool: GuestPool) -> list[int]:
     return list(await asyncio.gather(pool.run(lambda: 1), pool.run(lambda: 2)))
+
+
+def test_char_pointers_point_at_each_items_nul_terminated_bytes() -> None:
+    import ctypes
+
+    from devenv.targets.local.guest_ffi import _char_pointers
+
+    items = [b"PATH_INFO", b"", "caf\u00e9".encode(), b"a\0b"]
+    pointers, alive = _char_pointers(items)
+    address = pointers if isinstance(pointers, int) else ctypes.addressof(pointers)  # type: ignore[arg-type]
+    read = [ctypes.string_at(p) for p in (ctypes.c_void_p * len(items)).from_address(address)]
+    assert read == [b"PATH_INFO", b"", "caf\u00e9".encode(), b"a"]  # C stops at a NUL, as before
+    assert alive is not None

@@ -17,6 +17,8 @@ Errors come back as wasmtime-py's own ``WasmtimeError`` / ``ExitTrap`` / ``Trap`
 from __future__ import annotations
 
 import ctypes
+import platform
+from array import array
 from collections.abc import Sequence
 
 import wasmtime
@@ -93,6 +95,22 @@ def _raise(error: int | None, trap: ctypes._Pointer | None) -> None:
         raise Trap._from_ptr(trap)
 
 
+# CPython keeps a bytes object's data, NUL-terminated, at a fixed offset from its address: an
+# array of those addresses is the ``char **`` the C API wants, built ~3x faster than a
+# ``c_char_p`` array (which converts item by item; ~10 us for a request's ~27 CGI variables).
+_BYTES_DATA = bytes.__basicsize__ - 1 if platform.python_implementation() == "CPython" else None
+_POINTER_CODE = next((c for c in "LQ" if array(c).itemsize == ctypes.sizeof(ctypes.c_void_p)), None)
+
+
+def _char_pointers(items: Sequence[bytes]) -> tuple[object, object]:
+    """``(array of char*, what must stay alive during the call)``; the items must stay alive too."""
+    if _BYTES_DATA is not None and _POINTER_CODE is not None and all(type(i) is bytes for i in items):
+        pointers = array(_POINTER_CODE, [id(i) + _BYTES_DATA for i in items])
+        return pointers.buffer_info()[0], pointers
+    fallback = (ctypes.c_char_p * len(items))(*items)
+    return fallback, fallback
+
+
 class WasiSetup:
     """What the guest's WASI context will hold; handed to a ``GuestStore``, which then owns it."""
 
@@ -100,12 +118,16 @@ class WasiSetup:
         self.ptr: int | None = _config_new()
 
     def argv(self, argv: Sequence[bytes]) -> None:
-        if not _set_argv(self.ptr, len(argv), (ctypes.c_char_p * len(argv))(*argv)):
+        pointers, _alive = _char_pointers(argv)
+        if not _set_argv(self.ptr, len(argv), pointers):
             raise WasmtimeError("failed to configure argv")
 
     def env(self, names: Sequence[bytes], values: Sequence[bytes]) -> None:
-        array = ctypes.c_char_p * len(names)
-        if not _set_env(self.ptr, len(names), array(*names), array(*values)):
+        if len(names) != len(values):
+            raise ValueError("env: names and values differ in length")
+        name_pointers, _names_alive = _char_pointers(names)
+        value_pointers, _values_alive = _char_pointers(values)
+        if not _set_env(self.ptr, len(names), name_pointers, value_pointers):
             raise WasmtimeError("failed to configure the environment")
 
     def stdio(self, stdin: bytes | None, stdout: bytes, stderr: bytes) -> None:
