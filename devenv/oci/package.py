@@ -117,24 +117,13 @@ def package_app(
         table.pop("exclude_files", None)
         if component.files:
             placed = resolve_files(component, spec.root, manifest_path)
-            entries = [
-                LayerEntry(f"{files_image_dir(component_id)}/{guest}", source=host)
-                for guest, host in sorted(placed.items())
-            ]
-            if entries:
-                file_layers.append(
-                    store.write_layer(entries, title=f"files {component_id}", compress=compress)
-                )
+            directory = files_image_dir(component_id)
             # An empty directory still has to exist: direct mounts refuse a missing source.
-            table["files"] = [{"source": "/" + files_image_dir(component_id), "destination": "/"}]
-            if not entries:
-                file_layers.append(
-                    store.write_layer(
-                        [LayerEntry(f"{files_image_dir(component_id)}/.wasmdev-empty", data=b"")],
-                        title=f"files {component_id}",
-                        compress=compress,
-                    )
-                )
+            entries = [
+                LayerEntry(f"{directory}/{guest}", source=host) for guest, host in sorted(placed.items())
+            ] or [LayerEntry(f"{directory}/.wasmdev-empty", data=b"")]
+            file_layers.append(store.write_layer(entries, title=f"files {component_id}", compress=compress))
+            table["files"] = [{"source": "/" + directory, "destination": "/"}]
 
     manifest_bytes = dumps_toml(document).encode()
     manifest_layer = store.write_layer(
