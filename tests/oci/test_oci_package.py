@@ -124,6 +124,17 @@ def test_granted_files_sit_at_guest_paths_without_excluded_ones(shop: BuiltApp, 
     assert read_member(image, "files web", "files/web/www/logo.svg") == b"<svg/>"
 
 
+def test_files_that_all_match_nothing_still_give_the_mount_directory(shop: BuiltApp, tmp_path: Path) -> None:
+    web = shop.spec.components["web"]
+    emptied = dataclasses.replace(web, files=(dataclasses.replace(web.files[0], source="static/*.none"),))
+    components = {**shop.spec.components, "web": emptied}
+    built = dataclasses.replace(shop, spec=dataclasses.replace(shop.spec, components=components))
+    image = package_app(built, tmp_path / "store")
+    assert set(layer_members(image, "files web")) >= {"files/web/.wasmdev-empty"}
+    manifest = tomllib.loads(read_member(image, "spin.toml", "spin.toml").decode())
+    assert manifest["component"]["web"]["files"] == [{"source": "/files/web", "destination": "/"}]
+
+
 def test_configs_and_index_describe_linux_amd64_and_arm64_with_shared_layers(
     shop: BuiltApp, tmp_path: Path
 ) -> None:
