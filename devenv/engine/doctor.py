@@ -41,15 +41,19 @@ class Check:
     required: bool = True
 
 
-def _python_package(name: str, dist: str | None = None, required: bool = True) -> Check:
-    dist = dist or name
-    if importlib.util.find_spec(name) is None:
-        return Check(dist, False, "not installed", f"{PIP} {dist}", required)
+def _python_module(label: str, module: str, dist: str, *, required: bool = True) -> Check:
+    """Whether ``module`` imports here, with the version of ``dist`` (the pip package) when known."""
+    try:
+        found = importlib.util.find_spec(module.replace("-", "_")) is not None
+    except (ImportError, ValueError):  # `a.b` whose parent `a` is missing raises, not returns None
+        found = False
+    if not found:
+        return Check(label, False, "not installed", f"{PIP} {dist}", required)
     try:
         version = importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         version = "installed"
-    return Check(dist, True, version, required=required)
+    return Check(label, True, version, required=required)
 
 
 def check_python() -> Check:
@@ -66,9 +70,9 @@ def check_python() -> Check:
 def check_core() -> list[Check]:
     return [
         check_python(),
-        _python_package("wasmtime"),
-        _python_package("watchfiles"),
-        _python_package("textual", required=False),
+        _python_module("wasmtime", "wasmtime", "wasmtime"),
+        _python_module("watchfiles", "watchfiles", "watchfiles"),
+        _python_module("textual", "textual", "textual", required=False),
     ]
 
 
@@ -183,24 +187,15 @@ def check_app_toolchain(spec: AppSpec) -> list[Check]:
                 continue
             if Path(tool).name.startswith("python") and len(argv) >= 3 and argv[1] == "-m":
                 module = argv[2]
-                dist = _PYTHON_MODULES.get(module.replace("-", "_"), module)
-                checks.append(_python_module_check(spec.name, module, dist))
+                package = module.split(".", 1)[0]  # `-m pkg.tool` is installed as pkg
+                dist = _PYTHON_MODULES.get(package.replace("-", "_"), package)
+                checks.append(_python_module(f"{spec.name}: python -m {module}", module, dist))
                 continue
             checks.append(Check(label, True, found))
         if "spin_sdk" in command and "spin_sdk" not in seen:
             seen.add("spin_sdk")
-            checks.append(_python_module_check(spec.name, "spin_sdk", "spin-sdk", how="import"))
+            checks.append(_python_module(f"{spec.name}: import spin_sdk", "spin_sdk", "spin-sdk"))
     return checks
-
-
-def _python_module_check(app: str, module: str, dist: str, how: str = "python -m") -> Check:
-    label = f"{app}: {how} {module}"
-    if importlib.util.find_spec(module.replace("-", "_")) is None:
-        return Check(label, False, "module not importable", f"{PIP} {dist}")
-    try:
-        return Check(label, True, importlib.metadata.version(dist))
-    except importlib.metadata.PackageNotFoundError:
-        return Check(label, True, "installed")
 
 
 def _install_hint(tool: str) -> str:

@@ -158,3 +158,11 @@ def test_engine_thread_runs_the_loop_beside_a_ui_thread(tmp_path: Path) -> None:
         assert engine.join(30) and engine.error is None
     finally:
         engine.stop()
+
+
+def test_doctor_reports_a_missing_dotted_python_module_instead_of_crashing(tmp_path: Path) -> None:
+    manifest = write_wat_app(tmp_path, "dotted")
+    manifest.write_text(manifest.read_text().replace('"python build.py"', '"python -m nosuchpkg.build"'))
+    [check] = check_app_toolchain(load_app(manifest))
+    assert check.name == "dotted: python -m nosuchpkg.build"
+    assert not check.ok and check.fix.endswith("pip install nosuchpkg")
