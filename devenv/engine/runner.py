@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from devenv.engine.devloop import DevLoop
+from devenv.engine.devloop import DevLoop, one_line
 from devenv.errors import WasmdevError
 from devenv.model import LogLine, LogStream
 from devenv.store import actions as a
@@ -45,11 +45,9 @@ class EngineThread:
         except BaseException as err:  # reported to the owner thread via .error
             self.error = err
             if isinstance(err, WasmdevError):  # shown in the UI's log too, not only after exit
-                text = " — ".join(line.strip() for line in str(err).splitlines() if line.strip())
+                text = f"engine stopped: {one_line(str(err))}"
                 self.store.dispatch(
-                    a.LogEmitted(
-                        LogLine(time.time(), "", LogStream.SYSTEM, f"engine stopped: {text}", level="error")
-                    )
+                    a.LogEmitted(LogLine(time.time(), "", LogStream.SYSTEM, text, level="error"))
                 )
         finally:
             self._started.set()
