@@ -22,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from devenv.errors import ManifestError
 from devenv.manifest_build import build_app
 from devenv.manifest_reader import TomlReader
 from devenv.manifest_v1 import read_v1
@@ -66,7 +67,7 @@ def guess_app_name(manifest_path: Path) -> str:
         path = path / MANIFEST_NAME
     try:
         doc = TomlReader(path).load()
-    except Exception:  # any unreadable manifest falls back to the folder name
+    except ManifestError:  # unreadable or not TOML: fall back to the folder name
         doc = {}
     application = doc.get("application")
     name = application.get("name") if isinstance(application, dict) else doc.get("name")
