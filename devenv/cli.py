@@ -50,12 +50,8 @@ def load(args: argparse.Namespace) -> Workspace:
         )
     workspace = load_workspace(root)
     overrides: dict[str, Any] = {}
-    if getattr(args, "target", None):
-        overrides["target"] = args.target
-    if getattr(args, "port", None) is not None:
-        overrides["local_base_port"] = args.port
     for flag, setting in _SETTING_FLAGS.items():
-        value = getattr(args, flag, None)
+        value = getattr(args, flag, None)  # commands without the flag have no attribute
         if value is not None:
             overrides[setting] = value
     if not overrides:
@@ -218,6 +214,8 @@ def cmd_screenshot(args: argparse.Namespace) -> int:
 
 # CLI flag (argparse dest) -> Settings.with_overrides name. Flags win over wasmdev.toml.
 _SETTING_FLAGS = {
+    "target": "target",
+    "port": "local_base_port",
     "context": "kube_context",
     "registry": "kube_registry",
     "namespace": "kube_namespace",
