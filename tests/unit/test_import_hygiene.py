@@ -5,26 +5,20 @@ Checked in a fresh interpreter, so modules other tests imported do not hide a st
 
 from __future__ import annotations
 
+import pkgutil
 import subprocess
 import sys
 
-CORE_MODULES = [
-    "devenv.engine.builder",
-    "devenv.engine.changeset",
-    "devenv.engine.watcher",
-    "devenv.engine.devloop",
-    "devenv.engine.samplers",
-    "devenv.engine.headless",
-    "devenv.engine.doctor",
-    "devenv.engine.runner",
-    "devenv.store",
-    "devenv.store.reducer",
-    "devenv.targets.base",
-    "devenv.targets.local.target",
-    "devenv.manifest",
-    "devenv.config",
-    "devenv.model",
-]
+import devenv
+
+# Every module but the TUI's own (devenv.ui, the layout files) and the entry point, found by
+# walking the package so a new engine, target or OCI module is checked without being listed.
+_NOT_CORE = ("devenv.ui", "devenv.layouts", "devenv.__main__")
+CORE_MODULES = sorted(
+    module.name
+    for module in pkgutil.walk_packages(devenv.__path__, "devenv.")
+    if not module.name.startswith(_NOT_CORE)
+)
 
 
 def test_core_modules_do_not_import_textual() -> None:
@@ -39,6 +33,12 @@ def test_core_modules_do_not_import_textual() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"{out.stdout.strip()} pulls in Textual"
+
+
+def test_the_walk_finds_the_engine_targets_and_oci_modules() -> None:
+    for name in ("devenv.engine.devloop", "devenv.targets.cluster.kube", "devenv.oci.registry", "devenv.cli"):
+        assert name in CORE_MODULES
+    assert not any(name.startswith("devenv.ui") for name in CORE_MODULES)
 
 
 def test_the_check_would_see_textual() -> None:
