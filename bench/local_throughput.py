@@ -19,7 +19,10 @@ create/free ~30-50; instantiate + run ~100-130), then CGI parsing, the stderr li
 request record (~20 us since LogBuffer.append stopped using dataclasses.replace). Everything
 but instantiate/run/free holds the one GIL, so the sum of the Python parts of both threads
 (~350-450 us) caps the target near 2,000 req/s however many guest threads run; past that, the
-next step is more processes (SO_REUSEPORT), not more threads.
+next step is more processes (SO_REUSEPORT), not more threads. Tried outside the tree: two
+processes of two guest threads each on one SO_REUSEPORT port served 2,440-2,770 req/s where one
+process of four served 1,450-1,620 (same minutes, same wrk); each had its own store, so a real
+design must also forward the request records and log lines to the engine's process in batches.
 
 The "per-thread CPU" line splits this process's CPU per request between the HTTP loop and the
 guest threads.
