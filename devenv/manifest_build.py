@@ -8,9 +8,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from devenv.manifest_reader import TomlReader, key_join
-from devenv.manifest_rules import convert_allowed_http_hosts, lower_snake_problem, outbound_hosts_problem
-from devenv.manifest_v2 import TRIGGER_COMMON_KEYS, RawComponent, RawManifest, RawTrigger
+from devenv.manifest_reader import TomlReader
+from devenv.manifest_rules import convert_allowed_http_hosts, outbound_hosts_problem
+from devenv.manifest_v2 import (
+    TRIGGER_COMMON_KEYS,
+    RawComponent,
+    RawManifest,
+    RawTrigger,
+    check_variable_names,
+)
 from devenv.model import AppSpec, BuildSpec, ComponentSpec, Executor, FileMount, HttpTrigger, Route
 
 COMPONENT_KEYS = (
@@ -89,14 +95,7 @@ def _build_component(
     r.check_keys(t, key, COMPONENT_KEYS, required=("source",))
     source, url, digest = _read_source(r, t["source"], f"{key}.source")
     variables = r.string_map(t.get("variables", {}), f"{key}.variables")
-    for name in variables:
-        reason = lower_snake_problem(name)
-        if reason:
-            r.fail(
-                key_join(f"{key}.variables", name),
-                f"invalid variable name `{name}`: {reason}",
-                "use lower_snake_case",
-            )
+    check_variable_names(r, variables, f"{key}.variables")
     for list_key in ("key_value_stores", "sqlite_databases", "ai_models"):
         r.string_list(t.get(list_key, []), f"{key}.{list_key}")
     for table_key in ("tool", "dependencies", "profile"):

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from devenv.manifest_reader import TomlReader, key_join
+from devenv.manifest_reader import TomlReader
 from devenv.manifest_rules import (
     convert_allowed_http_hosts,
     kebab_from_legacy_id,
     kebab_problem,
-    lower_snake_problem,
 )
-from devenv.manifest_v2 import RawComponent, RawManifest, RawTrigger, read_variables
+from devenv.manifest_v2 import RawComponent, RawManifest, RawTrigger, check_variable_names, read_variables
 
 _TOP_KEYS = (
     "spin_manifest_version",
@@ -115,14 +114,7 @@ def _read_component(
         )
     converted = {name: table[name] for name in _SAME_IN_V2 if name in table}
     config = r.string_map(table.get("config", {}), f"{key}.config")
-    for name in config:
-        reason = lower_snake_problem(name)
-        if reason:
-            r.fail(
-                key_join(f"{key}.config", name),
-                f"invalid ID `{name}`: {reason}",
-                "use lower_snake_case names",
-            )
+    check_variable_names(r, config, f"{key}.config", what="ID")
     converted["variables"] = config
 
     http_key = f"{key}.allowed_http_hosts"

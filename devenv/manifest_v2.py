@@ -8,6 +8,7 @@ lifted into the component map under Spin's generated id.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,15 +106,10 @@ def read_v2(r: TomlReader, doc: dict[str, Any]) -> RawManifest:
 def read_variables(r: TomlReader, value: object, key: str) -> dict[str, dict[str, Any]]:
     """Application variables: lower_snake_case names, each `{ description, required, default, secret }`."""
     variables: dict[str, dict[str, Any]] = {}
-    for name, spec in r.table(value, key).items():
+    table = r.table(value, key)
+    check_variable_names(r, table, key)
+    for name, spec in table.items():
         var_key = key_join(key, name)
-        reason = lower_snake_problem(name)
-        if reason:
-            r.fail(
-                var_key,
-                f"invalid variable name `{name}`: {reason}",
-                "name variables in lower_snake_case, e.g. `api_host`",
-            )
         spec = r.table(spec, var_key, 'write it as `{ default = "..." }` or `{ required = true }`')
         r.check_keys(spec, var_key, _VARIABLE_KEYS)
         for flag in ("required", "secret"):
@@ -130,6 +126,18 @@ def read_variables(r: TomlReader, value: object, key: str) -> dict[str, dict[str
             )
         variables[name] = dict(spec)
     return variables
+
+
+def check_variable_names(r: TomlReader, names: Iterable[str], key: str, what: str = "variable name") -> None:
+    """Variable names (application variables, a component's variables, v1 `config`) are lower_snake_case."""
+    for name in names:
+        reason = lower_snake_problem(name)
+        if reason:
+            r.fail(
+                key_join(key, name),
+                f"invalid {what} `{name}`: {reason}",
+                "name variables in lower_snake_case, e.g. `api_host`",
+            )
 
 
 def _check_id(r: TomlReader, value: str, key: str, what: str) -> None:

@@ -589,3 +589,32 @@ def test_mutated_manifests_only_ever_raise_manifest_error(tmp_path: Path) -> Non
             outcomes["rejected"] += 1
     # The mutations must exercise both paths, or the test proves nothing.
     assert outcomes["loaded"] > 20 and outcomes["rejected"] > 100
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "phrase"),
+    [
+        (
+            'spin_manifest_version = 2\n[application]\nname = "v"\n[variables]\nApiHost = { default = "x" }\n',
+            "variables.ApiHost",
+            "invalid variable name `ApiHost`",
+        ),
+        (
+            'spin_manifest_version = 2\n[application]\nname = "v"\n'
+            '[component.c]\nsource = "c.wasm"\nvariables = { "api-host" = "x" }\n',
+            "component.c.variables.api-host",
+            "invalid variable name `api-host`",
+        ),
+        (
+            'spin_manifest_version = "1"\nname = "v"\ntrigger = { type = "http" }\n'
+            '[[component]]\nid = "c"\nsource = "c.wasm"\ntrigger = { route = "/" }\nconfig = { Bad = "x" }\n',
+            "component[0].config.Bad",
+            "invalid ID `Bad`",
+        ),
+    ],
+)
+def test_variable_names_must_be_lower_snake_case_wherever_they_are_declared(
+    tmp_path: Path, text: str, key: str, phrase: str
+) -> None:
+    err = error_for(write(tmp_path, text))
+    assert err.key == key and phrase in str(err) and "lower_snake_case" in str(err)
