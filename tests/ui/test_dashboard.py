@@ -349,3 +349,23 @@ async def test_shutdown_dispatched_elsewhere_closes_the_dashboard() -> None:
         thread.join()
         assert await wait_until(pilot, lambda: app.return_code is not None)
     assert recorder.actions == [a.ShutdownRequested()]  # the UI did not ask a second time
+
+
+async def test_build_error_panel_ages_its_serving_line_without_re_rendering_the_output() -> None:
+    store = Store()
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        store.dispatch(a.AppLoaded(spec("web")))
+        serve(store, "web", "sha256:" + "11" * 32, NOW - 120)
+        store.dispatch(a.BuildFailed("web", "make", "error: x\n" * 500, "make failed", NOW - 2))
+        panel = app.query_one(BuildErrorPanel)
+        assert await wait_until(pilot, lambda: panel.is_open)
+        renders: list[object] = []
+        original = panel._output.update
+        panel._output.update = lambda content="": renders.append(content) or original(content)  # type: ignore[method-assign]
+        failed = store.state.apps["web"]
+        panel.show(failed, NOW + 60)
+        assert "(for 2m)" in panel.serving_text
+        panel.show(failed, NOW + 120)
+        assert "(for 3m)" in panel.serving_text  # the serving line moves on
+        assert renders == []  # the same failed build: its output is not rendered again

@@ -56,7 +56,8 @@ class BuildErrorPanel(Vertical):
         self.app_name: str | None = None
         self.command = ""
         self.output = ""
-        self._shown: tuple[object, ...] = ()
+        self._build_shown: tuple[object, ...] = ()  # which failed build the panel shows
+        self._serving_shown = ""
         self._reason = Label("", classes="build-error-reason")
         self._command = Label("", classes="build-error-command")
         self._serving = Label("", classes="build-error-serving")
@@ -80,22 +81,27 @@ class BuildErrorPanel(Vertical):
     def show(self, app: AppState | None, now: float) -> None:
         if app is None:
             self.app_name = None
-            self._shown = ()
+            self._build_shown = ()
             if self.has_class("-open"):
                 self.remove_class("-open")
             return
+        # The serving line's age moves every second; the (up to 16 KB) compiler output only
+        # changes with the next failed build, so it is re-rendered only then.
+        serving = serving_line(app, now)
+        if serving != self._serving_shown:
+            self._serving_shown = serving
+            self._serving.update(serving)
         build = app.build
-        key = (app.name, build.finished_at, build.command, app.serving_digest, int(now))
-        if key == self._shown:
-            return  # unchanged: don't re-render (and re-scroll) a long output ten times a second
-        self._shown = key
+        key = (app.name, build.finished_at, build.command)
+        if key == self._build_shown:
+            return
+        self._build_shown = key
         self.app_name = app.name
         self.command = build.command
         self.output = build.output
         self.border_title = f"Build failed: {app.name}"
         self._reason.update(Text(build.error or "the build command failed"))
         self._command.update(Text(f"$ {build.command}"))
-        self._serving.update(serving_line(app, now))
         # Text, not markup: compiler output is full of [brackets].
         self._output.update(Text(build.output.rstrip() or "(no output)"))
         self.add_class("-open")
