@@ -92,3 +92,11 @@ def test_a_component_without_a_build_redeploys_when_its_source_changes(tmp_path:
     app = tmp_path / "prebuilt"
     assert classify([app / "prebuilt.wasm"], rules).rebuild == {"prebuilt"}
     assert classify([app / "app.wat"], rules).rebuild == set()  # nothing builds from it
+
+
+def test_a_new_folder_asks_for_rediscovery(tmp_path: Path) -> None:
+    # `cp -r app copy`: the spin.toml inside may be written before the watch on copy/ exists.
+    (tmp_path / "copy").mkdir()
+    assert classify([tmp_path / "copy"], {}).rediscover
+    (tmp_path / "notes.txt").write_text("x")
+    assert not classify([tmp_path / "notes.txt", tmp_path / "gone"], {}).rediscover
