@@ -203,8 +203,8 @@ def classify(
         if not change.rediscover and path.is_dir():
             # A folder appeared (copied or moved in). The kernel watch on it is added only after
             # it exists, so events for a spin.toml written into it at once can be lost: look.
+            # (It still counts as a change under an app's workdir, below.)
             change.rediscover = True
-            continue
         for rules in apps.values():
             if rules.name not in change.rebuild and rules.wants_build(path):
                 change.rebuild.add(rules.name)
