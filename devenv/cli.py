@@ -130,8 +130,8 @@ def run_dashboard(args: argparse.Namespace, store: Store, workspace: Workspace) 
         run_tui(store, layout=layout, workspace=workspace.root, layouts=layouts)
     finally:
         engine.stop()
-    if isinstance(engine.error, WasmdevError):
-        raise engine.error  # e.g. the target could not start: printed after the screen is gone
+    # E.g. the target could not start: printed (a WasmdevError without a traceback) once the
+    # screen is gone.
     if engine.error is not None and not isinstance(engine.error, KeyboardInterrupt | asyncio.CancelledError):
         raise engine.error
     return 0
