@@ -26,10 +26,10 @@ async def build_once(store: Store, workspace: Workspace, app: str | None = None)
     failures = 0
     matched = False
     for manifest in map(Path, workspace.manifests):
-        guessed = guess_app_name(manifest)
         try:
             spec = load_app(manifest)
         except ManifestError as err:
+            guessed = guess_app_name(manifest)  # only now: it parses the file again
             if app is None or guessed == app:
                 matched = True
                 failures += 1
