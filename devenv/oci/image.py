@@ -30,6 +30,7 @@ from devenv.oci.layout import (
     Descriptor,
     Layer,
     Platform,
+    blob_file,
 )
 
 DEFAULT_PLATFORMS: tuple[Platform, ...] = (Platform("linux", "amd64"), Platform("linux", "arm64"))
@@ -65,7 +66,8 @@ class OciImage:
         )
 
     def blob_path(self, digest: str) -> Path:
-        return BlobStore(self.store_dir).path(digest)
+        # Not BlobStore(...).path: opening a store creates its folders, which a read never needs.
+        return blob_file(self.store_dir, digest)
 
     def read_blob(self, digest: str) -> bytes:
         return self.blob_path(digest).read_bytes()

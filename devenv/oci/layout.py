@@ -62,6 +62,14 @@ def sha256_file(path: Path) -> tuple[str, int]:
     return "sha256:" + h.hexdigest(), size
 
 
+def blob_file(root: Path, digest: str) -> Path:
+    """Where the layout at ``root`` keeps the blob ``sha256:<hex>`` (no I/O)."""
+    algo, _, hex_ = digest.partition(":")
+    if algo != "sha256" or len(hex_) != 64:
+        raise ValueError(f"unsupported digest {digest!r}")
+    return root / "blobs" / "sha256" / hex_
+
+
 def canonical_json(obj: Any) -> bytes:
     """Stable JSON bytes (sorted keys, no whitespace) so equal documents have equal digests."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
@@ -153,10 +161,7 @@ class BlobStore:
             _atomic_write(layout, canonical_json({"imageLayoutVersion": "1.0.0"}))
 
     def path(self, digest: str) -> Path:
-        algo, _, hex_ = digest.partition(":")
-        if algo != "sha256" or len(hex_) != 64:
-            raise ValueError(f"unsupported digest {digest!r}")
-        return self.blobs / hex_
+        return blob_file(self.root, digest)
 
     def has(self, digest: str) -> bool:
         return self.path(digest).exists()
