@@ -35,20 +35,22 @@ class IntentActions(_Base):
         self._dispatch(a.RestartRequested(app))
         self.notify(f"Restart requested: {app}", timeout=2)
 
-    def action_rebuild_selected(self) -> None:
+    def _selected(self) -> str | None:
+        """The selected app; None (and a warning saying so) when there is none."""
         if self.selected_app is None:
             self.notify("No app selected", severity="warning", timeout=2)
-            return
-        self.rebuild(self.selected_app)
+        return self.selected_app
+
+    def action_rebuild_selected(self) -> None:
+        if (app := self._selected()) is not None:
+            self.rebuild(app)
 
     def action_rebuild_all(self) -> None:
         self.rebuild(None)
 
     def action_restart_selected(self) -> None:
-        if self.selected_app is None:
-            self.notify("No app selected", severity="warning", timeout=2)
-            return
-        self.restart(self.selected_app)
+        if (app := self._selected()) is not None:
+            self.restart(app)
 
     def action_pause_watch(self) -> None:
         self._dispatch(a.WatchPaused())
