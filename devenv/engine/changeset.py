@@ -10,8 +10,8 @@ dirty), and the dev loop then acts on it once. The rules per app:
   does anything under a build-output directory (target/, .zig-cache, node_modules, …). A
   component with no build command is the other way round: its ``source`` is the input, and a
   change to it redeploys the app.
-- a ``spin.toml`` or ``wasmdev.toml`` that no app owns appeared or vanished, or a folder
-  appeared (its files' own events may come before the watch on it): rediscover the workspace.
+- a ``spin.toml`` or ``wasmdev.toml`` that no app owns appeared or vanished: rediscover the
+  workspace (the watcher reports the files of a folder that appears, so a copied app counts).
 """
 
 from __future__ import annotations
@@ -200,11 +200,6 @@ def classify(
         if path.name == MANIFEST_NAME:
             change.rediscover = True
             continue
-        if not change.rediscover and path.is_dir():
-            # A folder appeared (copied or moved in). The kernel watch on it is added only after
-            # it exists, so events for a spin.toml written into it at once can be lost: look.
-            # (It still counts as a change under an app's workdir, below.)
-            change.rediscover = True
         for rules in apps.values():
             if rules.name not in change.rebuild and rules.wants_build(path):
                 change.rebuild.add(rules.name)

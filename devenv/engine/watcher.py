@@ -10,12 +10,17 @@ gets its changes through.
 
 Paths under build-output and tooling directories are dropped before coalescing, so a build that
 writes target/ does not keep the quiet timer running or schedule a build of its own.
+
+A folder that appears (``cp -r app copy``, ``mkdir src/new && …``) is walked and its files are
+reported too: the kernel watch on a new folder is only added after it exists, so watchfiles
+reports the folder but can miss files written into it right away.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -75,6 +80,17 @@ class Coalescer:
             yield FileBatch(frozenset(collected), first_seen, last_seen)
 
 
+def files_under(folders: Iterable[str], keep: Callable[[watchfiles.Change, str], bool]) -> list[Path]:
+    """Every file under ``folders`` that ``keep`` accepts (blocking: run it in a thread)."""
+    added = watchfiles.Change.added
+    found: list[Path] = []
+    for top in folders:
+        for folder, dirs, files in os.walk(top):
+            dirs[:] = [d for d in dirs if keep(added, os.path.join(folder, d))]
+            found += [Path(folder, f) for f in files if keep(added, os.path.join(folder, f))]
+    return found
+
+
 def _keep(root: Path) -> Callable[[watchfiles.Change, str], bool]:
     """A watchfiles filter dropping build outputs and editor files (judged relative to root, so a
     workspace that itself lives under a folder named like an output dir is still watched)."""
@@ -119,17 +135,23 @@ class Watcher:
         await asyncio.sleep(0)
 
     async def _pump(self) -> None:
+        keep = _keep(self.root)
         try:
             async for changes in watchfiles.awatch(
                 self.root,
-                watch_filter=_keep(self.root),
+                watch_filter=keep,
                 step=5,  # hand batches over fast; coalescing is ours
                 debounce=int(self.coalescer.cap_s * 1000),
                 stop_event=self._stop,
                 rust_timeout=1_000,
                 ignore_permission_denied=True,
             ):
-                self.coalescer.feed((Path(p) for _, p in changes), time.time())
+                seen = time.time()
+                paths = [Path(p) for _, p in changes]
+                folders = [p for c, p in changes if c is watchfiles.Change.added and os.path.isdir(p)]
+                if folders:
+                    paths += await asyncio.to_thread(files_under, folders, keep)
+                self.coalescer.feed(paths, seen)
         except asyncio.CancelledError:
             raise
         except Exception as err:  # the directory vanished, inotify limits, …: told to the owner

@@ -92,17 +92,3 @@ def test_a_component_without_a_build_redeploys_when_its_source_changes(tmp_path:
     app = tmp_path / "prebuilt"
     assert classify([app / "prebuilt.wasm"], rules).rebuild == {"prebuilt"}
     assert classify([app / "app.wat"], rules).rebuild == set()  # nothing builds from it
-
-
-def test_a_new_folder_asks_for_rediscovery(tmp_path: Path) -> None:
-    # `cp -r app copy`: the spin.toml inside may be written before the watch on copy/ exists.
-    (tmp_path / "copy").mkdir()
-    assert classify([tmp_path / "copy"], {}).rediscover
-    manifest = write_wat_app(tmp_path, "noglob")
-    manifest.write_text(manifest.read_text().replace('watch = ["*.wat"]\n', ""))
-    spec = load_app(manifest)
-    (tmp_path / "noglob" / "src").mkdir()
-    change = classify([tmp_path / "noglob" / "src"], {spec.manifest_path: AppRules.of(spec)})
-    assert change.rediscover and change.rebuild == {"noglob"}  # and a change under its workdir
-    (tmp_path / "notes.txt").write_text("x")
-    assert not classify([tmp_path / "notes.txt", tmp_path / "gone"], {}).rediscover

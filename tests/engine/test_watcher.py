@@ -66,3 +66,23 @@ async def test_coalescer_caps_a_stream_that_never_goes_quiet() -> None:
     while len(rest) < 40:
         rest |= (await asyncio.wait_for(anext(batches), 5)).paths
     assert rest == {Path(f"/w/{i}") for i in range(40)}
+
+
+async def test_files_written_into_a_new_folder_at_once_are_reported(tmp_path: Path) -> None:
+    # watchfiles reports `copy/` but can miss `copy/spin.toml` written before its watch exists.
+    watcher = Watcher(tmp_path, quiet_s=0.1)
+    await watcher.start()
+    try:
+        (tmp_path / "copy" / "src").mkdir(parents=True)
+        (tmp_path / "copy" / "spin.toml").write_text("x")
+        (tmp_path / "copy" / "src" / "main.c").write_text("x")
+        (tmp_path / "copy" / "target").mkdir()
+        (tmp_path / "copy" / "target" / "app.wasm").write_text("x")
+        wanted = {"copy/spin.toml", "copy/src/main.c"}
+        seen: set[str] = set()
+        while not wanted <= seen:
+            batch = await _next(watcher)
+            seen |= {p.relative_to(tmp_path).as_posix() for p in batch.paths}
+        assert not any(p.startswith("copy/target/") for p in seen)
+    finally:
+        await watcher.close()
