@@ -43,4 +43,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     if strict and report.skipped and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
-        report.longrepr = f"skipped where the environment must be complete (CI=true or WASMDEV_STRICT_ENV=1): {reason}"
+        report.longrepr = (
+            f"skipped where the environment must be complete (CI=true or WASMDEV_STRICT_ENV=1): {reason}"
+        )

@@ -24,6 +24,7 @@ import json
 import os
 import tarfile
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -38,8 +39,9 @@ MEDIA_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 ANNOTATION_CONTAINERD_NAME = "io.containerd.image.name"
 
-# index.json lists the most recent images only: a long session must not grow it without bound.
-INDEX_KEEP = 64
+# index.json lists the most recent images only, and prune() drops every blob they do not use: a
+# long session must not grow the store without bound (16 builds of an 18 MB component ~ 290 MB).
+INDEX_KEEP = 16
 
 _PARENT_MEDIA_TYPES = (
     MEDIA_INDEX,
@@ -258,12 +260,15 @@ class BlobStore:
             index["manifests"] = kept[-INDEX_KEEP:]
             _atomic_write(self.root / "index.json", json.dumps(index, indent=2).encode())
 
-    def prune(self) -> int:
+    def prune(self, *, min_age_s: float = 0.0) -> int:
         """Delete blobs no image in index.json reaches; returns how many were removed.
 
         Every build of an 18 MB component leaves its layer behind, so a long session calls this
         now and then; index.json keeps the last ``INDEX_KEEP`` images and everything they use.
+        Blobs younger than ``min_age_s`` stay: another process sharing the store may be writing
+        an image whose blobs index.json does not reach yet.
         """
+        cutoff = time.time() - min_age_s
         with self._locked():
             reachable: set[str] = set()
             # Walk from index.json down; only indexes and manifests have children, so only those
@@ -286,8 +291,11 @@ class BlobStore:
             for blob in self.blobs.iterdir():
                 if blob.name.startswith(".tmp-") or "sha256:" + blob.name in reachable:
                     continue
-                blob.unlink(missing_ok=True)
-                removed += 1
+                with contextlib.suppress(FileNotFoundError):
+                    if min_age_s and blob.stat().st_mtime > cutoff:
+                        continue
+                    blob.unlink()
+                    removed += 1
             for meta in (self.root / "cache" / "layers").iterdir():
                 with contextlib.suppress(ValueError, KeyError, OSError):
                     if json.loads(meta.read_text())["digest"] not in reachable:

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import tarfile
+import time
 import tomllib
 from pathlib import Path
 
@@ -16,7 +17,14 @@ import pytest
 from devenv.errors import ManifestError
 from devenv.model import BuiltApp
 from devenv.oci import BlobStore, OciImage, package_app
-from devenv.oci.layout import MEDIA_CONFIG, MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_LAYER_TAR, MEDIA_MANIFEST
+from devenv.oci.layout import (
+    INDEX_KEEP,
+    MEDIA_CONFIG,
+    MEDIA_INDEX,
+    MEDIA_LAYER_GZIP,
+    MEDIA_LAYER_TAR,
+    MEDIA_MANIFEST,
+)
 from devenv.oci.toml_writer import dumps_toml
 from tests.oci.conftest import WASM_MAGIC, write_app
 
@@ -310,3 +318,40 @@ route = "/hello"
     assert manifest["component"][0]["source"] == "components/hello.wasm"
     assert manifest["component"][0]["trigger"] == {"route": "/hello"}
     assert manifest["trigger"] == {"type": "http", "base": "/"}
+
+
+def test_prune_spares_young_blobs_another_packager_may_be_writing(shop: BuiltApp, tmp_path: Path) -> None:
+    store_dir = tmp_path / "store"
+    package_app(shop, store_dir)
+    store = BlobStore(store_dir)
+    young = store.put_bytes(b"being written by another wasmdev", "application/octet-stream")
+    old = store.put_bytes(b"left over from a build long gone", "application/octet-stream")
+    an_hour_ago = time.time() - 3600
+    os.utime(store.path(old.digest), (an_hour_ago, an_hour_ago))
+    assert store.prune(min_age_s=300) == 1
+    assert store.has(young.digest) and not store.has(old.digest)
+
+
+def test_the_store_stays_bounded_over_many_builds(shop: BuiltApp, tmp_path: Path) -> None:
+    store_dir = tmp_path / "store"
+    store = BlobStore(store_dir)
+    wasm = shop.wasm["api"]
+    original = wasm.read_bytes()
+
+    def build(n: int) -> None:  # a new build of one component each time
+        wasm.write_bytes(original + n.to_bytes(8, "big"))
+        package_app(dataclasses.replace(shop, digest=f"sha256:{n:064x}"), store_dir)
+
+    def blob_count() -> int:
+        return sum(1 for p in store.blobs.iterdir() if not p.name.startswith("."))
+
+    for n in range(INDEX_KEEP + 4):
+        build(n)
+    store.prune()
+    steady = blob_count()
+    for n in range(INDEX_KEEP + 4, INDEX_KEEP + 12):
+        build(n)
+    assert blob_count() > steady  # each build left blobs behind...
+    store.prune()
+    assert blob_count() == steady  # ...and pruning brings the store back to the same size
+    assert len(json.loads((store_dir / "index.json").read_text())["manifests"]) == INDEX_KEEP

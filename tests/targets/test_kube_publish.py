@@ -54,3 +54,25 @@ async def test_deploy_pushes_to_the_registry_and_pods_pull_the_same_tag(fake_api
     dep = fake_apiserver.cluster.get("deployments", "default", "shop")
     image = dep["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image == f"team-registry:5000/team/shop:{again.tag}"
+
+
+def test_publishing_prunes_the_local_store_now_and_then(registry, tmp_path):
+    import os
+    import time
+
+    from devenv.oci import BlobStore
+    from devenv.targets.cluster.publish import PRUNE_EVERY
+
+    built = oci_fixtures.write_app(tmp_path / "app")
+    store_dir = tmp_path / "oci-store"
+    packager = oci_packager(store_dir)
+    packager(built, registry.host)
+    store = BlobStore(store_dir)
+    orphan = store.put_bytes(b"a layer of a build long gone", "application/octet-stream")
+    an_hour_ago = time.time() - 3600
+    os.utime(store.path(orphan.digest), (an_hour_ago, an_hour_ago))
+    for _ in range(PRUNE_EVERY - 2):
+        packager(built, registry.host)
+    assert store.has(orphan.digest)  # not yet: pruning runs every PRUNE_EVERY publishes
+    packager(built, registry.host)
+    assert not store.has(orphan.digest)
