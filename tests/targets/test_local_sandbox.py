@@ -79,3 +79,32 @@ async def test_a_request_header_overrides_a_component_variable_of_the_same_cgi_n
     assert "HTTP_X_FOO=component" in plain
     with_header = (await client.get("demo", "/hello/env", headers={"X-Foo": "request"})).text.splitlines()
     assert "HTTP_X_FOO=request" in with_header and "HTTP_X_FOO=component" not in with_header
+
+
+async def test_a_symlink_out_of_the_app_is_not_a_grant(
+    client: Client, target: LocalTarget, tmp_path: Path
+) -> None:
+    import pytest
+
+    from devenv.errors import DeployError
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("host secret\n")
+    root = tmp_path / "app"
+    (root / "public").mkdir(parents=True)
+    (root / "public" / "leak.txt").symlink_to(outside / "secret.txt")
+    (root / "public" / "inside.txt").write_text("inside\n")
+    (root / "assets").symlink_to(outside, target_is_directory=True)
+
+    for grant in (FileMount("public/*.txt"), FileMount("assets", "/static")):
+        with pytest.raises(DeployError) as err:
+            await target.deploy(make_app(root, [Comp(files=(grant,))]))
+        assert "outside the app directory" in str(err.value) and str(outside) in str(err.value)
+    assert target.bound_port("demo") is None  # nothing of the host was ever served
+
+    # A symlink that stays inside the app is an ordinary grant.
+    (root / "public" / "leak.txt").unlink()
+    (root / "public" / "alias.txt").symlink_to(root / "public" / "inside.txt")
+    await target.deploy(make_app(root, [Comp(files=(FileMount("public/*.txt"),))]))
+    assert (await client.get("demo", "/hello/file?public/alias.txt")).text == "inside\n"

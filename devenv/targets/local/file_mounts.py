@@ -39,11 +39,26 @@ def _checked_relative(app: AppSpec, component: ComponentSpec, pattern: str) -> N
         )
 
 
+def _inside_app(app: AppSpec, component: ComponentSpec, path: Path, real_root: Path) -> Path:
+    """``path`` with symlinks resolved, refused if that leaves the app directory: the pattern
+    check alone would let a symlink in the app ("public/x -> /etc/passwd") grant any host file."""
+    real = path.resolve()
+    if real != real_root and real_root not in real.parents:
+        raise DeployError(
+            what=f"file grant {path.relative_to(app.root).as_posix()!r} is a symlink to {real}, "
+            "outside the app directory",
+            where=_where(app, component),
+            fix="copy what the guest needs into the app directory, or remove the symlink",
+        )
+    return real
+
+
 def prepare_preopens(app: AppSpec, component: ComponentSpec, staging: Path) -> list[Preopen]:
     """Resolve the component's grants; copy glob matches into ``staging`` (created if needed)."""
     preopens: list[Preopen] = []
     globbed: list[Path] = []
     root = app.root
+    real_root = root.resolve()
     for mount in component.files:
         _checked_relative(app, component, mount.source)
         if mount.destination is None:
@@ -57,7 +72,7 @@ def prepare_preopens(app: AppSpec, component: ComponentSpec, staging: Path) -> l
                 fix=f"create {source} or fix `source` (a directory mounted at {mount.destination!r})",
             )
         guest = mount.destination if mount.destination.startswith("/") else "/" + mount.destination
-        preopens.append(Preopen(str(source.resolve()), guest))
+        preopens.append(Preopen(str(_inside_app(app, component, source, real_root)), guest))
     excluded = {
         p
         for p in globbed
@@ -68,9 +83,10 @@ def prepare_preopens(app: AppSpec, component: ComponentSpec, staging: Path) -> l
         if staging.exists():
             shutil.rmtree(staging)
         for path in chosen:
+            real = _inside_app(app, component, path, real_root)
             target = staging / path.relative_to(root)
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
+            shutil.copyfile(real, target)
         # "/" first so that it is the guest's first preopen (fd 3), as in Spin's layout.
         preopens.insert(0, Preopen(str(staging), "/"))
     return preopens
