@@ -55,6 +55,14 @@ async def test_apps_row_shows_build_progress_digest_url_and_edit_to_serving() ->
         assert cell(table, 0, "url") == "127.0.0.1:3000/"
         assert cell(table, 0, "e2s") == "850 ms"
         assert "pods" not in table.columns_shown  # local target: no pods column at all
+        # The row was first drawn with "—" placeholders: columns must widen to what they now hold,
+        # or the URL reads "127" (seen in a real session).
+        for key, text in (
+            ("url", "127.0.0.1:3000/"),
+            ("build", cell(table, 0, "build")),
+            ("digest", "abababababab"),
+        ):
+            assert table.columns[key].get_render_width(table) >= len(text) + 2 * table.cell_padding
 
 
 async def test_component_rows_and_cluster_pods() -> None:

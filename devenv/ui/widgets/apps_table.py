@@ -70,7 +70,9 @@ class AppsTable(DataTable):
             for column in self._columns:
                 new_cell, old_cell = row.cells[COLUMN_INDEX[column]], old.cells[COLUMN_INDEX[column]]
                 if new_cell != old_cell:
-                    self.update_cell(row.key, column, new_cell)
+                    # Rows first drawn with "—" placeholders would otherwise keep columns too
+                    # narrow for the URL or digest that arrives later.
+                    self.update_cell(row.key, column, new_cell, update_width=True)
             self._rows[row.key] = row
 
     def _rebuild(self, rows: list[AppRow], selected: str | None) -> None:
