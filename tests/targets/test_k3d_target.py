@@ -160,3 +160,16 @@ async def test_start_fails_cleanly_when_k3d_is_too_old(
     failed = [s for s in store.state.bootstrap if s.status is StepStatus.FAILED]
     assert [s.key for s in failed] == ["k3d"] and failed[0].fix == err.value.fix
     assert fake_k3d.state()["clusters"] == {} and fake_k3d.state()["registries"] == {}
+
+
+async def test_close_closes_the_api_client_it_made(
+    fake_k3d: FakeK3d, cluster_settings: ClusterSettings, fake_apiserver: FakeApiServer, tmp_path: Path
+) -> None:
+    target = make_target(fake_k3d, cluster_settings, tmp_path, Store())
+    await target.start()
+    client = target.kube.apis.client
+    assert client.pool is not None  # the client's worker pool, made on first use
+    await target.close()
+
+    # The client was made by the k3d target for this session alone: nobody else will close it.
+    assert client._pool is None

@@ -145,6 +145,7 @@ class K3dTarget:
             "name": self.name,
             "image_store_dir": self.image_store_dir,
             "ingress_check_s": self.ingress_check_s,
+            "owns_client": True,  # made here for the kube target alone: its close() closes it
         }
         if endpoint.registry is not None:
             args["push_registry"] = endpoint.registry.push_host
