@@ -4,9 +4,11 @@ started with; a build that does not compile or link leaves the old one serving."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from devenv.errors import DeployError
@@ -18,12 +20,25 @@ from tests.targets.local_helpers import Client, Comp, hello_wasm, local_settings
 store, target, client = local_helpers.store, local_helpers.target, local_helpers.client
 
 
+async def _wait_until(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out waiting"
+        await asyncio.sleep(0.01)
+
+
+def _serving(target: LocalTarget, app: str = "demo"):  # type: ignore[no-untyped-def]
+    assert target._server is not None
+    return target._server._versions[app]
+
+
 async def test_in_flight_request_finishes_on_v1_while_new_requests_get_v2(
     client: Client, target: LocalTarget, tmp_path: Path
 ) -> None:
     await target.deploy(make_app(tmp_path / "v1", [Comp(wasm=hello_wasm("v1"))], digest="sha256:1"))
+    v1 = _serving(target)
     slow = asyncio.create_task(client.get("demo", "/hello/sleep"))  # the guest sleeps 400 ms
-    await asyncio.sleep(0.1)
+    await _wait_until(lambda: v1.in_flight == 1)
     await target.deploy(make_app(tmp_path / "v2", [Comp(wasm=hello_wasm("v2"))], digest="sha256:2"))
     fresh = await client.get("demo", "/hello")
     assert not slow.done(), "the slow request should still be in flight during the swap"
@@ -112,8 +127,9 @@ async def test_retired_version_files_are_removed_once_its_last_request_ends(
     assert len(staged) == 1
 
     (root / "greeting.txt").write_text("two\n")
+    v1 = _serving(target)
     slow = asyncio.create_task(client.get("demo", "/hello/sleep"))
-    await asyncio.sleep(0.1)
+    await _wait_until(lambda: v1.in_flight == 1)
     await target.deploy(make_app(root, [Comp(files=(FileMount("greeting.txt"),))], digest="sha256:2"))
     assert staged[0].exists(), "v1's files must stay while a request still runs on v1"
     assert (await client.get("demo", "/hello/file?greeting.txt")).text == "two\n"
@@ -138,3 +154,54 @@ async def test_close_is_idempotent_and_frees_the_port(tmp_path: Path) -> None:
     assert not {n for n in leftover if n.startswith("wasmdev")}, leftover
     with pytest.raises(KeyError):
         target.usage("demo")
+
+
+async def test_a_request_whose_body_is_still_arriving_at_a_swap_runs_on_its_version_files(
+    target: LocalTarget, tmp_path: Path
+) -> None:
+    from devenv.model import FileMount
+
+    root = tmp_path / "app"
+    root.mkdir()
+    (root / "greeting.txt").write_text("one\n")
+    await target.deploy(make_app(root, [Comp(files=(FileMount("greeting.txt"),))], digest="sha256:1"))
+    v1 = _serving(target)
+    reader, writer = await asyncio.open_connection("127.0.0.1", target.bound_port("demo"))
+    try:
+        writer.write(
+            b"POST /hello/file?greeting.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+            b"Connection: close\r\n\r\nab"
+        )
+        await writer.drain()
+        await _wait_until(lambda: v1.in_flight == 1)  # the handler picked v1 and awaits the body
+        (root / "greeting.txt").write_text("two\n")
+        await target.deploy(make_app(root, [Comp(files=(FileMount("greeting.txt"),))], digest="sha256:2"))
+        writer.write(b"cd")
+        await writer.drain()
+        reply = await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+    assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"\r\n\r\none\n"), reply
+
+
+async def test_removing_an_app_past_its_grace_keeps_files_until_the_guest_ends(
+    client: Client, target: LocalTarget, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from devenv.model import FileMount
+    from devenv.targets.local import server
+
+    monkeypatch.setattr(server, "SHUTDOWN_GRACE_S", 0.05)  # the handler is cancelled mid-guest
+    root = tmp_path / "app"
+    root.mkdir()
+    (root / "greeting.txt").write_text("one\n")
+    await target.deploy(make_app(root, [Comp(files=(FileMount("greeting.txt"),))]))
+    v1 = _serving(target)
+    staged = list((target._staging_root or Path("/nonexistent")).iterdir())
+    slow = asyncio.create_task(client.get("demo", "/hello/sleep"))  # the guest sleeps 400 ms
+    await _wait_until(lambda: v1.in_flight == 1)
+    await target.remove("demo")
+    assert v1.in_flight == 1 and staged[0].exists(), "the guest still runs on these files"
+    await _wait_until(lambda: v1.in_flight == 0)
+    assert not staged[0].exists()
+    with contextlib.suppress(aiohttp.ClientError):  # its connection was closed at the grace
+        await slow

@@ -193,38 +193,57 @@ class LocalServer:
                 )
             )
             return self._not_found(app, path, version)
-        # No await for a request without a body (most GETs): one task step less per request.
-        body = await request.read() if request.body_exists else b""
-        request_id = f"{next(_request_ids):06x}"
+        # The lease is taken before any await: reading the body yields to the loop, and a swap
+        # meanwhile must not clean up (delete the staged files of) the version picked here.
+        version.acquire()
+        try:
+            # No await for a request without a body (most GETs): one task step less per request.
+            body = await request.read() if request.body_exists else b""
+            guest_request = self._guest_request(request, path, query, body, entry)
+            assert self._pool is not None
+            job = self._pool.run(self._execute, version, app, entry, guest_request, started)
+        except BaseException:
+            version.release()
+            raise
+        # From here the pool thread releases the lease when the guest is done: if this handler
+        # is cancelled (remove/close past their grace period), the guest still runs on the
+        # version's files until its deadline.
+        response = await job
+        return web.Response(status=response.status, headers=response.headers, body=response.body)
+
+    def _guest_request(
+        self, request: web.BaseRequest, path: str, query: str, body: bytes, entry: RouteEntry
+    ) -> GuestRequest:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         sock = request.transport.get_extra_info("sockname") if request.transport else None
-        guest_request = GuestRequest(
+        return GuestRequest(
             method=request.method,
             path=path,
             query=query,
             headers=tuple(request.headers.items()),
             body=body,
             route=entry.manifest,
-            request_id=request_id,
+            request_id=f"{next(_request_ids):06x}",
             client_addr=peer[0] if peer else "127.0.0.1",
             client_port=peer[1] if peer else 0,
             server_host=sock[0] if sock else self.host,
             server_port=sock[1] if sock else 0,
         )
-        version.acquire()
-        try:
-            assert self._pool is not None
-            response = await self._pool.run(self._execute, app, entry, guest_request, started)
-        finally:
-            version.release()
-        return web.Response(status=response.status, headers=response.headers, body=response.body)
 
-    def _execute(self, app: str, entry: RouteEntry, request: GuestRequest, started: float) -> GuestResponse:
-        """Run the guest and report the request, on a pool thread.
+    def _execute(
+        self, version: ServingVersion, app: str, entry: RouteEntry, request: GuestRequest, started: float
+    ) -> GuestResponse:
+        """Run the guest, report the request and release ``version``'s lease, on a pool thread.
 
         Reporting here rather than on the loop keeps the loop thread (the one every request
         passes through) to parsing and writing HTTP; the latency recorded runs from the
         request's arrival to its response being ready."""
+        try:
+            return self._run_guest(app, entry, request, started)
+        finally:
+            version.release()
+
+    def _run_guest(self, app: str, entry: RouteEntry, request: GuestRequest, started: float) -> GuestResponse:
         component = entry.runner.component_id
         observer = self._observer
 
