@@ -216,3 +216,37 @@ def test_pod_state_prefers_the_container_reason_and_counts_restarts():
         3,
         False,
     )
+
+
+def test_a_stream_opened_while_closing_is_cut_at_once() -> None:
+    from devenv.targets.cluster.streams import OpenStreams
+
+    streams = OpenStreams()
+
+    class Blocking:
+        """A watch response that would block for the watch's whole timeout unless shut down."""
+
+        shut = False
+
+        def stream(self, amt=None, decode_content=False):  # noqa: ANN001, ANN202 - urllib3's shape
+            if not self.shut:
+                raise AssertionError("read a stream that close() should have cut")
+            return iter(())
+
+        def shutdown(self) -> None:
+            self.shut = True
+
+        def close(self) -> None:
+            self.shut = True
+
+        def release_conn(self) -> None:
+            pass
+
+    resp = Blocking()
+
+    def open_while_closing() -> Blocking:
+        streams.abort_all()  # close() runs while the request is on its way
+        return resp
+
+    assert list(streams.lines(open_while_closing)) == []
+    assert resp.shut

@@ -41,14 +41,20 @@ class OpenStreams:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._responses: set[Any] = set()
+        self._aborted = False
 
     def lines(self, open_stream: Callable[[], Any]) -> Iterator[str]:
         """Open a ``_preload_content=False`` response and yield its lines as they arrive."""
         resp = open_stream()
         with self._lock:
-            self._responses.add(resp)
+            # abort_all() may have run while this stream was being opened: it could not cut it
+            # then, and the reader would block until the server ends the watch (minutes).
+            aborted = self._aborted
+            if not aborted:
+                self._responses.add(resp)
         try:
-            yield from iter_resp_lines(resp)
+            if not aborted:
+                yield from iter_resp_lines(resp)
         finally:
             with self._lock:
                 self._responses.discard(resp)
@@ -56,7 +62,9 @@ class OpenStreams:
             resp.release_conn()
 
     def abort_all(self) -> None:
+        """Cut every open stream, and every stream opened from now on."""
         with self._lock:
+            self._aborted = True
             responses = list(self._responses)
         for resp in responses:
             for method in ("shutdown", "close"):  # urllib3 2's shutdown() wakes a blocked read
