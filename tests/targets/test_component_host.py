@@ -47,7 +47,7 @@ def _runner(runtime: WasmRuntime, name: str, staging: Path, limits: RequestLimit
     runner = build_runner(
         component=component,
         wasm_path=sample_wasm(name),
-        engine=runtime.engine,
+        runtime=runtime,
         cache=CompileCache(COMPILED, runtime.config_key),
         limits=limits,
         preopens=preopens,
@@ -276,7 +276,7 @@ def test_a_wasi_http_proxy_component_is_served_too(runtime: WasmRuntime, tmp_pat
     runner = build_runner(
         component=app.components["hello-py"],
         wasm_path=wasm,
-        engine=runtime.engine,
+        runtime=runtime,
         cache=CompileCache(COMPILED, runtime.config_key),
         limits=RequestLimits(timeout_s=120),
     )

@@ -118,3 +118,31 @@ async def test_granted_and_denied_files_over_http(target: LocalTarget, http: aio
         assert r.status == 403
     texts = [line.text for line in target.store.logs.since(0).lines]
     assert any("/secret/key.txt" in t and "not granted by `files`" in t for t in texts), texts
+
+
+async def test_close_ends_a_component_stuck_in_a_loop(
+    target: LocalTarget, http: aiohttp.ClientSession
+) -> None:
+    import asyncio
+    import contextlib
+    import threading
+
+    await target.deploy(built("echo-py"))
+    assert target._server is not None
+    version = target._server._versions["echo-py"]
+
+    async def get_loop() -> None:
+        async with http.get(url(target, "echo-py", "/echo-py/loop")) as r:
+            await r.read()
+
+    stuck = asyncio.create_task(get_loop())  # runs until its 120 s deadline unless interrupted
+    deadline = time.monotonic() + 60
+    while version.in_flight == 0:
+        assert time.monotonic() < deadline, "the loop request never started"
+        await asyncio.sleep(0.01)
+    await target.close()
+    while any(t.name.startswith("wasmdev-guest") for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "a guest thread still runs the loop after close()"
+        await asyncio.sleep(0.05)
+    with contextlib.suppress(aiohttp.ClientError):
+        await stuck

@@ -49,7 +49,7 @@ def _build(runtime: WasmRuntime, tmp_path: Path, wasm: bytes):
     cache = CompileCache(tmp_path / "cache", runtime.config_key)
     spec = ComponentSpec(id="c", source=path)
     return build_runner(
-        component=spec, wasm_path=path, engine=runtime.engine, cache=cache, limits=RequestLimits()
+        component=spec, wasm_path=path, runtime=runtime, cache=cache, limits=RequestLimits()
     )
 
 

@@ -16,7 +16,6 @@ functions without re-reading their types on every call.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from devenv.targets.local.executor import (
     RequestLimits,
 )
 from devenv.targets.local.file_mounts import Preopen
-from devenv.targets.local.runtime import TICK_S
+from devenv.targets.local.runtime import WasmRuntime
 from devenv.targets.local.wasi import REFUSALS, all_interfaces, fastbytes
 from devenv.targets.local.wasi.cli import flush_stdio
 from devenv.targets.local.wasi.filesystem import report_denials
@@ -58,7 +57,7 @@ __all__ = ["HttpComponentRunner", "build_runner"]
 def build_runner(
     component: ComponentSpec,
     wasm_path: Path,
-    engine: wasmtime.Engine,
+    runtime: WasmRuntime,
     cache: CompileCache,
     limits: RequestLimits,
     preopens: Sequence[Preopen] = (),
@@ -73,6 +72,7 @@ def build_runner(
     (Spin 4 / WASI 0.3, a command, a core module) and for imports that do not link.
     """
     where = f"component `{component.id}` ({wasm_path})"
+    engine = runtime.engine
     try:
         compiled = cache.component_file(engine, wasm_path, wasm)
     except OSError as err:
@@ -93,7 +93,7 @@ def build_runner(
         preopens=tuple(preopens),
         allowed_outbound_hosts=tuple(component.allowed_outbound_hosts),
     )
-    runner = HttpComponentRunner(component.id, compiled, engine, limits, config, world)
+    runner = HttpComponentRunner(component.id, compiled, runtime, limits, config, world)
     runner.check_links()
     return runner
 
@@ -114,7 +114,7 @@ class HttpComponentRunner:
         self,
         component_id: str,
         component: Component,
-        engine: wasmtime.Engine,
+        runtime: WasmRuntime,
         limits: RequestLimits,
         config: HostConfig,
         world: World,
@@ -122,11 +122,12 @@ class HttpComponentRunner:
         self.component_id = component_id
         self.world = world
         self._component = component
-        self._engine = engine
+        engine = self._engine = runtime.engine
         self._limits = limits
         self._config = config
-        # As the WAGI runner: +1 because the current tick may be almost over at the start.
-        self._deadline_ticks = max(1, math.ceil(limits.timeout_s / TICK_S)) + 1
+        # From the runtime, which remembers the longest deadline it handed out: close() must
+        # be able to interrupt a component stuck in a loop as it does a WAGI module.
+        self._deadline_ticks = runtime.deadline_ticks(limits.timeout_s)
         self._linker = Linker(engine)
         self.link_report: LinkReport = link_imports(
             self._linker, component, engine, all_interfaces(), REFUSALS, import_names=world.imports

@@ -91,12 +91,17 @@ class LocalServer:
         if not ready.wait(timeout=10):
             raise TargetUnavailable(what="the local HTTP server thread did not start", where="local target")
 
-    def stop(self) -> None:
+    def stop(self, interrupt_guests: Callable[[], None] | None = None) -> None:
+        """Close every port (requests in flight get ``SHUTDOWN_GRACE_S``), then stop the threads.
+        ``interrupt_guests`` runs once the ports are closed, before the guest threads are
+        joined: a guest that started during the grace period must not outlive this either."""
         if self._thread is None or self._loop is None:
             return
         try:
             self._call(self._close_all())
         finally:
+            if interrupt_guests is not None:
+                interrupt_guests()
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
             if self._pool is not None:

@@ -122,9 +122,11 @@ class LocalTarget:
     async def close(self) -> None:
         server, self._server = self._server, None
         if server is not None:
-            if self._runtime is not None:
-                self._runtime.interrupt_all()  # guests stuck in a loop end now, not at their deadline
-            await asyncio.to_thread(server.stop)
+            # Guests stuck in a loop end now, not at their deadline (up to request_timeout_s).
+            interrupt = self._runtime.interrupt_all if self._runtime is not None else None
+            if interrupt is not None:
+                interrupt()
+            await asyncio.to_thread(server.stop, interrupt)
         if self._runtime is not None:
             self._runtime.close()
         if self._staging_root is not None:

@@ -197,7 +197,7 @@ class _Builder:
                 runner = build_runner(
                     component=component,
                     wasm_path=self.wasm_path(component),
-                    engine=self.runtime.engine,
+                    runtime=self.runtime,
                     cache=self.cache,
                     limits=self.limits,
                     preopens=self.preopens(component),
