@@ -282,8 +282,6 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         try:
             self._route(method, [s for s in url.path.split("/") if s], query)
-        except WatchGone as gone:
-            self._send(410, _status(410, "Expired", str(gone)))
         except (BrokenPipeError, ConnectionResetError, OSError):
             pass  # the client (or stop()) went away mid-stream
 
@@ -400,33 +398,44 @@ class _Handler(BaseHTTPRequestHandler):
     def _watch(self, resource: str, namespace: str | None, q: dict[str, str]) -> None:
         fake = self.server.fake
         cluster = fake.cluster
-        from tests.fakes.kube_cluster import parse_label_selector
+        from tests.fakes.kube_cluster import parse_field_selector, parse_label_selector
 
-        match = parse_label_selector(q.get("labelSelector"))
+        # A watch filters by both selectors, as the list it continues did.
+        labels, fields = q.get("labelSelector", ""), q.get("fieldSelector", "")
+        match_labels, match_fields = parse_label_selector(labels), parse_field_selector(fields)
         deadline = time.time() + float(q.get("timeoutSeconds") or 1800)
         rv_param = q.get("resourceVersion") or "0"
+        gone: WatchGone | None = None
         with cluster.lock:
             if rv_param == "0":
-                initial = cluster.list(resource, namespace or None, q.get("labelSelector", ""))
+                initial = cluster.list(resource, namespace or None, labels, fields)
                 rv = cluster.resource_version
             else:
                 initial, rv = [], int(rv_param)
-                cluster.events_since(resource, rv)  # raises WatchGone before any byte is sent
+                try:
+                    cluster.events_since(resource, rv)
+                except WatchGone as err:
+                    gone = err
+        # Like the real watch cache, a too-old resourceVersion is not an HTTP 410: the watch
+        # starts (200) and its one event is an ERROR carrying the 410 Expired Status.
         self._start_stream("application/json")
 
         def emit(kind: str, obj: Obj) -> None:
-            self._chunk(json.dumps({"type": kind, "object": self._typed(resource, obj)}).encode() + b"\n")
+            body = obj if kind == "ERROR" else self._typed(resource, obj)
+            self._chunk(json.dumps({"type": kind, "object": body}).encode() + b"\n")
 
-        for obj in initial:
-            emit("ADDED", obj)
         try:
+            if gone is not None:
+                raise gone
+            for obj in initial:
+                emit("ADDED", obj)
             for kind, obj in cluster.watch(resource, namespace or None, rv, deadline, lambda: fake.alive):
-                if match(obj["metadata"].get("labels") or {}):
+                if match_labels(obj["metadata"].get("labels") or {}) and match_fields(obj):
                     emit(kind, obj)
-        except WatchGone as gone:
-            emit("ERROR", _status(410, "Expired", str(gone)))
+        except WatchGone as err:
+            emit("ERROR", _status(410, "Expired", str(err)))
         if fake.alive:
-            self._end_stream()  # the watch timed out: a clean end; the client watches again
+            self._end_stream()  # timed out or expired: a clean end; the client watches again
 
     def _get(self, resource: str, namespace: str, name: str) -> None:
         obj = self.server.fake.cluster.get(resource, namespace, name)

@@ -114,7 +114,7 @@ def parse_field_selector(selector: str | None) -> Callable[[Obj], bool]:
 
 
 class WatchGone(Exception):
-    """The requested resourceVersion is older than the retained event window (HTTP 410)."""
+    """The requested resourceVersion is older than the retained event window (HTTP 410; a watch answers it with an ERROR event)."""
 
 
 class FakeCluster:

@@ -250,3 +250,37 @@ def test_a_stream_opened_while_closing_is_cut_at_once() -> None:
 
     assert list(streams.lines(open_while_closing)) == []
     assert resp.shut
+
+
+async def test_a_compacted_resource_version_relists_without_calling_it_an_outage(fake_apiserver, store):
+    import dataclasses
+
+    from tests.targets.kube_helpers import FAST_OBSERVE
+
+    cluster = fake_apiserver.cluster
+    observe = dataclasses.replace(FAST_OBSERVE, watch_timeout_s=1)
+    target = make_target(fake_apiserver, store, observe=observe)
+    try:
+        assert await deploy_like_engine(store, target, build("hello", "v1")) is None
+        wait_until(lambda: len(_ready_pods(store, "hello")) == 1, what="v1's pod in the store")
+        relists = len(
+            fake_apiserver.requests_matching("GET", "/api/v1/namespaces/default/pods?labelSelector")
+        )
+        # Pods wasmdev does not watch churn past the server's event window; the observer's version
+        # (the last event it saw) is compacted away, so its next watch opens with an ERROR 410.
+        cluster.EVENT_WINDOW = 3
+        for i in range(10):
+            cluster.put("pods", "default", {"metadata": {"name": f"other-{i}", "labels": {"app": "other"}}})
+        wait_until(
+            lambda: (
+                len(fake_apiserver.requests_matching("GET", "/api/v1/namespaces/default/pods?labelSelector"))
+                > relists
+            ),
+            timeout=5.0,
+            what="the observer to list again after 410 Expired",
+        )
+        cluster.append_log(store.state.apps["hello"].pods[0].name, "still followed")
+        wait_until(lambda: "still followed" in pod_lines(store, "hello"), what="logs after the relist")
+    finally:
+        await target.close()
+    assert not [t for t in system_lines(store, "hello") if "lost the API server" in t]
