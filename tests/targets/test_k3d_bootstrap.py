@@ -444,3 +444,23 @@ async def test_unknown_runtime_class_is_refused_before_anything_is_made(
         await bootstrap_cluster(odd, Steps(), cli=fake_k3d.cli(settings.kubeconfig), options=fast())
     assert "my-shim" in err.value.what and "wasmtime-spin-v2" in err.value.fix
     assert fake_k3d.calls() == []
+
+
+async def test_the_readiness_probe_closes_its_api_client(
+    fake_k3d: FakeK3d, settings: ClusterSettings, fake_apiserver: FakeApiServer
+) -> None:
+    from devenv.targets.cluster.node_readiness import KubernetesProbe
+
+    made: list[KubernetesProbe] = []
+
+    def factory(kubeconfig: Path, context: str) -> KubernetesProbe:
+        made.append(KubernetesProbe(kubeconfig, context))
+        return made[-1]
+
+    code = await cluster_create(
+        settings, Steps(), cli=fake_k3d.cli(settings.kubeconfig), options=fast(probe_factory=factory)
+    )
+
+    assert code == 0
+    [probe] = made
+    assert probe._api is None  # used for the two waits, then closed: no pool left behind

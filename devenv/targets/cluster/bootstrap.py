@@ -385,10 +385,15 @@ async def _create_and_wait(
     factory = opts.probe_factory or default_probe
     probe = factory(settings.kubeconfig, context)
     expected = cluster.servers_count + cluster.agents_count
-    async with steps.step("nodes", "Nodes Ready") as s:
-        nodes = await wait_nodes_ready(probe, expected, opts.polling, s)
-    async with steps.step("runtimeclass", "RuntimeClass") as s:
-        s.done(await ensure_cluster_runtime_class(probe, settings.runtime_class, nodes, opts.polling))
+    try:
+        async with steps.step("nodes", "Nodes Ready") as s:
+            nodes = await wait_nodes_ready(probe, expected, opts.polling, s)
+        async with steps.step("runtimeclass", "RuntimeClass") as s:
+            s.done(await ensure_cluster_runtime_class(probe, settings.runtime_class, nodes, opts.polling))
+    finally:
+        close = getattr(probe, "close", None)  # the API client is needed only for these two waits
+        if close is not None:
+            await asyncio.to_thread(close)
 
     return ClusterEndpoint(
         name=settings.name,

@@ -211,6 +211,8 @@ async def cluster_status(
     except Exception as exc:  # the API is down or the kubeconfig is stale; say so, don't trace
         say(f"kubernetes  not answering: {first_line(exc)}")
         return 1
+    finally:
+        probe.close()
     for line in report:
         say(line)
     return 0

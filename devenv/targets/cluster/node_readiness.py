@@ -62,6 +62,12 @@ class KubernetesProbe:
             self._api = config.new_client_from_config(config_file=str(self.kubeconfig), context=self.context)
         return self._api
 
+    def close(self) -> None:
+        """Close the ApiClient (its worker pool and connections), if one was made."""
+        if self._api is not None:
+            self._api.close()
+            self._api = None
+
     def nodes(self) -> list[dict[str, Any]]:
         from kubernetes import client
 
