@@ -148,6 +148,24 @@ def test_pull_from_localhost_inside_a_pod_is_explained():
     assert failure.events and "connection refused" in failure.events[0]
 
 
+def test_https_pull_fix_does_not_rule_out_the_registry_name_wasmdev_uses():
+    image = "k3d-wasmdev-registry:5001/hello:b-1"  # the host port instead of a mirrored name
+    pod = {
+        "metadata": {"name": "hello-1"},
+        "status": {
+            "containerStatuses": [
+                {"name": "spin", "image": image, "state": {"waiting": {"reason": "ErrImagePull"}}}
+            ]
+        },
+    }
+    message = f'Failed to pull image "{image}": http: server gave HTTP response to HTTPS client'
+    failure = diagnose(pod, [{"type": "Warning", "reason": "Failed", "message": message}])
+    assert failure is not None
+    # `k3d registry create NAME` (wasmdev's way) names the container, and so the mirror, k3d-NAME.
+    assert "not 'k3d-NAME'" not in failure.fix
+    assert "k3d-NAME for `k3d registry create NAME`" in failure.fix
+
+
 def test_a_pending_pod_is_not_a_failure_until_scheduling_is_stuck():
     pod = {
         "metadata": {"name": "hello-1"},

@@ -54,8 +54,12 @@ def _pull_cause(image: str, message: str) -> tuple[str, str]:
         return (
             f"the node pulled {host} over https, but that registry speaks plain http: the node's "
             f"containerd has no mirror entry for '{host}'",
-            f"use the registry address the nodes mirror (k3d: 'REGISTRY-NAME:5000', the name given to "
-            f"--registry-create, not 'k3d-NAME' or 'localhost'); on another cluster, add '{host}' as an "
+            # k3d mirrors the registry's *container* name, and the two ways of making one name it
+            # differently: `k3d registry create NAME` makes k3d-NAME (what wasmdev uses),
+            # `--registry-create NAME` makes NAME.
+            "use the registry address the nodes mirror (k3d: 'REGISTRY-NAME:5000', with the container "
+            "name `k3d registry list` shows: k3d-NAME for `k3d registry create NAME`, NAME for "
+            f"`--registry-create NAME`; never 'localhost'); on another cluster, add '{host}' as an "
             "insecure registry in the nodes' containerd config or use a TLS registry",
         )
     if "not found" in message or "manifest unknown" in message:
