@@ -521,6 +521,12 @@ class _Handler(BaseHTTPRequestHandler):
         if not statuses:
             msg = f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating'
             return self._send(400, _status(400, "BadRequest", msg))
+        if q.get("previous") == "true":
+            # The kubelet has a previous container's log only after a restart.
+            last = next((s.get("lastState") or {} for s in statuses if s["name"] == container), {})
+            if "terminated" not in last:
+                msg = f'previous terminated container "{container}" in pod "{name}" not found'
+                return self._send(400, _status(400, "BadRequest", msg))
         follow, stamps = q.get("follow") == "true", q.get("timestamps") == "true"
         self._start_stream("text/plain")
         sent = 0
