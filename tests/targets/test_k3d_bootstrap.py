@@ -385,8 +385,12 @@ async def test_cancelled_create_removes_the_half_made_cluster_and_registry(
         bootstrap_cluster(settings, sink, cli=fake_k3d.cli(settings.kubeconfig), options=fast())
     )
     await cancelled.wait()
-    while "wasmdev" not in fake_k3d.state()["clusters"]:  # k3d got as far as making containers
+    for _ in range(500):  # until k3d got as far as making containers (bounded: never hang CI)
+        if "wasmdev" in fake_k3d.state()["clusters"]:
+            break
         await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the fake k3d never recorded the cluster")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
