@@ -185,6 +185,51 @@ def test_outbound_http_to_an_allowed_host_is_sent(echo: HttpComponentRunner, ups
     assert r.body == b"upstream said 200: upstream saw /from-guest"
 
 
+@pytest.fixture
+def dripping_upstream() -> Iterator[str]:
+    """Answers with a body of one byte every 50 ms for 10 s: each read is quick, the whole is not."""
+    stop = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            self.send_response(200)
+            self.send_header("connection", "close")
+            self.end_headers()
+            for _ in range(200):
+                if stop.wait(0.05):
+                    return
+                self.wfile.write(b".")
+                self.wfile.flush()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    stop.set()
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_slow_upstream_cannot_hold_a_request_past_its_deadline(
+    echo_strict: HttpComponentRunner, dripping_upstream: str
+) -> None:
+    import time
+
+    logs = Logs()
+    started = time.monotonic()
+    try:  # the guest may still answer (a 502) in the tick before its own deadline hits
+        r, _ = echo_strict.handle(request("/echo-py/outbound", query=f"url={dripping_upstream}/slow"), logs)
+        assert r.status == 502 and b"ConnectionTimeout" in r.body, r.body
+    except GuestError as err:
+        assert err.reason.startswith("timed out"), err.reason
+    assert time.monotonic() - started < 5, "the 1 s deadline did not stop the outbound request"
+    assert any("outbound HTTP" in n and "timed out" in n for n in logs.of(LogStream.SYSTEM)), logs.lines
+
+
 def test_a_trap_mid_response_fails_that_request_only(echo: HttpComponentRunner) -> None:
     logs = Logs()
     with pytest.raises(GuestError) as info:

@@ -12,6 +12,8 @@ may start with ``*.`` for subdomains, and a missing port means the scheme's defa
 from __future__ import annotations
 
 import http.client
+import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -101,9 +103,13 @@ class IncomingResponse(Resource):
 class FutureIncomingResponse(Resource):
     KIND = Kind.FUTURE_INCOMING_RESPONSE
 
-    def __init__(self, request: OutgoingRequest, options: RequestOptions | None) -> None:
+    def __init__(
+        self, request: OutgoingRequest, options: RequestOptions | None, host: str, port: int
+    ) -> None:
         self.request = request
         self.options = options
+        self.host = host  # what allowed_outbound_hosts was checked against: all we connect to
+        self.port = port
         self.outcome: Any = None  # IncomingResponse or an error-code Case, once sent
         self.taken = False
 
@@ -176,18 +182,21 @@ def _handle(ctx: HostContext, request: ResourceAny, options: ResourceAny | None)
     scheme = req.scheme or "https"
     authority = req.authority or ""
     url = f"{scheme}://{authority}{req.path_with_query or '/'}"
-    host = urlsplit(f"//{authority}").hostname or ""
+    parts = urlsplit(f"//{authority}")
     try:
-        port = urlsplit(f"//{authority}").port or _DEFAULT_PORTS.get(scheme, 0)
+        port = parts.port or _DEFAULT_PORTS.get(scheme, 0)
     except ValueError:
         return Err(Case("HTTP-request-URI-invalid"))
+    host = parts.hostname or ""
+    if not host or parts.netloc != authority or "@" in authority:
+        return Err(Case("HTTP-request-URI-invalid"))  # userinfo, a path or a query in the authority
     if not allowed(ctx.config.allowed_outbound_hosts, scheme, host, port):
         ctx.note(
             f"denied outbound HTTP {req.method} {url}: {scheme}://{authority} is not in "
             f"allowed_outbound_hosts (add it to [component.{ctx.config.component_id}] in spin.toml)"
         )
         return Err(Case("HTTP-request-denied"))
-    return Ok(ctx.own(FutureIncomingResponse(req, opts)))
+    return Ok(ctx.own(FutureIncomingResponse(req, opts, host, port)))
 
 
 def _send(ctx: HostContext, future: FutureIncomingResponse) -> Any:
@@ -198,9 +207,16 @@ def _send(ctx: HostContext, future: FutureIncomingResponse) -> Any:
         remaining = min(remaining, future.options.timeouts["connect"] / 1e9)
     conn_cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
     body = bytes(req.body.sink.data) if req.body is not None else None
+    # The socket timeout bounds each read, not the exchange: a server sending a byte now and
+    # then would hold this guest thread past the request's deadline. At the deadline the
+    # socket is shut down, which ends any read in progress.
+    conn = conn_cls(future.host, future.port, timeout=remaining)
+    watchdog: threading.Timer | None = None
     try:
-        conn = conn_cls(req.authority or "", timeout=remaining)
         try:
+            conn.connect()  # bounded by the timeout; the socket is kept, conn drops it at close
+            watchdog = threading.Timer(max(0.001, ctx.deadline - time.monotonic()), _abort, (conn.sock,))
+            watchdog.start()
             conn.putrequest(req.method, req.path_with_query or "/", skip_accept_encoding=True)
             for name, value in req.headers.entries:
                 conn.putheader(name, value)
@@ -210,22 +226,38 @@ def _send(ctx: HostContext, future: FutureIncomingResponse) -> Any:
             resp = conn.getresponse()
             data = resp.read(ctx.config.max_body_bytes + 1)
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             conn.close()
-    except TimeoutError:
-        return Case("connection-timeout")
-    except ConnectionRefusedError:
-        return Case("connection-refused")
-    except OSError as err:
-        ctx.note(f"outbound HTTP to {scheme}://{req.authority} failed: {err}")
-        return Case("destination-unavailable")
-    except http.client.HTTPException:
-        return Case("HTTP-protocol-error")
+    except (OSError, http.client.HTTPException) as err:
+        return _failure(ctx, f"{scheme}://{req.authority}", err)
+    if time.monotonic() >= ctx.deadline:  # cut at the deadline: the body may be truncated
+        return _failure(ctx, f"{scheme}://{req.authority}", TimeoutError())
     if len(data) > ctx.config.max_body_bytes:
         return Case("HTTP-response-body-size")
     headers = Fields(
         [(n.lower(), v.encode("latin-1", errors="replace")) for n, v in resp.getheaders()], False
     )
     return IncomingResponse(resp.status, headers, data)
+
+
+def _failure(ctx: HostContext, origin: str, err: Exception) -> Case:
+    if isinstance(err, TimeoutError) or time.monotonic() >= ctx.deadline:
+        ctx.note(f"outbound HTTP to {origin} timed out (the request deadline, or its connect-timeout)")
+        return Case("connection-timeout")
+    if isinstance(err, ConnectionRefusedError):
+        return Case("connection-refused")
+    if isinstance(err, http.client.HTTPException):
+        return Case("HTTP-protocol-error")
+    ctx.note(f"outbound HTTP to {origin} failed: {err}")
+    return Case("destination-unavailable")
+
+
+def _abort(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
 
 
 def _future_subscribe(ctx: HostContext, self: ResourceAny) -> Any:
