@@ -4,6 +4,7 @@ parsing of what k3d prints (JSON shapes, version line, coloured FATA/ERRO lines)
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import yaml
@@ -24,10 +25,6 @@ fake_k3d = harness.fake_k3d
 cluster_settings = harness.cluster_settings
 
 
-def skip_docker_ping() -> None:  # the bootstrap tests ping a (dead) Docker for real
-    return None
-
-
 FAST = BootstrapOptions(docker_ping=lambda: None, polling=Polling(timeout=5.0, interval=0.02))
 
 
@@ -35,6 +32,13 @@ async def create(fake: FakeK3d, settings: ClusterSettings) -> None:
     lines: list[str] = []
     code = await cluster_create(settings, lines.append, cli=fake.cli(settings.kubeconfig), options=FAST)
     assert code == 0, "\n".join(lines)
+
+
+async def run_command(command: Any, fake: FakeK3d, settings: ClusterSettings) -> tuple[int, list[str]]:
+    """``cluster_delete`` or ``cluster_status`` against the fake k3d (no Docker ping); code and lines."""
+    lines: list[str] = []
+    code = await command(settings, lines.append, cli=fake.cli(settings.kubeconfig), docker_ping=lambda: None)
+    return code, lines
 
 
 async def test_create_prints_steps_and_how_to_use_the_cluster(
@@ -59,14 +63,8 @@ async def test_delete_removes_cluster_registry_and_kubeconfig(
 ) -> None:
     await create(fake_k3d, cluster_settings)
     assert cluster_settings.kubeconfig.exists()
-    lines: list[str] = []
 
-    code = await cluster_delete(
-        cluster_settings,
-        lines.append,
-        cli=fake_k3d.cli(cluster_settings.kubeconfig),
-        docker_ping=skip_docker_ping,
-    )
+    code, lines = await run_command(cluster_delete, fake_k3d, cluster_settings)
 
     assert code == 0
     assert fake_k3d.state()["clusters"] == {} and fake_k3d.state()["registries"] == {}
@@ -86,13 +84,7 @@ async def test_delete_removes_cluster_registry_and_kubeconfig(
 async def test_delete_of_nothing_succeeds_and_says_so(
     fake_k3d: FakeK3d, cluster_settings: ClusterSettings
 ) -> None:
-    lines: list[str] = []
-    code = await cluster_delete(
-        cluster_settings,
-        lines.append,
-        cli=fake_k3d.cli(cluster_settings.kubeconfig),
-        docker_ping=skip_docker_ping,
-    )
+    code, lines = await run_command(cluster_delete, fake_k3d, cluster_settings)
     assert code == 0
     assert lines == ["no cluster wasmdev"]
     assert fake_k3d.calls_of("registry", "delete") == []
@@ -108,12 +100,7 @@ async def test_delete_keeps_a_kubeconfig_shared_with_other_clusters(
     assert {c["name"] for c in merged["contexts"]} == {"work", "k3d-wasmdev"}
     assert merged["current-context"] == "work"  # merged without switching the file's context
 
-    await cluster_delete(
-        cluster_settings,
-        lambda _line: None,
-        cli=fake_k3d.cli(cluster_settings.kubeconfig),
-        docker_ping=skip_docker_ping,
-    )
+    await run_command(cluster_delete, fake_k3d, cluster_settings)
 
     kept = yaml.safe_load(cluster_settings.kubeconfig.read_text())
     assert [c["name"] for c in kept["contexts"]] == ["work"]
@@ -158,14 +145,8 @@ async def test_status_lists_nodes_runtime_classes_registry_and_apps(
             },
         },
     )
-    lines: list[str] = []
 
-    code = await cluster_status(
-        cluster_settings,
-        lines.append,
-        cli=fake_k3d.cli(cluster_settings.kubeconfig),
-        docker_ping=skip_docker_ping,
-    )
+    code, lines = await run_command(cluster_status, fake_k3d, cluster_settings)
     text = "\n".join(lines)
 
     assert code == 0, text
@@ -180,13 +161,7 @@ async def test_status_lists_nodes_runtime_classes_registry_and_apps(
 async def test_status_without_a_cluster_exits_1_and_says_how_to_create(
     fake_k3d: FakeK3d, cluster_settings: ClusterSettings
 ) -> None:
-    lines: list[str] = []
-    code = await cluster_status(
-        cluster_settings,
-        lines.append,
-        cli=fake_k3d.cli(cluster_settings.kubeconfig),
-        docker_ping=skip_docker_ping,
-    )
+    code, lines = await run_command(cluster_status, fake_k3d, cluster_settings)
     assert code == 1
     assert "not created (run `wasmdev cluster create`)" in "\n".join(lines)
 
@@ -196,13 +171,7 @@ async def test_status_with_the_api_down_exits_1_without_a_traceback(
 ) -> None:
     await create(fake_k3d, cluster_settings)
     fake_apiserver.stop()
-    lines: list[str] = []
-    code = await cluster_status(
-        cluster_settings,
-        lines.append,
-        cli=fake_k3d.cli(cluster_settings.kubeconfig),
-        docker_ping=skip_docker_ping,
-    )
+    code, lines = await run_command(cluster_status, fake_k3d, cluster_settings)
     assert code == 1
     assert lines[-1].startswith("kubernetes  not answering:")
 
