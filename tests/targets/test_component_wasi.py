@@ -48,9 +48,7 @@ def _build(runtime: WasmRuntime, tmp_path: Path, wasm: bytes):
     path.write_bytes(wasm)
     cache = CompileCache(tmp_path / "cache", runtime.config_key)
     spec = ComponentSpec(id="c", source=path)
-    return build_runner(
-        component=spec, wasm_path=path, runtime=runtime, cache=cache, limits=RequestLimits()
-    )
+    return build_runner(component=spec, wasm_path=path, runtime=runtime, cache=cache, limits=RequestLimits())
 
 
 @pytest.mark.parametrize(
@@ -172,3 +170,29 @@ def test_type_memoization_returns_the_same_structure(runtime: WasmRuntime) -> No
     assert isinstance(err, VariantType) and err is result.err
     assert [name for name, _ in err.cases] == ["a", "b"]
     assert err._tagged() is err._tagged() and result._tagged() == result._tagged()
+
+
+def test_what_the_host_holds_for_a_request_is_bounded(tmp_path: Path) -> None:
+    """A guest reading a granted file over and over (each read under the per-file limit) is
+    stopped by the host's per-request budget, not by the memory cap, which sees none of it."""
+    from pathlib import PurePosixPath
+
+    from devenv.targets.local.wasi.filesystem import Descriptor, _file_bytes
+    from devenv.targets.local.wasi.host import GuestTrap, HostConfig, HostContext
+
+    big = tmp_path / "big.bin"
+    big.write_bytes(bytes(1024 * 1024))
+    logs: list[str] = []
+    ctx = HostContext(
+        config=HostConfig(component_id="c", max_host_bytes=3 * 1024 * 1024),
+        log=lambda stream, text: logs.append(text),
+        deadline=float("inf"),
+        timeout_s=1.0,
+    )
+    file = Descriptor(PurePosixPath("/big.bin"), big, is_dir=False)
+    for _ in range(3):
+        assert len(_file_bytes(ctx, file)) == 1024 * 1024
+    with pytest.raises(GuestTrap) as trap:
+        _file_bytes(ctx, file)
+    assert trap.value.reason.startswith("out of memory") and "3 MiB" in trap.value.reason
+    assert any("/big.bin" in line for line in logs), logs

@@ -216,8 +216,10 @@ def _stat_at(ctx: HostContext, self: ResourceAny, path_flags: set[str], path: st
 
 def _file_bytes(ctx: HostContext, d: Descriptor) -> bytes:
     assert d.host is not None
-    if d.host.stat().st_size > MAX_FILE_BYTES:
+    size = d.host.stat().st_size
+    if size > MAX_FILE_BYTES:
         ctx.trap(f"{d.guest} is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+    ctx.hold(size, f"reading {d.guest}")
     return d.host.read_bytes()
 
 

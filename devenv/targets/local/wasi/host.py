@@ -85,6 +85,11 @@ class HostConfig:
     preopens: tuple[Preopen, ...] = ()
     allowed_outbound_hosts: tuple[str, ...] = ()
     max_body_bytes: int = 64 * 1024 * 1024
+    # What the host may hold for one request (bodies, file contents, outbound responses, header
+    # values), counted as it is taken. The memory cap bounds the guest's linear memory only, so
+    # without this a guest could make the host buffer without bound (reading a granted 60 MiB
+    # file a hundred times, or one body per outbound request, each under max_body_bytes).
+    max_host_bytes: int = 2 * 64 * 1024 * 1024 + 16 * 1024 * 1024
 
 
 R = TypeVar("R", bound=Resource)
@@ -106,6 +111,7 @@ class HostContext:
     fs: Any = None  # the read-only file view, built on first use (see filesystem)
     stdout: Any = None  # line-buffered log sinks (see io)
     stderr: Any = None
+    held_bytes: int = 0
     _next_rep: int = 1
 
     # -- handles ---------------------------------------------------------------------------
@@ -148,6 +154,13 @@ class HostContext:
     def note(self, text: str) -> None:
         """A host message about this request (denied access, unsupported import, …)."""
         self.log(LogStream.SYSTEM, f"[{self.config.component_id}] {text}")
+
+    def hold(self, nbytes: int, what: str) -> None:
+        """Count ``nbytes`` more the host keeps for this request; trap past ``max_host_bytes``."""
+        self.held_bytes += nbytes
+        if self.held_bytes > self.config.max_host_bytes:
+            mib = self.config.max_host_bytes // (1024 * 1024)
+            self.trap(f"out of memory: {what} would make the host hold more than {mib} MiB for this request")
 
     def trap(self, reason: str) -> NoReturn:
         """Fail this request from a host function; the first reason is logged and reported."""

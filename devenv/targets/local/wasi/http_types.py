@@ -139,6 +139,7 @@ def _fields_new(ctx: HostContext) -> Any:
 def _fields_from_list(ctx: HostContext, entries: list[tuple[str, bytes]]) -> Any:
     if not all(valid_field(n, v) for n, v in entries):
         return Err(INVALID_SYNTAX)
+    ctx.hold(sum(len(n) + len(v) for n, v in entries), "header fields")
     return Ok(ctx.own(Fields([(n, bytes(v)) for n, v in entries])))
 
 
@@ -156,6 +157,7 @@ def _mutation(ctx: HostContext, self: ResourceAny, name: str, values: list[bytes
         return Err(IMMUTABLE)
     if not all(valid_field(name, v) for v in values) or not valid_field(name):
         return Err(INVALID_SYNTAX)
+    ctx.hold(sum(len(name) + len(v) for v in values), "header fields")
     return fields
 
 

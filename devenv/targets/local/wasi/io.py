@@ -100,6 +100,7 @@ class BufferSink(Sink):
     def write(self, ctx: HostContext, data: bytes) -> None:
         if len(self.data) + len(data) > self.limit:
             ctx.trap(f"{self.what} is larger than {self.limit // (1024 * 1024)} MiB")
+        ctx.hold(len(data), self.what)
         self.data += data
 
 

@@ -235,6 +235,7 @@ def _send(ctx: HostContext, future: FutureIncomingResponse) -> Any:
         return _failure(ctx, f"{scheme}://{req.authority}", TimeoutError())
     if len(data) > ctx.config.max_body_bytes:
         return Case("HTTP-response-body-size")
+    ctx.hold(len(data), "an outbound response body")
     headers = Fields(
         [(n.lower(), v.encode("latin-1", errors="replace")) for n, v in resp.getheaders()], False
     )
