@@ -35,6 +35,7 @@ from devenv.targets.local.executor import (
     GuestRequest,
     GuestResponse,
     RequestLimits,
+    last_line,
 )
 from devenv.targets.local.file_mounts import Preopen
 from devenv.targets.local.runtime import WasmRuntime
@@ -79,7 +80,7 @@ def build_runner(
         raise UnsupportedApp(what=f"cannot read {wasm_path}: {err.strerror or err}", where=where) from None
     except wasmtime.WasmtimeError as err:
         raise UnsupportedApp(
-            what=f"{wasm_path.name} is not a component this wasmtime can compile: {_last_line(str(err))}",
+            what=f"{wasm_path.name} is not a component this wasmtime can compile: {last_line(str(err))}",
             where=where,
             fix="build it for fermyon:spin/http-trigger@2.0.0 or wasi:http/proxy@0.2.x",
         ) from None
@@ -149,7 +150,7 @@ class HttpComponentRunner:
             self._linker.instantiate(store, self._component)
         except wasmtime.WasmtimeError as err:
             raise UnsupportedApp(
-                what=f"the component does not link on the local target: {_last_line(str(err))}",
+                what=f"the component does not link on the local target: {last_line(str(err))}",
                 where=self.component_id,
                 fix="run it on the cluster target",
             ) from None
@@ -226,7 +227,7 @@ class HttpComponentRunner:
         mib = self._limits.memory_bytes // (1024 * 1024)
         if "memory" in text and ("limit" in text or "exceeds" in text):
             return f"out of memory: the component needs more than the {mib} MiB cap"
-        return "trapped: " + _last_line(message)
+        return "trapped: " + last_line(message)
 
     def _response(self, ctx: HostContext) -> _Outcome:
         response = ctx.response
@@ -243,8 +244,3 @@ class HttpComponentRunner:
         )
         data = bytes(body.sink.data) if body is not None else b""
         return _Outcome(GuestResponse(status=response.status, headers=headers, body=data), None)
-
-
-def _last_line(message: str) -> str:
-    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "unknown error"

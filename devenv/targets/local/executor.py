@@ -82,3 +82,9 @@ class RunnerTable:
 
     digest: str
     routes: list[tuple[Route, ComponentRunner]] = field(default_factory=list)
+
+
+def last_line(message: str) -> str:
+    """wasmtime's last line is the cause ("wasm trap: wasm `unreachable` instruction executed")."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"

@@ -87,17 +87,20 @@ class _Builder:
             )
         return path
 
+    def unreadable(self, component: ComponentSpec, path: Path, err: OSError) -> DeployError:
+        return DeployError(
+            what=f"cannot read {path}: {err.strerror or err}",
+            where=self.where(component.id),
+            fix="run the app's build, or fix `source`",
+        )
+
     def wasm(self, component: ComponentSpec) -> bytes:
         if component.id not in self._bytes:
             path = self.wasm_path(component)
             try:
                 self._bytes[component.id] = path.read_bytes()
             except OSError as err:
-                raise DeployError(
-                    what=f"cannot read {path}: {err.strerror or err}",
-                    where=self.where(component.id),
-                    fix="run the app's build, or fix `source`",
-                ) from None
+                raise self.unreadable(component, path, err) from None
         return self._bytes[component.id]
 
     def header(self, component: ComponentSpec) -> bytes:
@@ -110,11 +113,7 @@ class _Builder:
             with path.open("rb") as f:
                 return f.read(8)
         except OSError as err:
-            raise DeployError(
-                what=f"cannot read {path}: {err.strerror or err}",
-                where=self.where(component.id),
-                fix="run the app's build, or fix `source`",
-            ) from None
+            raise self.unreadable(component, path, err) from None
 
     def kind(self, component: ComponentSpec) -> WasmKind:
         kind = wasm_kind(self.header(component))

@@ -34,6 +34,7 @@ from devenv.targets.local.executor import (
     GuestRequest,
     GuestResponse,
     RequestLimits,
+    last_line,
 )
 from devenv.targets.local.file_mounts import Preopen
 from devenv.targets.local.guest_ffi import GuestStore, WasiSetup
@@ -181,7 +182,7 @@ class WagiRunner:
         except wasmtime.Trap as trap:
             failure = self._trap_reason(trap, store.memory_size())
         except wasmtime.WasmtimeError as err:  # instantiation: e.g. memory over the cap
-            failure = _short(str(err))
+            failure = last_line(str(err))
             if "memory" in failure and "limit" in failure:
                 failure = f"out of memory: the module needs more than the {self._mib()} MiB cap"
         memory = store.memory_size()
@@ -208,7 +209,7 @@ class WagiRunner:
         # near the cap, that trap is the out-of-memory.
         if memory_size + 2 * 1024 * 1024 >= self._limits.memory_bytes:
             return f"out of memory: linear memory reached the {self._mib()} MiB cap"
-        return "trapped: " + _short(str(trap))
+        return "trapped: " + last_line(str(trap))
 
     def _mib(self) -> int:
         return self._limits.memory_bytes // (1024 * 1024)
@@ -231,9 +232,3 @@ def _encode_all(items: list[str]) -> list[bytes]:
     joined = "\0".join(items).encode()
     parts = joined.split(b"\0")
     return parts if len(parts) == len(items) else [i.encode() for i in items]
-
-
-def _short(message: str) -> str:
-    """wasmtime's last line is the cause ("wasm trap: wasm `unreachable` instruction executed")."""
-    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "unknown error"
