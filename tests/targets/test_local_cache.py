@@ -186,3 +186,21 @@ def test_component_file_reuses_a_remembered_key_only_for_the_same_bytes(
         assert hashed == [_tiny_component(2)] and restart.compiled == 1
     finally:
         runtime.close()
+
+
+def test_a_cache_write_that_fails_leaves_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    def disk_full(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    runtime = WasmRuntime()
+    try:
+        cache = CompileCache(tmp_path, runtime.config_key)
+        monkeypatch.setattr(os, "replace", disk_full)
+        cache.module(runtime.engine, hello_wasm())  # compiles; the entry cannot be stored
+    finally:
+        runtime.close()
+    assert list(tmp_path.iterdir()) == []

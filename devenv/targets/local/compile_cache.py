@@ -20,6 +20,7 @@ The cache directory belongs to the user; wasmtime's deserialize trusts its input
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -149,23 +150,25 @@ class CompileCache:
                 raise wasmtime.WasmtimeError(f"no usable compiled entry for {key}")
             compiled = compile_(engine, wasm)  # raises WasmtimeError for invalid wasm
             self.compiled += 1
-            self._store(path, bytes(compiled.serialize()))
+            self._write_atomic(path, bytes(compiled.serialize()))
         with self._lock:
             self._memo[memo_key] = (engine, compiled)
             while len(self._memo) > _MEMO_ENTRIES:
                 self._memo.popitem(last=False)
         return compiled
 
-    def _store(self, path: Path, data: bytes) -> None:
-        self._write_atomic(path, data)
-
     def _write_atomic(self, path: Path, data: bytes) -> None:
         # A cache that cannot be written only costs a compile next time; never fail the deploy.
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".partial-")
+        except OSError:
+            return
+        try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)  # atomic: a concurrent reader sees the old entry or the whole new one
         except OSError:
-            pass
+            # A full disk must not also leave a partial entry (up to ~100 MB) behind per deploy.
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
