@@ -94,7 +94,3 @@ def install() -> bool:
     _types.ListType.convert_from_c = _bytes_from_c  # type: ignore[method-assign]
     _installed = True
     return True
-
-
-def installed() -> bool:
-    return _installed
