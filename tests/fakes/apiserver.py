@@ -495,7 +495,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, self._typed(resource, updated))
 
     def _delete(self, resource: str, namespace: str, name: str) -> None:
-        gone = self.server.fake.cluster.delete(resource, namespace, name)
+        cluster = self.server.fake.cluster
+        if resource == "pods":  # graceful: the pod is answered back Terminating, removed later
+            gone = cluster.delete_pod(namespace, name)
+        else:
+            gone = cluster.delete(resource, namespace, name)
         if gone is None:
             return self._not_found(resource, name)
         if resource in RETURNS_OBJECT_ON_DELETE:

@@ -134,6 +134,10 @@ class FakeCluster:
         self.metrics_mode = "values"  # "missing" (404), "unavailable" (503), "empty", "values"
         self.pod_usage: dict[str, tuple[str, str]] = {}  # pod name -> (cpu, memory) quantities
         self.closed = False
+        # Deleted pods stay as Terminating (deletionTimestamp set, not Ready) for this many ticks
+        # before they are gone, as the kubelet's graceful shutdown keeps them; 0 removes at once.
+        self.termination_ticks = 2
+        self._terminating: dict[tuple[str, str], int] = {}
         self._name_seq = 0
         self._thread = threading.Thread(target=self._run, name="fake-kube-controller", daemon=True)
         for ns in ("default", "kube-system", "kube-public"):
@@ -237,11 +241,32 @@ class FakeCluster:
             self._record(resource, "DELETED", obj)
             if resource == "pods":
                 self.pod_runtime.pop((namespace, name), None)
+                self._terminating.pop((namespace, name), None)
             if resource == "deployments":
                 for pod in self.list("pods", namespace):
                     if pod["metadata"].get("annotations", {}).get("fake/deployment") == name:
-                        self.delete("pods", namespace, pod["metadata"]["name"])
+                        self.delete_pod(namespace, pod["metadata"]["name"])  # the garbage collector's
             return obj
+
+    def delete_pod(self, namespace: str, name: str) -> Obj | None:
+        """Delete a pod the way the API server does: mark it Terminating now, remove it later."""
+        with self.lock:
+            pod = self.objects.get("pods", {}).get((namespace, name))
+            if pod is None:
+                return None
+            if self.termination_ticks <= 0:
+                return self.delete("pods", namespace, name)
+            meta = pod["metadata"]
+            if not meta.get("deletionTimestamp"):
+                meta["deletionTimestamp"] = now_rfc3339()
+                meta["deletionGracePeriodSeconds"] = 30
+                for cond in (pod.get("status") or {}).get("conditions") or []:
+                    if cond.get("type") == "Ready":
+                        cond["status"] = "False"
+                meta["resourceVersion"] = self._bump()
+                self._record("pods", "MODIFIED", pod)
+                self._terminating[(namespace, name)] = self.termination_ticks
+            return copy.deepcopy(pod)
 
     def events_since(self, resource: str, rv: int) -> list[tuple[int, str, Obj]]:
         log = self.events.get(resource, [])
@@ -275,8 +300,14 @@ class FakeCluster:
             with self.lock:
                 for (ns, _), deploy in list(self.objects.get("deployments", {}).items()):
                     self._reconcile_deployment(ns, deploy)
+                for key, left in list(self._terminating.items()):
+                    if left <= 1:
+                        self.delete("pods", *key)
+                    else:
+                        self._terminating[key] = left - 1
                 for (ns, name), rt in list(self.pod_runtime.items()):
-                    self._step_pod(ns, name, rt)
+                    if (ns, name) not in self._terminating:  # a terminating pod's status is frozen
+                        self._step_pod(ns, name, rt)
 
     def _reconcile_deployment(self, ns: str, deploy: Obj) -> None:
         name = deploy["metadata"]["name"]
@@ -287,6 +318,7 @@ class FakeCluster:
             p
             for p in self.list("pods", ns)
             if p["metadata"].get("annotations", {}).get("fake/deployment") == name
+            and not p["metadata"].get("deletionTimestamp")  # Terminating pods no longer count
         ]
         current = [p for p in owned if p["metadata"]["labels"].get("pod-template-hash") == revision]
         old = [p for p in owned if p not in current]
@@ -300,10 +332,10 @@ class FakeCluster:
         ready_current = [p for p in current if _pod_ready(p)]
         if len(ready_current) >= want:
             for p in old:  # only once the new revision serves: maxUnavailable 0
-                self.delete("pods", ns, p["metadata"]["name"])
+                self.delete_pod(ns, p["metadata"]["name"])
             old = []
         for p in current[want:]:
-            self.delete("pods", ns, p["metadata"]["name"])
+            self.delete_pod(ns, p["metadata"]["name"])
         all_pods = current[:want] + old
         status = {
             "observedGeneration": deploy["metadata"].get("generation", 1),

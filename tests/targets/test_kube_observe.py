@@ -284,3 +284,26 @@ async def test_a_compacted_resource_version_relists_without_calling_it_an_outage
     finally:
         await target.close()
     assert not [t for t in system_lines(store, "hello") if "lost the API server" in t]
+
+
+async def test_replaced_pods_show_as_terminating_until_they_are_gone(fake_apiserver, store):
+    cluster = fake_apiserver.cluster
+    cluster.termination_ticks = 50  # ~1 s of graceful shutdown, long enough to be seen
+    target = make_target(fake_apiserver, store)
+    try:
+        assert await deploy_like_engine(store, target, build("hello", "v1")) is None
+        wait_until(lambda: len(_ready_pods(store, "hello")) == 1, what="v1's pod in the store")
+        (old,) = store.state.apps["hello"].pods
+        assert await deploy_like_engine(store, target, build("hello", "v2")) is None
+
+        def old_state() -> PodState | None:
+            return next((p for p in store.state.apps["hello"].pods if p.name == old.name), None)
+
+        wait_until(
+            lambda: (p := old_state()) is not None and p.reason == "Terminating" and not p.ready,
+            what="the replaced pod to show as Terminating",
+        )
+        wait_until(lambda: old_state() is None, what="the replaced pod to be gone")
+        assert [p.ready for p in store.state.apps["hello"].pods] == [True]
+    finally:
+        await target.close()
