@@ -172,9 +172,12 @@ class KubeTarget:
         if self._closing.is_set():
             return
         self._closing.set()
-        await asyncio.to_thread(self.observer.close)
+        await asyncio.to_thread(self._close_blocking)
+
+    def _close_blocking(self) -> None:
+        self.observer.close()  # joins the observer's threads
         if self._owns_client:
-            self.apis.client.close()
+            self.apis.client.close()  # joins the client's worker pool: not on the event loop either
 
     # --- deploy -----------------------------------------------------------------------------------
 
