@@ -300,3 +300,21 @@ async def test_deploy_leaves_the_event_loop_free(fake_apiserver, store):
         await target.close()
     # Every kubernetes call ran in a worker thread: the loop kept beating while deploy waited.
     assert beats >= 5
+
+
+async def test_close_shuts_its_own_api_client_off_the_event_loop(fake_apiserver, store):
+    import threading
+
+    target = make_target(fake_apiserver, store, owns_client=True)
+    client = target.apis.client
+    closed_on: list[threading.Thread] = []
+    real_close = client.close
+
+    def close() -> None:
+        closed_on.append(threading.current_thread())
+        real_close()
+
+    client.close = close
+    await target.close()
+    # ApiClient.close joins its worker pool: blocking, so it belongs in a worker thread.
+    assert closed_on and closed_on[0] is not threading.main_thread()
