@@ -30,8 +30,10 @@ from devenv.store import actions as a
 from devenv.store.store import Store
 from devenv.targets.cluster.bootstrap import check_k3d, ping_docker
 from devenv.targets.cluster.commands import cluster_delete
+from devenv.targets.cluster.ingress_check import loopback_target
 from devenv.targets.cluster.k3d import K3dCli
 from devenv.targets.cluster.k3d_target import K3dTarget
+from devenv.targets.cluster.resources import app_host
 
 pytestmark = pytest.mark.k3d
 
@@ -94,7 +96,7 @@ def copy_samples(dest: Path) -> list[Path]:
 def route_url(spec: AppSpec, http_port: int, suffix: str = "") -> str:
     route = spec.http_triggers[0].route
     path = f"{route.prefix.rstrip('/')}/{suffix}" if route.wildcard else route.path
-    return f"http://{spec.name}.localhost:{http_port}{path}"
+    return f"http://{app_host(spec.name)}:{http_port}{path}"  # the Ingress host rule's name
 
 
 def get_until(url: str, predicate, timeout: float = 120.0) -> str:  # type: ignore[no-untyped-def]
@@ -103,7 +105,10 @@ def get_until(url: str, predicate, timeout: float = 120.0) -> str:  # type: igno
     last = ""
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
+            # Python's resolver may not map *.localhost to loopback (glibc without
+            # nss-myhostname does not): connect to 127.0.0.1 and send the name as Host.
+            target, headers = loopback_target(url)
+            with urllib.request.urlopen(urllib.request.Request(target, headers=headers), timeout=5) as resp:
                 last = resp.read().decode(errors="replace")
                 if predicate(last):
                     return last
