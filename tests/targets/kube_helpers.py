@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 import time
@@ -14,10 +15,14 @@ from devenv.errors import DeployError
 from devenv.model import AppSpec, BuiltApp, LogStream
 from devenv.store import actions as a
 from devenv.store.store import Store
+from devenv.targets.cluster.bootstrap import BootstrapOptions
+from devenv.targets.cluster.k3d_target import K3dTarget
 from devenv.targets.cluster.kube import KubeTarget, PublishedImage
+from devenv.targets.cluster.node_readiness import Polling
 from devenv.targets.cluster.observe import ObserveSettings
 from devenv.targets.cluster.rollout import RolloutPolicy
 from tests.fakes.apiserver import FakeApiServer
+from tests.fakes.k3d.harness import FakeK3d
 
 FAST_ROLLOUT = RolloutPolicy(timeout_s=20.0, poll_s=0.02, scheduling_grace_s=0.1, request_timeout_s=5.0)
 FAST_OBSERVE = ObserveSettings(
@@ -28,6 +33,7 @@ FAST_OBSERVE = ObserveSettings(
     log_idle_timeout_s=30.0,
     request_timeout_s=2.0,
 )
+FAST_BOOTSTRAP = BootstrapOptions(docker_ping=lambda: None, polling=Polling(timeout=5.0, interval=0.02))
 PUSH = "localhost:5001"
 PULL = "wasmdev-registry:5000"
 
@@ -124,3 +130,23 @@ def system_lines(store: Store, app: str) -> list[str]:
 
 def observer_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("wasmdev-observe")]
+
+
+def make_k3d_target(
+    fake: FakeK3d,
+    cluster: Any,
+    tmp_path: Path,
+    store: Store,
+    options: BootstrapOptions = FAST_BOOTSTRAP,
+) -> K3dTarget:
+    """A K3dTarget on the fake k3d (``cluster``: ClusterSettings), with fast rollouts and observers."""
+    from devenv.config import Settings
+
+    return K3dTarget(
+        store,
+        Settings(root=tmp_path, cluster=cluster),
+        cli=fake.cli(cluster.kubeconfig),
+        bootstrap_options=options,
+        kube_target_factory=functools.partial(KubeTarget, rollout=FAST_ROLLOUT, observe=FAST_OBSERVE),
+        image_store_dir=tmp_path / "oci",
+    )

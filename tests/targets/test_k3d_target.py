@@ -4,46 +4,28 @@ the real OCI packager, and a real distribution registry standing where k3d's reg
 from __future__ import annotations
 
 import dataclasses
-import functools
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from devenv.config import ClusterSettings, Settings
+from devenv.config import ClusterSettings
 from devenv.errors import DeployError, TargetUnavailable
 from devenv.model import StepStatus
 from devenv.store.store import Store
 from devenv.targets.base import Target
-from devenv.targets.cluster.bootstrap import BootstrapOptions
-from devenv.targets.cluster.k3d_target import IMPORTED_IMAGE_HOST, K3dTarget
-from devenv.targets.cluster.kube import KubeTarget
-from devenv.targets.cluster.node_readiness import Polling
+from devenv.targets.cluster.k3d_target import IMPORTED_IMAGE_HOST
 from tests.fakes import apiserver
 from tests.fakes.apiserver import FakeApiServer
 from tests.fakes.k3d import harness
 from tests.fakes.k3d.harness import FakeK3d
 from tests.oci import conftest as oci_fixtures
-from tests.targets.kube_helpers import FAST_OBSERVE, FAST_ROLLOUT
+from tests.targets.kube_helpers import make_k3d_target
 
 fake_apiserver = apiserver.fake_apiserver
 fake_k3d = harness.fake_k3d
 cluster_settings = harness.cluster_settings
 registry = oci_fixtures.registry
-
-FAST = BootstrapOptions(docker_ping=lambda: None, polling=Polling(timeout=5.0, interval=0.02))
-FAST_KUBE = functools.partial(KubeTarget, rollout=FAST_ROLLOUT, observe=FAST_OBSERVE)
-
-
-def make_target(fake: FakeK3d, cluster: ClusterSettings, tmp_path: Path, store: Store) -> K3dTarget:
-    return K3dTarget(
-        store,
-        Settings(root=tmp_path, cluster=cluster),
-        cli=fake.cli(cluster.kubeconfig),
-        bootstrap_options=FAST,
-        kube_target_factory=FAST_KUBE,
-        image_store_dir=tmp_path / "oci",
-    )
 
 
 def deployed_image(server: FakeApiServer, name: str) -> str:
@@ -64,7 +46,7 @@ async def test_pushes_to_the_host_port_and_pods_pull_the_in_cluster_name(
     cluster = dataclasses.replace(cluster_settings, registry_port=port)
     await fake_k3d.cli(cluster.kubeconfig).create_registry(cluster.registry_name, port)
     store = Store()
-    target = make_target(fake_k3d, cluster, tmp_path, store)
+    target = make_k3d_target(fake_k3d, cluster, tmp_path, store)
     assert isinstance(target, Target)
 
     await target.start()
@@ -106,7 +88,7 @@ async def test_without_a_registry_images_go_in_with_k3d_image_import(
 ) -> None:
     cluster = dataclasses.replace(cluster_settings, registry_name="")
     store = Store()
-    target = make_target(fake_k3d, cluster, tmp_path, store)
+    target = make_k3d_target(fake_k3d, cluster, tmp_path, store)
 
     await target.start()
     try:
@@ -132,7 +114,7 @@ async def test_a_failed_import_is_a_deploy_error_with_a_fix(
 ) -> None:
     cluster = dataclasses.replace(cluster_settings, registry_name="")
     fake_k3d.fail("image import", "ctr: content digest sha256:00: not found")
-    target = make_target(fake_k3d, cluster, tmp_path, Store())
+    target = make_k3d_target(fake_k3d, cluster, tmp_path, Store())
     await target.start()
     try:
         with pytest.raises(DeployError) as err:
@@ -150,7 +132,7 @@ async def test_start_fails_cleanly_when_k3d_is_too_old(
 ) -> None:
     fake_k3d.env["FAKE_K3D_VERSION"] = "v5.4.9"
     store = Store()
-    target = make_target(fake_k3d, cluster_settings, tmp_path, store)
+    target = make_k3d_target(fake_k3d, cluster_settings, tmp_path, store)
 
     with pytest.raises(TargetUnavailable) as err:
         await target.start()
@@ -165,7 +147,7 @@ async def test_start_fails_cleanly_when_k3d_is_too_old(
 async def test_close_closes_the_api_client_it_made(
     fake_k3d: FakeK3d, cluster_settings: ClusterSettings, fake_apiserver: FakeApiServer, tmp_path: Path
 ) -> None:
-    target = make_target(fake_k3d, cluster_settings, tmp_path, Store())
+    target = make_k3d_target(fake_k3d, cluster_settings, tmp_path, Store())
     await target.start()
     client = target.kube.apis.client
     assert client.pool is not None  # the client's worker pool, made on first use

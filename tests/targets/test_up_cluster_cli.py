@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import socket
 import threading
 import time
@@ -17,21 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from devenv.config import ClusterSettings, Settings
+from devenv.config import ClusterSettings
 from devenv.engine.samplers import PROBE_FAILED_STATUS, PROBE_HEADER, Prober
 from devenv.model import AppSpec
 from devenv.store import actions as a
 from devenv.store.store import Store
-from devenv.targets.cluster.bootstrap import BootstrapOptions
-from devenv.targets.cluster.k3d_target import INGRESS_CHECK_S, K3dTarget
-from devenv.targets.cluster.kube import KubeTarget
-from devenv.targets.cluster.node_readiness import Polling
+from devenv.targets.cluster.k3d_target import INGRESS_CHECK_S
 from tests.fakes import apiserver
 from tests.fakes.apiserver import FakeApiServer
 from tests.fakes.k3d import harness
 from tests.fakes.k3d.harness import FakeK3d
 from tests.oci import conftest as oci_fixtures
-from tests.targets.kube_helpers import FAST_OBSERVE, FAST_ROLLOUT
+from tests.targets.kube_helpers import FAST_BOOTSTRAP, make_k3d_target
 
 fake_apiserver = apiserver.fake_apiserver
 fake_k3d = harness.fake_k3d
@@ -128,21 +124,6 @@ async def test_a_localhost_name_on_a_closed_port_is_a_failed_probe() -> None:
 
 # --- the k3d target's post-rollout check ---------------------------------------------------------
 
-FAST = BootstrapOptions(docker_ping=lambda: None, polling=Polling(timeout=5.0, interval=0.02))
-
-
-def k3d_target(
-    fake: FakeK3d, cluster: ClusterSettings, tmp_path: Path, store: Store, options: BootstrapOptions = FAST
-) -> K3dTarget:
-    return K3dTarget(
-        store,
-        Settings(root=tmp_path, cluster=cluster),
-        cli=fake.cli(cluster.kubeconfig),
-        bootstrap_options=options,
-        kube_target_factory=functools.partial(KubeTarget, rollout=FAST_ROLLOUT, observe=FAST_OBSERVE),
-        image_store_dir=tmp_path / "oci",
-    )
-
 
 async def test_k3d_rollouts_wait_for_an_answer_through_the_host_port(
     fake_k3d: FakeK3d,
@@ -155,8 +136,8 @@ async def test_k3d_rollouts_wait_for_an_answer_through_the_host_port(
     # (the fake) `k3d image import`, as with `registry_name = ""`.
     cluster = dataclasses.replace(cluster_settings, http_port=routed.server_address[1], registry_name="")
     # The stand-in holds the port k3d's serverlb would bind, so the free-port check must not see it.
-    options = dataclasses.replace(FAST, port_in_use=lambda _port, _host: False)
-    target = k3d_target(fake_k3d, cluster, tmp_path, Store(), options)
+    options = dataclasses.replace(FAST_BOOTSTRAP, port_in_use=lambda _port, _host: False)
+    target = make_k3d_target(fake_k3d, cluster, tmp_path, Store(), options)
     await target.start()
     try:
         assert target.kube.ingress_check_s == INGRESS_CHECK_S > 0
@@ -176,7 +157,7 @@ async def test_k3d_rollout_with_nothing_on_the_host_port_is_a_note(
     # must end in a note (not a failed deploy, not a 30 s wait for a connection refused).
     cluster = dataclasses.replace(cluster_settings, registry_name="")
     store = Store()
-    target = k3d_target(fake_k3d, cluster, tmp_path, store)
+    target = make_k3d_target(fake_k3d, cluster, tmp_path, store)
     await target.start()
     try:
         result = await target.deploy(oci_fixtures.write_app(tmp_path / "shop"))
