@@ -3,8 +3,9 @@ apps described in code, a started LocalTarget on free ports, and a real HTTP cli
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -17,6 +18,7 @@ import wasmtime
 from devenv.config import LocalSettings, Settings
 from devenv.model import AppSpec, BuiltApp, ComponentSpec, Executor, FileMount, HttpTrigger, Route
 from devenv.store.store import Store
+from devenv.targets.local.router import ServingVersion
 from devenv.targets.local.target import LocalTarget
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,6 +83,20 @@ def make_app(
         http_base=http_base,
     )
     return BuiltApp(spec=spec, digest=digest, wasm=MappingProxyType(wasm_paths), built_at=time.time())
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll ``condition`` until it holds: a fixed sleep is either slow or flaky on a busy machine."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out after {timeout}s waiting"
+        await asyncio.sleep(0.01)
+
+
+def serving_version(target: LocalTarget, app: str = "demo") -> ServingVersion:
+    """The version of ``app`` new requests go to (its ``in_flight`` counts running requests)."""
+    assert target._server is not None
+    return target._server._versions[app]
 
 
 @dataclass

@@ -11,7 +11,7 @@ import pytest
 from devenv.model import LogStream
 from devenv.store.store import Store
 from devenv.targets.local.target import LocalTarget
-from tests.targets.local_helpers import Client, make_app
+from tests.targets.local_helpers import Client, make_app, serving_version, wait_until
 
 TIMEOUT_S = 0.3
 MEMORY_MB = 16
@@ -101,7 +101,8 @@ async def test_close_interrupts_a_stuck_guest(tmp_path: Path) -> None:
     await target.deploy(make_app(tmp_path / "app"))
     async with aiohttp.ClientSession() as session:
         stuck = asyncio.create_task(Client(session, target).get("demo", "/hello/loop"))
-        await asyncio.sleep(0.2)
+        version = serving_version(target)
+        await wait_until(lambda: version.in_flight == 1)
         await target.close()
         stuck.cancel()
         await asyncio.gather(stuck, return_exceptions=True)

@@ -15,30 +15,26 @@ from devenv.errors import DeployError
 from devenv.store.store import Store
 from devenv.targets.local.target import LocalTarget
 from tests.targets import local_helpers
-from tests.targets.local_helpers import Client, Comp, hello_wasm, local_settings, make_app
+from tests.targets.local_helpers import (
+    Client,
+    Comp,
+    hello_wasm,
+    local_settings,
+    make_app,
+    serving_version,
+    wait_until,
+)
 
 store, target, client = local_helpers.store, local_helpers.target, local_helpers.client
-
-
-async def _wait_until(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out waiting"
-        await asyncio.sleep(0.01)
-
-
-def _serving(target: LocalTarget, app: str = "demo"):  # type: ignore[no-untyped-def]
-    assert target._server is not None
-    return target._server._versions[app]
 
 
 async def test_in_flight_request_finishes_on_v1_while_new_requests_get_v2(
     client: Client, target: LocalTarget, tmp_path: Path
 ) -> None:
     await target.deploy(make_app(tmp_path / "v1", [Comp(wasm=hello_wasm("v1"))], digest="sha256:1"))
-    v1 = _serving(target)
+    v1 = serving_version(target)
     slow = asyncio.create_task(client.get("demo", "/hello/sleep"))  # the guest sleeps 400 ms
-    await _wait_until(lambda: v1.in_flight == 1)
+    await wait_until(lambda: v1.in_flight == 1)
     await target.deploy(make_app(tmp_path / "v2", [Comp(wasm=hello_wasm("v2"))], digest="sha256:2"))
     fresh = await client.get("demo", "/hello")
     assert not slow.done(), "the slow request should still be in flight during the swap"
@@ -46,7 +42,7 @@ async def test_in_flight_request_finishes_on_v1_while_new_requests_get_v2(
     assert "hello-wat v1!" in (await slow).text
 
 
-async def test_broken_build_leaves_the_old_version_serving(
+async def test_broken_build_leaves_the_old_versionserving_version(
     client: Client, target: LocalTarget, tmp_path: Path
 ) -> None:
     await target.deploy(make_app(tmp_path / "v1", [Comp(wasm=hello_wasm("v1"))], digest="sha256:1"))
@@ -127,9 +123,9 @@ async def test_retired_version_files_are_removed_once_its_last_request_ends(
     assert len(staged) == 1
 
     (root / "greeting.txt").write_text("two\n")
-    v1 = _serving(target)
+    v1 = serving_version(target)
     slow = asyncio.create_task(client.get("demo", "/hello/sleep"))
-    await _wait_until(lambda: v1.in_flight == 1)
+    await wait_until(lambda: v1.in_flight == 1)
     await target.deploy(make_app(root, [Comp(files=(FileMount("greeting.txt"),))], digest="sha256:2"))
     assert staged[0].exists(), "v1's files must stay while a request still runs on v1"
     assert (await client.get("demo", "/hello/file?greeting.txt")).text == "two\n"
@@ -165,7 +161,7 @@ async def test_a_request_whose_body_is_still_arriving_at_a_swap_runs_on_its_vers
     root.mkdir()
     (root / "greeting.txt").write_text("one\n")
     await target.deploy(make_app(root, [Comp(files=(FileMount("greeting.txt"),))], digest="sha256:1"))
-    v1 = _serving(target)
+    v1 = serving_version(target)
     reader, writer = await asyncio.open_connection("127.0.0.1", target.bound_port("demo"))
     try:
         writer.write(
@@ -173,7 +169,7 @@ async def test_a_request_whose_body_is_still_arriving_at_a_swap_runs_on_its_vers
             b"Connection: close\r\n\r\nab"
         )
         await writer.drain()
-        await _wait_until(lambda: v1.in_flight == 1)  # the handler picked v1 and awaits the body
+        await wait_until(lambda: v1.in_flight == 1)  # the handler picked v1 and awaits the body
         (root / "greeting.txt").write_text("two\n")
         await target.deploy(make_app(root, [Comp(files=(FileMount("greeting.txt"),))], digest="sha256:2"))
         writer.write(b"cd")
@@ -185,7 +181,7 @@ async def test_a_request_whose_body_is_still_arriving_at_a_swap_runs_on_its_vers
 
 
 async def test_removing_an_app_past_its_grace_keeps_files_until_the_guest_ends(
-    client: Client, target: LocalTarget, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from devenv.model import FileMount
     from devenv.targets.local import server
@@ -194,14 +190,20 @@ async def test_removing_an_app_past_its_grace_keeps_files_until_the_guest_ends(
     root = tmp_path / "app"
     root.mkdir()
     (root / "greeting.txt").write_text("one\n")
-    await target.deploy(make_app(root, [Comp(files=(FileMount("greeting.txt"),))]))
-    v1 = _serving(target)
-    staged = list((target._staging_root or Path("/nonexistent")).iterdir())
-    slow = asyncio.create_task(client.get("demo", "/hello/sleep"))  # the guest sleeps 400 ms
-    await _wait_until(lambda: v1.in_flight == 1)
-    await target.remove("demo")
-    assert v1.in_flight == 1 and staged[0].exists(), "the guest still runs on these files"
-    await _wait_until(lambda: v1.in_flight == 0)
-    assert not staged[0].exists()
-    with contextlib.suppress(aiohttp.ClientError):  # its connection was closed at the grace
-        await slow
+    # The guest loops until its 2 s deadline: far longer than remove() takes, even on a busy machine.
+    target = LocalTarget(Store(), local_settings(tmp_path, timeout_s=2.0), app_ports={"demo": 0})
+    try:
+        await target.deploy(make_app(root, [Comp(files=(FileMount("greeting.txt"),))]))
+        v1 = serving_version(target)
+        staged = list((target._staging_root or Path("/nonexistent")).iterdir())
+        async with aiohttp.ClientSession() as session:
+            stuck = asyncio.create_task(Client(session, target).get("demo", "/hello/loop"))
+            await wait_until(lambda: v1.in_flight == 1)
+            await target.remove("demo")
+            assert v1.in_flight == 1 and staged[0].exists(), "the guest still runs on these files"
+            await wait_until(lambda: v1.in_flight == 0)
+            assert not staged[0].exists()
+            with contextlib.suppress(aiohttp.ClientError):  # its connection was closed at the grace
+                await stuck
+    finally:
+        await target.close()
