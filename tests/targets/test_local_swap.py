@@ -207,3 +207,12 @@ async def test_removing_an_app_past_its_grace_keeps_files_until_the_guest_ends(
                 await stuck
     finally:
         await target.close()
+
+
+async def test_remove_during_a_deploy_of_the_same_app_wins(target: LocalTarget, tmp_path: Path) -> None:
+    deploying = asyncio.create_task(target.deploy(make_app(tmp_path / "app")))
+    await asyncio.sleep(0)  # the deploy has started compiling in a worker thread
+    await target.remove("demo")
+    await deploying
+    assert target.bound_port("demo") is None, "a removed app must not come back"
+    assert target._server is not None and "demo" not in target._server._versions

@@ -114,10 +114,13 @@ class LocalTarget:
             return DeployResult(urls=tuple(base + p for p in plan.version.url_paths()), notes=plan.notes)
 
     async def remove(self, app: str) -> None:
-        if self._server is not None:
-            await self._server.run(self._server.remove(app))
-        self._bound.pop(app, None)
-        self._usage.forget(app)
+        # After a deploy of the app still compiling: otherwise that deploy, finishing later,
+        # would open the port again and serve an app the engine removed.
+        async with self._deploy_locks.setdefault(app, asyncio.Lock()):
+            if self._server is not None:
+                await self._server.run(self._server.remove(app))
+            self._bound.pop(app, None)
+            self._usage.forget(app)
 
     async def close(self) -> None:
         server, self._server = self._server, None
