@@ -216,3 +216,17 @@ async def test_remove_during_a_deploy_of_the_same_app_wins(target: LocalTarget, 
     await deploying
     assert target.bound_port("demo") is None, "a removed app must not come back"
     assert target._server is not None and "demo" not in target._server._versions
+
+
+async def test_close_during_a_deploy_fails_that_deploy_with_a_clear_error(tmp_path: Path) -> None:
+    from devenv.errors import TargetUnavailable
+
+    target = LocalTarget(Store(), local_settings(tmp_path), app_ports={"demo": 0})
+    await target.start()
+    deploying = asyncio.create_task(target.deploy(make_app(tmp_path / "app")))
+    await asyncio.sleep(0)  # the deploy has started compiling in a worker thread
+    await target.close()
+    with pytest.raises(TargetUnavailable) as err:
+        await deploying
+    assert "closed while app `demo` was being deployed" in str(err.value)
+    assert target.bound_port("demo") is None

@@ -96,22 +96,32 @@ class LocalTarget:
             # No shortcut for a digest already serving: the digest covers the manifest and the
             # wasm, not the files the app grants, and a redeploy re-stages those. Compiling is a
             # cache hit, so a redeploy costs milliseconds.
-            assert self._server is not None and self._runtime is not None and self.cache is not None
+            server, runtime, cache = self._server, self._runtime, self.cache
+            assert server is not None and runtime is not None and cache is not None
             assert self._staging_root is not None
             staging = self._staging_root / f"{app}-{built.short_digest}-{next(self._versions)}"
             try:
-                plan = await asyncio.to_thread(
-                    build_version, built, self._runtime, self.cache, self.limits, staging
-                )
-                port = await self._server.run(self._server.listen(app, self.port_for(app)))
+                plan = await asyncio.to_thread(build_version, built, runtime, cache, self.limits, staging)
+                self._still_open(server, app)
+                port = await server.run(server.listen(app, self.port_for(app)))
+                self._still_open(server, app)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)  # this version never served
                 raise
             self._bound[app] = port
-            await self._server.run(self._server.swap(app, plan.version))
+            await server.run(server.swap(app, plan.version))
             self._usage.new_version(app)
             base = f"http://{self.host}:{port}"
             return DeployResult(urls=tuple(base + p for p in plan.version.url_paths()), notes=plan.notes)
+
+    def _still_open(self, server: LocalServer, app: str) -> None:
+        """Raise if close() ran while a deploy awaited (its server is stopped, or another)."""
+        if self._server is not server:
+            raise TargetUnavailable(
+                what=f"the local target was closed while app `{app}` was being deployed",
+                where="local target",
+                fix="nothing to fix if wasmdev is shutting down; otherwise deploy again",
+            )
 
     async def remove(self, app: str) -> None:
         # After a deploy of the app still compiling: otherwise that deploy, finishing later,
