@@ -111,3 +111,19 @@ async def test_close_interrupts_a_stuck_guest(tmp_path: Path) -> None:
     assert (record.path, record.status) == ("/hello/loop", 500)
     # The guest threads' stdio memfds went with their threads.
     assert len(os.listdir("/proc/self/fd")) <= fds_before + 2
+
+
+async def test_an_unchecked_wasmtime_release_is_refused_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from devenv.errors import TargetUnavailable
+    from devenv.targets.local import runtime
+    from tests.targets.local_helpers import local_settings
+
+    monkeypatch.setattr(runtime, "wasmtime_version", lambda: "51.0.0")
+    target = LocalTarget(Store(), local_settings(tmp_path), app_ports={"demo": 0})
+    with pytest.raises(TargetUnavailable) as err:
+        await target.start()
+    message = str(err.value)
+    assert "wasmtime 51.0.0 is installed" in message and "wasmtime>=50,<51" in message
+    await target.close()

@@ -15,6 +15,9 @@ from importlib.metadata import PackageNotFoundError, version
 import wasmtime
 
 TICK_S = 0.01  # deadline resolution; a request may run up to one tick past its timeout
+# guest_ffi, runtime's pooling setup and wasi/fastbytes + fastcall drive wasmtime-py internals
+# (``wasmtime._ffi``, C struct layouts, private type methods) checked against these releases.
+SUPPORTED_WASMTIME = ("50.",)
 
 
 def wasmtime_version() -> str:
@@ -22,6 +25,17 @@ def wasmtime_version() -> str:
         return version("wasmtime")
     except PackageNotFoundError:  # a vendored copy: still keep caches apart from other builds
         return "unknown"
+
+
+def check_wasmtime_version() -> None:
+    """Refuse a wasmtime whose internals were not checked: a changed C struct layout would
+    corrupt memory rather than raise."""
+    found = wasmtime_version()
+    if found != "unknown" and not found.startswith(SUPPORTED_WASMTIME):
+        raise RuntimeError(
+            f"wasmtime {found} is installed, but the local target is checked against "
+            f"{' / '.join(v + 'x' for v in SUPPORTED_WASMTIME)}"
+        )
 
 
 # Pooling allocator limits. A slot is a reservation of address space, committed only as guests
@@ -64,6 +78,7 @@ class WasmRuntime:
     """The shared Engine plus its epoch ticker. ``close`` stops the ticker; the engine stays valid."""
 
     def __init__(self, pooling: bool = True) -> None:
+        check_wasmtime_version()
         config = wasmtime.Config()
         config.epoch_interruption = True
         config.wasm_component_model = True

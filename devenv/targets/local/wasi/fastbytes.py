@@ -21,7 +21,7 @@ from typing import Any
 from wasmtime import _ffi as ffi
 from wasmtime.component import _types
 
-SUPPORTED_WASMTIME = ("50.",)
+from devenv.targets.local.runtime import SUPPORTED_WASMTIME
 
 _VAL = ffi.wasmtime_component_val
 _SLOT = ctypes.sizeof(_VAL)

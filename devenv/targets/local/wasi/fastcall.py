@@ -5,7 +5,7 @@ from the C API (``FuncType._from_ptr``, ``params``, ``result``) and, to lower a 
 variant, re-reading every case of every variant (wasi:http's ``error-code`` has 39) to decide how
 values are tagged. Measured on hello-py: 23 host calls cost 2.8 ms of a 7.9 ms request.
 
-Two changes, both for the pinned wasmtime (see ``fastbytes.SUPPORTED_WASMTIME``):
+Two changes, both for the pinned wasmtime (see ``runtime.SUPPORTED_WASMTIME``):
 - ``memoize_types()``: the structural accessors of type objects (a list's element, a variant's
   cases, a result's ok/err, ``_tagged``, …) are cached on the object. A type object never
   changes, so this only matters for objects that live long, such as the ones below.
@@ -29,6 +29,8 @@ from wasmtime.component import FuncType, LinkerInstance, ValType
 from wasmtime.component import _types as types
 from wasmtime.component._enter import catch_exceptions
 
+from devenv.targets.local.runtime import SUPPORTED_WASMTIME
+
 _MISSING = object()
 _memoized = False
 
@@ -36,8 +38,6 @@ _memoized = False
 @functools.cache
 def supported() -> bool:
     """Whether this wasmtime is the one these internals were checked against."""
-    from devenv.targets.local.wasi.fastbytes import SUPPORTED_WASMTIME
-
     return version("wasmtime").startswith(SUPPORTED_WASMTIME)
 
 
