@@ -230,3 +230,18 @@ async def test_close_during_a_deploy_fails_that_deploy_with_a_clear_error(tmp_pa
         await deploying
     assert "closed while app `demo` was being deployed" in str(err.value)
     assert target.bound_port("demo") is None
+
+
+async def test_each_route_of_a_shared_wagi_module_has_its_entrypoint_checked(
+    target: LocalTarget, tmp_path: Path
+) -> None:
+    import dataclasses
+
+    app = make_app(tmp_path / "app", [Comp(routes=("/hello/...", "/other/..."))])
+    first, second = app.spec.http_triggers
+    spec = dataclasses.replace(
+        app.spec, http_triggers=(first, dataclasses.replace(second, wagi_entrypoint="nope"))
+    )
+    with pytest.raises(DeployError) as err:
+        await target.deploy(dataclasses.replace(app, spec=spec))
+    assert "no function `nope`" in str(err.value) and "/other/..." in str(err.value)

@@ -64,6 +64,7 @@ class _Builder:
         self.notes: list[str] = []
         self._bytes: dict[str, bytes] = {}
         self._pre: dict[str, wasmtime.InstancePre] = {}
+        self._exports: dict[str, frozenset[str]] = {}
         self._components: dict[str, ComponentRunner | None] = {}
         self._preopens: dict[str, tuple[Preopen, ...]] = {}
 
@@ -126,8 +127,21 @@ class _Builder:
         return kind
 
     def instance_pre(self, component: ComponentSpec, trigger: HttpTrigger) -> wasmtime.InstancePre:
-        if component.id in self._pre:
-            return self._pre[component.id]
+        """The component's module, compiled and linked once however many routes share it; each
+        trigger's own `entrypoint` is checked against its exports."""
+        pre = self._pre.get(component.id)
+        if pre is None:
+            pre = self._pre[component.id] = self._link(component)
+        if trigger.wagi_entrypoint not in self._exports[component.id]:
+            raise DeployError(
+                what=f"the module exports no function `{trigger.wagi_entrypoint}`, the WAGI entrypoint "
+                f"of route {trigger.route.path}",
+                where=self.where(component.id),
+                fix="build a WASI command (with `_start`), or set `entrypoint` in the trigger's executor",
+            )
+        return pre
+
+    def _link(self, component: ComponentSpec) -> wasmtime.InstancePre:
         engine = self.runtime.engine
         try:
             module = self.cache.module(engine, self.wasm(component))
@@ -137,25 +151,17 @@ class _Builder:
                 where=self.where(component.id),
                 fix="fix the build; the previous version keeps serving",
             ) from None
-        exports = {e.name for e in module.exports}
-        if trigger.wagi_entrypoint not in exports:
-            raise DeployError(
-                what=f"the module exports no function `{trigger.wagi_entrypoint}`, the WAGI entrypoint",
-                where=self.where(component.id),
-                fix="build a WASI command (with `_start`), or set `entrypoint` in the trigger's executor",
-            )
+        self._exports[component.id] = frozenset(e.name for e in module.exports)
         linker = wasmtime.Linker(engine)
         linker.define_wasi()
         try:
-            pre = linker.instantiate_pre(module)
+            return linker.instantiate_pre(module)
         except wasmtime.WasmtimeError as err:
             raise DeployError(
                 what=f"the module imports something the local target does not provide: {_first_line(err)}",
                 where=self.where(component.id),
                 fix="a WAGI module may import only wasi_snapshot_preview1",
             ) from None
-        self._pre[component.id] = pre
-        return pre
 
     def wagi_runner(self, component: ComponentSpec, trigger: HttpTrigger) -> WagiRunner:
         if self.kind(component) is WasmKind.COMPONENT:
