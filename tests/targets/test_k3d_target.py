@@ -155,3 +155,25 @@ async def test_close_closes_the_api_client_it_made(
 
     # The client was made by the k3d target for this session alone: nobody else will close it.
     assert client._pool is None
+
+
+async def test_cluster_notes_are_said_once_per_app_not_on_every_redeploy(
+    fake_k3d: FakeK3d, cluster_settings: ClusterSettings, fake_apiserver: FakeApiServer, tmp_path: Path
+) -> None:
+    # A cluster made earlier on another HTTP port: the reuse note says so.
+    cluster = dataclasses.replace(cluster_settings, registry_name="")
+    earlier = make_k3d_target(fake_k3d, cluster, tmp_path, Store())
+    await earlier.start()
+    await earlier.close()
+    moved = dataclasses.replace(cluster, http_port=cluster.http_port + 1)
+    target = make_k3d_target(fake_k3d, moved, tmp_path, Store())
+    target.ingress_check_s = 0.0
+    await target.start()
+    try:
+        first = await target.deploy(oci_fixtures.write_app(tmp_path / "shop"))
+        again = await target.deploy(oci_fixtures.write_app(tmp_path / "shop"))
+    finally:
+        await target.close()
+
+    assert [n for n in first.notes if "not the configured" in n]
+    assert not [n for n in again.notes if "not the configured" in n]

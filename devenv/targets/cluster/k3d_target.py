@@ -97,6 +97,7 @@ class K3dTarget:
         self.ingress_check_s = ingress_check_s
         self.endpoint: ClusterEndpoint | None = None
         self.kube: Any = None
+        self._noted: set[str] = set()  # apps already told the endpoint's notes
 
     async def start(self) -> None:
         self.endpoint = await bootstrap_cluster(
@@ -109,7 +110,12 @@ class K3dTarget:
 
     async def deploy(self, built: BuiltApp) -> DeployResult:
         result = await self._started().deploy(built)
-        notes = self.endpoint.notes if self.endpoint else ()
+        # The cluster's own notes (a registry the nodes may not mirror, another HTTP port) are
+        # said once per app, not again on every edit's redeploy.
+        notes: tuple[str, ...] = ()
+        if self.endpoint and built.spec.name not in self._noted:
+            self._noted.add(built.spec.name)
+            notes = self.endpoint.notes
         return DeployResult(urls=result.urls, notes=tuple(result.notes) + tuple(notes))
 
     async def remove(self, app: str) -> None:
