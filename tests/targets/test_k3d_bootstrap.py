@@ -468,3 +468,18 @@ async def test_the_readiness_probe_closes_its_api_client(
     assert code == 0
     [probe] = made
     assert probe._api is None  # used for the two waits, then closed: no pool left behind
+
+
+def test_starting_the_registry_with_docker_gone_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+    import docker
+
+    from devenv.targets.cluster.bootstrap import start_docker_container
+
+    def gone(**_kw: object) -> None:
+        raise docker.errors.DockerException("Error while fetching server API version")
+
+    monkeypatch.setattr(docker, "from_env", gone)
+    with pytest.raises(TargetUnavailable) as err:
+        start_docker_container("k3d-wasmdev-registry")
+    assert "could not start the stopped registry container k3d-wasmdev-registry" in err.value.what
+    assert "docker start k3d-wasmdev-registry" in err.value.fix

@@ -98,8 +98,9 @@ def start_docker_container(name: str) -> None:
     """Start a stopped container (the k3d registry) through the Docker SDK."""
     import docker
 
-    client = docker.from_env(timeout=30)
+    client = None
     try:
+        client = docker.from_env(timeout=30)  # raises too when the engine went away since the ping
         client.containers.get(name).start()
     except docker.errors.DockerException as exc:
         raise TargetUnavailable(
@@ -107,7 +108,8 @@ def start_docker_container(name: str) -> None:
             fix=f"docker start {name}, or remove it (k3d registry delete {name}) and run wasmdev cluster create",
         ) from exc
     finally:
-        client.close()
+        if client is not None:
+            client.close()
 
 
 def port_in_use(port: int, host: str = "0.0.0.0") -> bool:
