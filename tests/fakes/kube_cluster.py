@@ -12,6 +12,7 @@ unschedulable pods).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import threading
@@ -131,6 +132,10 @@ class FakeCluster:
         self.scripts: list[tuple[str, PodScript]] = []
         self.default_script = PodScript()
         self.pod_runtime: dict[tuple[str, str], _PodRuntime] = {}
+        # The runtimes the node's containerd has: runc, and the one k3s registers on finding
+        # containerd-shim-spin-v2 (the v0.24 node image carries no other shim). A pod whose
+        # RuntimeClass names another handler fails its sandbox, whatever its script says.
+        self.runtime_handlers: set[str] = {"runc", "spin"}
         self.metrics_mode = "values"  # "missing" (404), "unavailable" (503), "empty", "values"
         self.pod_usage: dict[str, tuple[str, str]] = {}  # pod name -> (cpu, memory) quantities
         self.closed = False
@@ -383,9 +388,10 @@ class FakeCluster:
         handler = "runc"
         if runtime_class:  # the kubelet resolves the class to its handler, as here
             handler = (self.get("runtimeclasses", "", runtime_class) or {}).get("handler", runtime_class)
-        self.pod_runtime[(ns, name)] = _PodRuntime(
-            script=self.script_for(image), image=image, handler=handler
-        )
+        script = self.script_for(image)
+        if handler not in self.runtime_handlers:
+            script = dataclasses.replace(script, failure=PodFailure.NO_RUNTIME)
+        self.pod_runtime[(ns, name)] = _PodRuntime(script=script, image=image, handler=handler)
         return self.put("pods", ns, pod)
 
     def _event(self, ns: str, pod: str, kind: str, reason: str, message: str) -> None:

@@ -104,6 +104,21 @@ async def test_first_deploy_failing_says_nothing_else_is_serving(fake_apiserver)
     assert fake_apiserver.cluster.pods(selector=f"{BUILD_LABEL}={v1.short_digest}")
 
 
+async def test_a_runtime_class_whose_handler_the_node_lacks_fails_the_rollout(fake_apiserver):
+    # An existing class wasmdev leaves alone, but with SpinKube's old handler name: containerd on
+    # the node registered "spin", so the sandbox cannot be made (no script needed: the node says so).
+    cluster = fake_apiserver.cluster
+    cluster.put("runtimeclasses", "", {"metadata": {"name": "wasmtime-spin-v2"}, "handler": "spin-v2"})
+    store = Store()
+    target = make_target(fake_apiserver, store)
+    try:
+        err = await deploy_like_engine(store, target, build("hello", "v1"))
+    finally:
+        await target.close()
+    assert err is not None
+    assert 'no runtime for "spin-v2" is configured' in err.what and "NoRuntimeHandler" in err.what
+
+
 async def test_a_pod_that_never_gets_ready_times_out_with_its_state(fake_apiserver):
     from dataclasses import replace
 
