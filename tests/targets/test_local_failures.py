@@ -127,3 +127,26 @@ async def test_an_unchecked_wasmtime_release_is_refused_with_the_fix(
     message = str(err.value)
     assert "wasmtime 51.0.0 is installed" in message and "wasmtime>=50,<51" in message
     await target.close()
+
+
+async def test_close_cleans_up_even_when_the_server_does_not_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from devenv.targets.local.server import LocalServer
+    from tests.targets.local_helpers import local_settings
+
+    target = LocalTarget(Store(), local_settings(tmp_path), app_ports={"demo": 0})
+    await target.deploy(make_app(tmp_path / "app"))
+    staging = target._staging_root
+    assert staging is not None and staging.exists()
+    real_stop = LocalServer.stop
+
+    def stuck(self: LocalServer, interrupt_guests: object = None) -> None:
+        real_stop(self)
+        raise TimeoutError("the server loop did not answer")
+
+    monkeypatch.setattr(LocalServer, "stop", stuck)
+    with pytest.raises(TimeoutError):
+        await target.close()
+    assert not staging.exists()
+    assert target._runtime is not None and not target._runtime._ticker.is_alive()

@@ -168,8 +168,9 @@ class LocalServer:
             await listener.wait_closed()
 
     async def _close_all(self) -> None:
-        for app in list(self._listeners) + list(self._versions):
-            await self.remove(app)
+        # All at once: each app may wait out SHUTDOWN_GRACE_S twice, and stop() gives this 30 s.
+        apps = dict.fromkeys([*self._listeners, *self._versions])
+        await asyncio.gather(*(self.remove(app) for app in apps))
 
     def _handler_for(self, app: str) -> Callable[[web.BaseRequest], Coroutine[Any, Any, web.StreamResponse]]:
         async def handle(request: web.BaseRequest) -> web.StreamResponse:

@@ -134,20 +134,22 @@ class LocalTarget:
 
     async def close(self) -> None:
         server, self._server = self._server, None
-        if server is not None:
-            # Guests stuck in a loop end now, not at their deadline (up to request_timeout_s).
-            interrupt = self._runtime.interrupt_all if self._runtime is not None else None
-            if interrupt is not None:
-                interrupt()
-            await asyncio.to_thread(server.stop, interrupt)
-        if self._runtime is not None:
-            self._runtime.close()
-        if self._staging_root is not None:
-            shutil.rmtree(self._staging_root, ignore_errors=True)
-            self._staging_root = None
-        self._bound.clear()
-        # wasmtime-py can panic at interpreter exit if stores/modules outlive this; drop them now.
-        gc.collect()
+        try:
+            if server is not None:
+                # Guests stuck in a loop end now, not at their deadline (up to request_timeout_s).
+                interrupt = self._runtime.interrupt_all if self._runtime is not None else None
+                if interrupt is not None:
+                    interrupt()
+                await asyncio.to_thread(server.stop, interrupt)
+        finally:  # a server that would not stop still leaves no ticker thread or staged files
+            if self._runtime is not None:
+                self._runtime.close()
+            if self._staging_root is not None:
+                shutil.rmtree(self._staging_root, ignore_errors=True)
+                self._staging_root = None
+            self._bound.clear()
+            # wasmtime-py can panic at interpreter exit if stores/modules outlive this; drop them now.
+            gc.collect()
 
     # --- what the engine polls -----------------------------------------------------------------------
 
