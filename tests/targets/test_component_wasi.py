@@ -196,3 +196,28 @@ def test_what_the_host_holds_for_a_request_is_bounded(tmp_path: Path) -> None:
         _file_bytes(ctx, file)
     assert trap.value.reason.startswith("out of memory") and "3 MiB" in trap.value.reason
     assert any("/big.bin" in line for line in logs), logs
+
+
+def test_a_start_function_may_call_the_host_at_deploy(runtime: WasmRuntime, tmp_path: Path) -> None:
+    """The deploy-time instantiation runs a start function as a request would; it used to find
+    no request context and refuse the component with a bare "python exception"."""
+    wasm = bytes(
+        wasmtime.wat2wasm(
+            """(component
+                 (import "wasi:clocks/monotonic-clock@0.2.0"
+                   (instance $clk (export "now" (func (result u64)))))
+                 (core func $now (canon lower (func $clk "now")))
+                 (core module $m
+                   (import "h" "now" (func $now (result i64)))
+                   (func $start (drop (call $now)))
+                   (start $start)
+                   (func (export "f")))
+                 (core instance $hi (export "now" (func $now)))
+                 (core instance $i (instantiate $m (with "h" (instance $hi))))
+                 (func $f (canon lift (core func $i "f")))
+                 (instance $h (export "handle" (func $f)))
+                 (export "wasi:http/incoming-handler@0.2.0" (instance $h)))"""
+        )
+    )
+    runner = _build(runtime, tmp_path, wasm)
+    assert runner.component_id == "c"

@@ -142,18 +142,30 @@ class HttpComponentRunner:
 
     def check_links(self) -> None:
         """Instantiate once, at deploy: a component whose imports cannot be satisfied is refused
-        here, before it replaces a working version, not on its first request."""
+        here, before it replaces a working version, not on its first request. Host functions
+        work as in a request (a start function may read a clock); their output is dropped."""
         store = wasmtime.Store(self._engine)
         store.set_epoch_deadline(self._deadline_ticks)
         store.set_limits(memory_size=self._limits.memory_bytes)
+        ctx = HostContext(
+            config=self._config,
+            log=lambda stream, text: None,
+            deadline=time.monotonic() + self._limits.timeout_s,
+            timeout_s=self._limits.timeout_s,
+        )
+        activate(ctx)
         try:
             self._linker.instantiate(store, self._component)
-        except wasmtime.WasmtimeError as err:
+        except (GuestTrap, wasmtime.WasmtimeError) as err:
             raise UnsupportedApp(
-                what=f"the component does not link on the local target: {last_line(str(err))}",
+                what="the component does not link on the local target: "
+                + (ctx.trap_reason or last_line(str(err))),
                 where=self.component_id,
                 fix="run it on the cluster target",
             ) from None
+        finally:
+            activate(None)
+            ctx.table.clear()
 
     def handle(self, request: GuestRequest, log: GuestLog) -> tuple[GuestResponse, ExecutionStats]:
         started = time.monotonic()
