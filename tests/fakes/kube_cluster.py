@@ -157,7 +157,20 @@ class FakeCluster:
                 "status": {"conditions": [{"type": "Ready", "status": "True"}]},
             },
         )
+        self.set_runtime_handlers(*self.runtime_handlers)
         self._thread.start()
+
+    def set_runtime_handlers(self, *names: str) -> None:
+        """The runtimes the node's containerd has; the node reports them as the kubelet does
+        (``status.runtimeHandlers``, Kubernetes ≥ 1.30 with containerd 2, as in k3s 1.35)."""
+        with self.lock:
+            self.runtime_handlers = set(names)
+            features = {"recursiveReadOnlyMounts": True, "userNamespaces": True}
+            reported = [{"name": "", "features": features}]  # the default handler has no name
+            reported += [{"name": n, "features": features} for n in sorted(self.runtime_handlers)]
+            for node in self.list("nodes", None):
+                node["status"]["runtimeHandlers"] = reported
+                self.put("nodes", "", node)
 
     # --- scripting ----------------------------------------------------------------------------
 

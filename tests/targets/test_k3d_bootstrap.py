@@ -434,6 +434,7 @@ async def test_stopped_registry_is_started_through_docker(
 async def test_another_known_runtime_class_gets_its_own_handler(
     fake_k3d: FakeK3d, settings: ClusterSettings, fake_apiserver: FakeApiServer
 ) -> None:
+    fake_apiserver.cluster.set_runtime_handlers("runc", "spin", "wasmedge")  # a node image with that shim
     wasmedge = dataclasses.replace(settings, runtime_class="wasmedge")
     await bootstrap_cluster(wasmedge, Steps(), cli=fake_k3d.cli(settings.kubeconfig), options=fast())
     rc = fake_apiserver.cluster.get("runtimeclasses", "", "wasmedge")
@@ -483,3 +484,14 @@ def test_starting_the_registry_with_docker_gone_is_explained(monkeypatch: pytest
         start_docker_container("k3d-wasmdev-registry")
     assert "could not start the stopped registry container k3d-wasmdev-registry" in err.value.what
     assert "docker start k3d-wasmdev-registry" in err.value.fix
+
+
+async def test_a_runtime_class_for_a_shim_the_node_image_lacks_is_refused(
+    fake_k3d: FakeK3d, settings: ClusterSettings, fake_apiserver: FakeApiServer
+) -> None:
+    # The default node image carries only the Spin shim; its nodes report runc and spin.
+    wasmedge = dataclasses.replace(settings, runtime_class="wasmedge")
+    with pytest.raises(TargetUnavailable) as err:
+        await bootstrap_cluster(wasmedge, Steps(), cli=fake_k3d.cli(settings.kubeconfig), options=fast())
+    assert "no 'wasmedge' runtime" in err.value.what
+    assert fake_apiserver.cluster.get("runtimeclasses", "", "wasmedge") is None
