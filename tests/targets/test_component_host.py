@@ -327,3 +327,20 @@ def test_a_wasi_http_proxy_component_is_served_too(runtime: WasmRuntime, tmp_pat
     )
     assert not any(name.startswith("fermyon:") for name in runner.world.imports)
     assert serve(runner, request("/hello-py/proxy")).body == b"Hello from hello-py at /hello-py/proxy\n"
+
+
+def test_a_trapped_request_frees_its_store_at_once(echo: HttpComponentRunner) -> None:
+    """Not at the next garbage collection: the pooling allocator has slots for a few dozen
+    component instances, and trapped requests between two collections used to exhaust them."""
+    import gc
+
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(40):
+            with pytest.raises(GuestError) as info:
+                echo.handle(request("/echo-py/trap"), Logs())
+            assert info.value.reason.startswith("trapped: wasm trap"), info.value.reason
+        assert serve(echo, request("/echo-py/status/200")).status == 200
+    finally:
+        gc.enable()

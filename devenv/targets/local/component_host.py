@@ -216,12 +216,14 @@ class HttpComponentRunner:
             out = ctx.own(ResponseOutparam())
             func(store, req, out)
         except (GuestTrap, wasmtime.WasmtimeError) as err:
+            message = str(err)
+            _drop_tracebacks(err)
             # Decide from this request's context, not from the exception: wasmtime-py hands a
             # host function's exception back through one process-wide slot, so with requests
             # on several threads the exception raised here may not be this request's.
             if ctx.exit_success is True and ctx.trap_reason is None:
                 return self._response(ctx)  # exit(ok) after answering is a normal end
-            return _Outcome(None, self._failure_reason(ctx, str(err)))
+            return _Outcome(None, self._failure_reason(ctx, message))
         return self._response(ctx)
 
     def _failure_reason(self, ctx: HostContext, message: str) -> str:
@@ -256,3 +258,17 @@ class HttpComponentRunner:
         )
         data = bytes(body.sink.data) if body is not None else b""
         return _Outcome(GuestResponse(status=response.status, headers=headers, body=data), None)
+
+
+def _drop_tracebacks(err: BaseException | None) -> None:
+    """Free a failed request's Store now rather than at the next cycle collection.
+
+    wasmtime-py's ``enter_wasm`` keeps the exception it raises in its own frame: a cycle
+    through the traceback, which also holds ``_run``'s frame and so the Store, its instance and
+    its pooling-allocator slots. Enough trapped requests between two collections exhausted the
+    pool ("maximum concurrent limit of 256 for core instances reached") for every request."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        err.__traceback__ = None
+        err = err.__context__
