@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import shutil
 import signal
@@ -33,6 +32,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.child_output import Lines
 from tests.conftest import SAMPLE_APPS
 from tests.fakes.apiserver import FakeApiServer, fake_apiserver_fixture  # noqa: F401 - fixture
 from tests.fakes.k3d.harness import FAKE_DIR, USER_KUBECONFIG, FakeK3d, free_port, make_fake_k3d
@@ -52,33 +52,6 @@ pytestmark = [
 
 
 # --- processes ------------------------------------------------------------------------------------
-
-
-class Lines:
-    """A child's stdout, line by line, readable with a deadline."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.seen: list[str] = []
-        self._queue: queue.Queue[str] = queue.Queue()
-        assert proc.stdout is not None
-        threading.Thread(target=self._read, args=(proc.stdout,), daemon=True).start()
-
-    def _read(self, stream) -> None:  # noqa: ANN001
-        for line in stream:
-            self._queue.put(line.rstrip("\n"))
-
-    def expect(self, pattern: str, timeout: float = WAIT_S) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        regex = re.compile(pattern)
-        while time.monotonic() < deadline:
-            try:
-                line = self._queue.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            self.seen.append(line)
-            if m := regex.search(line):
-                return m
-        raise AssertionError(f"no line matching {pattern!r}; saw:\n" + "\n".join(self.seen[-40:]))
 
 
 @dataclass

@@ -4,51 +4,21 @@ edit the WAT, see the new response; the printed lines tell the story; Ctrl-C end
 from __future__ import annotations
 
 import os
-import queue
-import re
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.child_output import Lines
 from tests.conftest import SAMPLE_APPS
 from tests.engine.session import WAIT_S, free_port
 
 HELLO_WAT = SAMPLE_APPS / "hello-wat"
-
-
-class Lines:
-    """stdout of a child, line by line, readable with a deadline."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.seen: list[str] = []
-        self._queue: queue.Queue[str] = queue.Queue()
-        assert proc.stdout is not None
-        self._thread = threading.Thread(target=self._read, args=(proc.stdout,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream) -> None:  # noqa: ANN001
-        for line in stream:
-            self._queue.put(line.rstrip("\n"))
-
-    def expect(self, pattern: str, timeout: float = WAIT_S) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        regex = re.compile(pattern)
-        while time.monotonic() < deadline:
-            try:
-                line = self._queue.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            self.seen.append(line)
-            if m := regex.search(line):
-                return m
-        raise AssertionError(f"no line matching {pattern!r}; saw:\n" + "\n".join(self.seen[-40:]))
 
 
 def _get_until(url: str, text: str) -> str:
