@@ -71,11 +71,16 @@ async def test_crash_looping_pod_shows_restarts_and_reason(fake_apiserver, store
             lambda: any(p.restarts >= 2 for p in store.state.apps["hello"].pods),
             what="restarts in the store",
         )
+        # The BackOff event comes on the event watch, a thread of its own that may lag the pod
+        # watch: wait for its line before close() cuts that watch.
+        wait_until(
+            lambda: any("Back-off restarting failed container" in t for t in system_lines(store, "hello")),
+            what="the BackOff event's line",
+        )
     finally:
         await target.close()
     pod = store.state.apps["hello"].pods[0]
     assert pod.reason == "CrashLoopBackOff" and not pod.ready
-    assert any("Back-off restarting failed container" in t for t in system_lines(store, "hello"))
 
 
 async def test_warning_events_reach_the_pod_state_and_the_log(fake_apiserver, store):
