@@ -93,9 +93,13 @@ async def test_warning_events_reach_the_pod_state_and_the_log(fake_apiserver, st
             lambda: any("no runtime for" in p.message for p in store.state.apps["hello"].pods),
             what="the sandbox failure on the pod",
         )
+        # The event's line is dispatched after the pod's message, on the event watch's thread.
+        wait_until(
+            lambda: any('no runtime for "spin" is configured' in t for t in system_lines(store, "hello")),
+            what="the sandbox failure's line",
+        )
     finally:
         await target.close()
-    assert any('no runtime for "spin" is configured' in t for t in system_lines(store, "hello"))
 
 
 async def test_metrics_flow_as_samples_from_metrics_k8s_io(fake_apiserver, store):
