@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -28,16 +29,30 @@ from tests.targets.local_helpers import (
 store, target, client = local_helpers.store, local_helpers.target, local_helpers.client
 
 
+async def _body_held_until(go: asyncio.Event) -> AsyncIterator[bytes]:
+    """A request body whose second half is sent only once ``go`` is set: its request stays in
+    flight (on the version it picked) for as long as the test needs, however slow the machine."""
+    yield b"first half;"
+    await go.wait()
+    yield b"second half"
+
+
 async def test_in_flight_request_finishes_on_v1_while_new_requests_get_v2(
     client: Client, target: LocalTarget, tmp_path: Path
 ) -> None:
     await target.deploy(make_app(tmp_path / "v1", [Comp(wasm=hello_wasm("v1"))], digest="sha256:1"))
     v1 = serving_version(target)
-    slow = asyncio.create_task(client.get("demo", "/hello/sleep"))  # the guest sleeps 400 ms
-    await wait_until(lambda: v1.in_flight == 1)
-    await target.deploy(make_app(tmp_path / "v2", [Comp(wasm=hello_wasm("v2"))], digest="sha256:2"))
-    fresh = await client.get("demo", "/hello")
-    assert not slow.done(), "the slow request should still be in flight during the swap"
+    # Held by its body rather than by the guest's 400 ms sleep alone: a deploy and a request on a
+    # loaded machine can take longer than that. The guest still sleeps, on v1, after the swap.
+    go = asyncio.Event()
+    slow = asyncio.create_task(client.request("POST", "demo", "/hello/sleep", data=_body_held_until(go)))
+    try:
+        await wait_until(lambda: v1.in_flight == 1)
+        await target.deploy(make_app(tmp_path / "v2", [Comp(wasm=hello_wasm("v2"))], digest="sha256:2"))
+        fresh = await client.get("demo", "/hello")
+        assert not slow.done(), "the slow request should still be in flight during the swap"
+    finally:
+        go.set()
     assert "hello-wat v2!" in fresh.text
     assert "hello-wat v1!" in (await slow).text
 
@@ -124,12 +139,17 @@ async def test_retired_version_files_are_removed_once_its_last_request_ends(
 
     (root / "greeting.txt").write_text("two\n")
     v1 = serving_version(target)
-    slow = asyncio.create_task(client.get("demo", "/hello/sleep"))
-    await wait_until(lambda: v1.in_flight == 1)
-    await target.deploy(make_app(root, [Comp(files=(FileMount("greeting.txt"),))], digest="sha256:2"))
-    assert staged[0].exists(), "v1's files must stay while a request still runs on v1"
-    assert (await client.get("demo", "/hello/file?greeting.txt")).text == "two\n"
-    await slow
+    go = asyncio.Event()  # the request stays on v1 until its body is complete: no race with a slow deploy
+    slow = asyncio.create_task(client.request("POST", "demo", "/hello/sleep", data=_body_held_until(go)))
+    try:
+        await wait_until(lambda: v1.in_flight == 1)
+        await target.deploy(make_app(root, [Comp(files=(FileMount("greeting.txt"),))], digest="sha256:2"))
+        assert staged[0].exists(), "v1's files must stay while a request still runs on v1"
+        assert (await client.get("demo", "/hello/file?greeting.txt")).text == "two\n"
+        assert staged[0].exists(), "v1's files must stay while a request still runs on v1"
+    finally:
+        go.set()
+    assert (await slow).status == 200
     assert not staged[0].exists()
 
 
