@@ -125,7 +125,9 @@ async def test_a_pod_that_never_gets_ready_times_out_with_its_state(fake_apiserv
     from tests.targets.kube_helpers import FAST_ROLLOUT
 
     store = Store()
-    target = make_target(fake_apiserver, store, rollout=replace(FAST_ROLLOUT, timeout_s=0.3))
+    # The pod must be seen Running (3 fake ticks, ~60 ms) before the rollout gives up: 0.3 s was
+    # too close on a loaded machine, where the error then showed it still Pending.
+    target = make_target(fake_apiserver, store, rollout=replace(FAST_ROLLOUT, timeout_s=2.0))
     v1 = build("hello", "v1")
     fake_apiserver.cluster.script_image(image_of(v1), PodScript(ticks_to_ready=10_000))
     try:
