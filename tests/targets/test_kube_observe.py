@@ -3,6 +3,8 @@ surviving the API server going away and coming back."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from devenv.model import PodState
@@ -303,16 +305,25 @@ async def test_replaced_pods_show_as_terminating_until_they_are_gone(fake_apiser
         assert await deploy_like_engine(store, target, build("hello", "v1")) is None
         wait_until(lambda: len(_ready_pods(store, "hello")) == 1, what="v1's pod in the store")
         (old,) = store.state.apps["hello"].pods
-        assert await deploy_like_engine(store, target, build("hello", "v2")) is None
 
         def old_state() -> PodState | None:
             return next((p for p in store.state.apps["hello"].pods if p.name == old.name), None)
 
-        wait_until(
-            lambda: (p := old_state()) is not None and p.reason == "Terminating" and not p.ready,
-            what="the replaced pod to show as Terminating",
-        )
-        wait_until(lambda: old_state() is None, what="the replaced pod to be gone")
+        # Terminating lasts ~1 s: record every state the store goes through rather than hope a
+        # poll lands in that window on a loaded machine.
+        shown_terminating = threading.Event()
+
+        def watch(_state: object, _action: object) -> None:
+            if (p := old_state()) is not None and p.reason == "Terminating" and not p.ready:
+                shown_terminating.set()
+
+        unsubscribe = store.subscribe(watch)
+        try:
+            assert await deploy_like_engine(store, target, build("hello", "v2")) is None
+            wait_until(lambda: old_state() is None, what="the replaced pod to be gone")
+        finally:
+            unsubscribe()
+        assert shown_terminating.is_set(), "the replaced pod never showed as Terminating"
         assert [p.ready for p in store.state.apps["hello"].pods] == [True]
     finally:
         await target.close()
