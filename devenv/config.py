@@ -7,7 +7,8 @@ wasmdev.toml, at the workspace root, is optional::
     watch_debounce_ms = 50
     build_timeout_s = 600
 
-    [local]    host, base_port, request_timeout_s, memory_limit_mb, probe_interval_s, cache_dir
+    [local]    host, base_port, request_timeout_s, memory_limit_mb, probe_interval_s, cache_dir,
+               guest_processes
     [cluster]  name, image, agents, http_port, api_port, registry_name, registry_port,
                runtime_class, namespace, kubeconfig
     [kube]     context, kubeconfig, registry ("HOST[:PORT]/REPO"), namespace, runtime_class,
@@ -67,6 +68,12 @@ def default_kubeconfig(cluster_name: str) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
+def default_guest_processes() -> int:
+    """Two on a machine with two cores or more (one per core on the 2-core machines this is
+    measured on; more only add memory), none on one core, where processes cannot run in parallel."""
+    return 2 if (os.cpu_count() or 1) >= 2 else 0
+
+
 @dataclass(frozen=True)
 class LocalSettings:
     host: str = "127.0.0.1"
@@ -75,6 +82,9 @@ class LocalSettings:
     memory_limit_mb: int = 128
     probe_interval_s: float = 0.0  # 0 = no latency probes
     cache_dir: Path = field(default_factory=default_cache_dir)
+    # WAGI guests run in this many worker processes, outside wasmdev's GIL; 0 runs them on
+    # threads of wasmdev's own process (see devenv/targets/local/guest_procs.py).
+    guest_processes: int = field(default_factory=lambda: default_guest_processes())
 
 
 @dataclass(frozen=True)
@@ -307,6 +317,7 @@ _LOCAL_FIELDS: dict[str, Check] = {
     "memory_limit_mb": _integer(1, 4096),
     "probe_interval_s": _number(0),
     "cache_dir": _path,
+    "guest_processes": _integer(0, 32),
 }
 _CLUSTER_FIELDS: dict[str, Check] = {
     "name": _k8s_name,

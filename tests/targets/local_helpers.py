@@ -31,13 +31,18 @@ def hello_wasm(version: str = "v1") -> bytes:
     return bytes(wasmtime.wat2wasm(HELLO_WAT.read_text().replace("hello-wat v1!", f"hello-wat {version}!")))
 
 
-def local_settings(tmp_path: Path, *, timeout_s: float = 5.0, memory_mb: int = 32) -> Settings:
+def local_settings(
+    tmp_path: Path, *, timeout_s: float = 5.0, memory_mb: int = 32, guest_processes: int = 2
+) -> Settings:
+    """``guest_processes`` is explicit (not the machine-dependent default): 2 runs WAGI guests in
+    worker processes, as wasmdev does on any multi-core machine; 0 runs them on threads."""
     local = LocalSettings(
         host="127.0.0.1",
         base_port=0,  # tests pass explicit ports (0: any free one)
         request_timeout_s=timeout_s,
         memory_limit_mb=memory_mb,
         cache_dir=tmp_path / "cache",
+        guest_processes=guest_processes,
     )
     return Settings(root=tmp_path, local=local)
 
@@ -93,6 +98,12 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> No
         await asyncio.sleep(0.01)
 
 
+async def requests_reported(target: LocalTarget, count: int, app: str = "demo") -> None:
+    """Wait until ``count`` requests of ``app`` are in the store. Serving processes report in
+    batches a few milliseconds after the response; a request's output lines come before it."""
+    await wait_until(lambda: len(target.store.metrics.requests(app)) >= count)
+
+
 def serving_version(target: LocalTarget, app: str = "demo") -> ServingVersion:
     """The version of ``app`` new requests go to (its ``in_flight`` counts running requests)."""
     assert target._server is not None
@@ -127,9 +138,12 @@ def store() -> Store:
     return Store()
 
 
-@pytest.fixture
-async def target(store: Store, tmp_path: Path) -> AsyncIterator[LocalTarget]:
-    t = LocalTarget(store, local_settings(tmp_path), app_ports={"demo": 0, "other": 0}, workers=4)
+@pytest.fixture(params=[2, 0], ids=["guest-processes", "guest-threads"])
+async def target(store: Store, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[LocalTarget]:
+    """Each test that takes it runs twice: WAGI guests in worker processes, and on threads (the
+    one-core default, and the fallback when processes cannot start)."""
+    settings = local_settings(tmp_path, guest_processes=request.param)
+    t = LocalTarget(store, settings, app_ports={"demo": 0, "other": 0}, workers=4)
     await t.start()
     yield t
     await t.close()

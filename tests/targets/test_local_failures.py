@@ -11,21 +11,20 @@ import pytest
 from devenv.model import LogStream
 from devenv.store.store import Store
 from devenv.targets.local.target import LocalTarget
-from tests.targets.local_helpers import Client, make_app, serving_version, wait_until
+from tests.targets.local_helpers import Client, make_app, requests_reported, serving_version, wait_until
 
 TIMEOUT_S = 0.3
 MEMORY_MB = 16
 
 
-@pytest.fixture
-async def strict(tmp_path: Path) -> AsyncIterator[Client]:
+@pytest.fixture(params=[2, 0], ids=["guest-processes", "guest-threads"])
+async def strict(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Client]:
     """A target with a short deadline and a small memory cap, serving the hello guest."""
     from tests.targets.local_helpers import local_settings
 
     store = Store()
-    target = LocalTarget(
-        store, local_settings(tmp_path, timeout_s=TIMEOUT_S, memory_mb=MEMORY_MB), app_ports={"demo": 0}
-    )
+    settings = local_settings(tmp_path, timeout_s=TIMEOUT_S, memory_mb=MEMORY_MB, guest_processes=request.param)
+    target = LocalTarget(store, settings, app_ports={"demo": 0})
     await target.start()
     await target.deploy(make_app(tmp_path / "app"))
     async with aiohttp.ClientSession() as session:
@@ -42,6 +41,7 @@ async def test_trap_is_a_500_and_the_next_request_is_fine(strict: Client) -> Non
     reply = await strict.get("demo", "/hello/trap")
     assert reply.status == 500
     assert "unreachable" in reply.text and "`hello`" in reply.text
+    await requests_reported(strict.target, 1)
     assert request_line(strict).startswith("GET /hello/trap 500 ")
     assert "trapped" in request_line(strict)
     stderr = [
@@ -55,6 +55,7 @@ async def test_infinite_loop_is_stopped_by_the_deadline(strict: Client) -> None:
     reply = await strict.get("demo", "/hello/loop")
     assert reply.status == 500
     assert f"timed out after {TIMEOUT_S:g}s" in reply.text
+    await requests_reported(strict.target, 1)
     record = strict.target.store.metrics.requests("demo")[-1]
     assert record.latency_ms >= TIMEOUT_S * 1000  # it ran until the deadline, not less
     assert (await strict.get("demo", "/hello")).status == 200
@@ -64,6 +65,7 @@ async def test_memory_blowup_is_capped(strict: Client) -> None:
     reply = await strict.get("demo", "/hello/grow")
     assert reply.status == 500
     assert f"out of memory: linear memory reached the {MEMORY_MB} MiB cap" in reply.text
+    await requests_reported(strict.target, 1)
     usage = strict.target.usage("demo")
     assert (MEMORY_MB - 1) * 1024 * 1024 <= usage.memory_high_water_bytes <= MEMORY_MB * 1024 * 1024
     assert (await strict.get("demo", "/hello")).status == 200
@@ -75,6 +77,7 @@ async def test_nonzero_exit_and_bad_output_are_500s(strict: Client) -> None:
     bad = await strict.get("demo", "/hello/nohdr")
     assert bad.status == 500 and "bad CGI output" in bad.text
     assert (await strict.get("demo", "/hello")).status == 200
+    await requests_reported(strict.target, 3)
     assert strict.target.usage("demo").errors_total == 2
 
 
@@ -85,7 +88,9 @@ async def test_a_stuck_guest_does_not_block_other_requests(tmp_path: Path) -> No
 
     # Not the strict fixture's 0.3 s deadline: a loaded machine can take that long to serve the
     # second request, and the loop must still hold its worker when that one is answered.
-    target = LocalTarget(Store(), local_settings(tmp_path, timeout_s=5.0), app_ports={"demo": 0})
+    # In-process: the test watches the version's in_flight (the same code serves in each process).
+    settings = local_settings(tmp_path, timeout_s=5.0, guest_processes=0)
+    target = LocalTarget(Store(), settings, app_ports={"demo": 0})
     try:
         await target.deploy(make_app(tmp_path / "app"))
         version = serving_version(target)
@@ -109,7 +114,8 @@ async def test_close_interrupts_a_stuck_guest(tmp_path: Path) -> None:
 
     fds_before = len(os.listdir("/proc/self/fd"))
     store = Store()
-    target = LocalTarget(store, local_settings(tmp_path, timeout_s=600), app_ports={"demo": 0})
+    # In-process: the test watches the version's in_flight (the same code serves in each process).
+    target = LocalTarget(store, local_settings(tmp_path, timeout_s=600, guest_processes=0), app_ports={"demo": 0})
     await target.deploy(make_app(tmp_path / "app"))
     async with aiohttp.ClientSession() as session:
         stuck = asyncio.create_task(Client(session, target).get("demo", "/hello/loop"))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from devenv.targets.local.target import LocalTarget
 from tests.targets import local_helpers
-from tests.targets.local_helpers import Client, Comp, make_app
+from tests.targets.local_helpers import Client, Comp, make_app, requests_reported
 
 # The shared fixtures (pytest finds them as module attributes).
 store, target, client = local_helpers.store, local_helpers.target, local_helpers.client
@@ -32,8 +32,13 @@ async def test_exact_and_wildcard_routes_most_specific_wins(
         f"http://127.0.0.1:{port}/",
     }
 
+    served = 0
+
     async def served_by(path: str) -> str:
+        nonlocal served
         await client.get("demo", path)
+        served += 1
+        await requests_reported(target, served)
         return target.store.metrics.requests("demo")[-1].component
 
     assert await served_by("/hello") == "exact"
@@ -79,6 +84,7 @@ async def test_unmatched_path_is_404_listing_the_routes(
     assert reply.status == 404
     assert "/nothing/here" in reply.text
     assert "/hello" in reply.text and "/files/..." in reply.text and "`hello`" in reply.text
+    await requests_reported(target, 1)
     record = target.store.metrics.requests("demo")[-1]
     assert (record.status, record.path) == (404, "/nothing/here")
 

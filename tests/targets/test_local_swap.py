@@ -1,5 +1,9 @@
 """Hot swap: a new build replaces the old atomically; in-flight requests finish on the build they
-started with; a build that does not compile or link leaves the old one serving."""
+started with; a build that does not compile or link leaves the old one serving.
+
+These watch the serving version's internals (its in-flight count, its staged files), so they run
+the server in-process (``guest_processes=0``): each serving process runs this same server code,
+and test_local_procs.py covers what is particular to serving from processes."""
 
 from __future__ import annotations
 
@@ -26,7 +30,15 @@ from tests.targets.local_helpers import (
     wait_until,
 )
 
-store, target, client = local_helpers.store, local_helpers.target, local_helpers.client
+store, client = local_helpers.store, local_helpers.client
+
+
+@pytest.fixture
+async def target(store: Store, tmp_path: Path) -> AsyncIterator[LocalTarget]:
+    t = LocalTarget(store, local_settings(tmp_path, guest_processes=0), app_ports={"demo": 0, "other": 0})
+    await t.start()
+    yield t
+    await t.close()
 
 
 async def _body_held_until(go: asyncio.Event) -> AsyncIterator[bytes]:
@@ -112,7 +124,7 @@ async def test_port_in_use_names_the_port_and_the_fix(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        target = LocalTarget(Store(), local_settings(tmp_path), app_ports={"demo": port})
+        target = LocalTarget(Store(), local_settings(tmp_path, guest_processes=0), app_ports={"demo": port})
         await target.start()
         try:
             with pytest.raises(DeployError) as err:
@@ -157,7 +169,7 @@ async def test_close_is_idempotent_and_frees_the_port(tmp_path: Path) -> None:
     import threading
 
     before = {t.name for t in threading.enumerate()}
-    target = LocalTarget(Store(), local_settings(tmp_path), app_ports={"demo": 0})
+    target = LocalTarget(Store(), local_settings(tmp_path, guest_processes=0), app_ports={"demo": 0})
     await target.deploy(make_app(tmp_path / "app"))
     port = target.bound_port("demo")
     assert port
@@ -211,7 +223,7 @@ async def test_removing_an_app_past_its_grace_keeps_files_until_the_guest_ends(
     root.mkdir()
     (root / "greeting.txt").write_text("one\n")
     # The guest loops until its 2 s deadline: far longer than remove() takes, even on a busy machine.
-    target = LocalTarget(Store(), local_settings(tmp_path, timeout_s=2.0), app_ports={"demo": 0})
+    target = LocalTarget(Store(), local_settings(tmp_path, timeout_s=2.0, guest_processes=0), app_ports={"demo": 0})
     try:
         await target.deploy(make_app(root, [Comp(files=(FileMount("greeting.txt"),))]))
         v1 = serving_version(target)
@@ -243,7 +255,7 @@ async def test_remove_during_a_deploy_of_the_same_app_wins(target: LocalTarget, 
 async def test_close_during_a_deploy_fails_that_deploy_with_a_clear_error(tmp_path: Path) -> None:
     from devenv.errors import TargetUnavailable
 
-    target = LocalTarget(Store(), local_settings(tmp_path), app_ports={"demo": 0})
+    target = LocalTarget(Store(), local_settings(tmp_path, guest_processes=0), app_ports={"demo": 0})
     await target.start()
     deploying = asyncio.create_task(target.deploy(make_app(tmp_path / "app")))
     await asyncio.sleep(0)  # the deploy has started compiling in a worker thread

@@ -9,7 +9,7 @@ from pathlib import Path
 from devenv.model import LogStream
 from devenv.targets.local.target import LocalTarget
 from tests.targets import local_helpers
-from tests.targets.local_helpers import Client, Comp, make_app
+from tests.targets.local_helpers import Client, Comp, make_app, requests_reported
 
 # The shared fixtures (pytest finds them as module attributes).
 store, target, client = local_helpers.store, local_helpers.target, local_helpers.client
@@ -106,6 +106,7 @@ async def test_stderr_and_request_lines_are_logged_with_tags(
     reply = await client.get("demo", "/hello/world?q=1")
     assert "Hello from hello-wat v1!" in reply.text
     assert "path: /hello/world" in reply.text and "query: q=1" in reply.text
+    await requests_reported(target, 1)
     lines = target.store.logs.since(0).lines
     stderr = [line for line in lines if line.stream is LogStream.STDERR]
     request = [line for line in lines if line.stream is LogStream.REQUEST]
@@ -132,6 +133,7 @@ async def test_usage_counts_cpu_memory_requests_and_errors(
     for _ in range(3):
         await client.get("demo", "/hello")
     await client.get("demo", "/hello/trap")
+    await requests_reported(target, 4)
     usage = target.usage("demo")
     assert usage.requests_total == 4
     assert usage.errors_total == 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import itertools
+import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -51,10 +52,10 @@ class ServedRequest:
 class RequestObserver(Protocol):
     """Told about every request; called from the server's threads (loop or guest pool)."""
 
-    def request_served(self, served: ServedRequest) -> None: ...
+    def request_served(self, served: ServedRequest, ts: float | None = None) -> None: ...
 
     def guest_output(
-        self, app: str, component: str, request_id: str, stream: LogStream, text: str
+        self, app: str, component: str, request_id: str, stream: LogStream, text: str, ts: float | None = None
     ) -> None: ...
 
 
@@ -110,6 +111,11 @@ class LocalServer:
             self._thread = None
             self._loop = None
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None, "LocalServer.start() first"
+        return self._loop
+
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await ``coro`` on the server loop from the caller's loop."""
         assert self._loop is not None, "LocalServer.start() first"
@@ -121,29 +127,20 @@ class LocalServer:
 
     # --- on the server loop -----------------------------------------------------------------------
 
-    async def listen(self, app: str, port: int) -> int:
-        """Open ``app``'s port (idempotent); returns the bound port (useful with port 0)."""
+    async def listen(self, app: str, port: int, sock: socket.socket | None = None) -> int:
+        """Serve ``app`` on ``sock`` (a bound, listening socket this server then owns) or on a
+        new socket bound to ``port`` (idempotent); returns the bound port (useful with port 0)."""
         if app in self._listeners:
+            if sock is not None:
+                sock.close()
             return self._listeners[app][0]
         loop = asyncio.get_running_loop()
         server = Server(
             self._handler_for(app), request_factory=_request_factory(server_loop=loop), access_log=None
         )
-        try:
-            listener = await loop.create_server(server, self.host, port, reuse_address=True)
-        except OSError as err:
-            if err.errno == errno.EADDRINUSE:
-                raise DeployError(
-                    what=f"port {port} on {self.host} is already in use",
-                    where=f"app `{app}` on the local target",
-                    fix=f"stop whatever listens on {port}, or give the app another port: set "
-                    f"[apps.{app}].port or [local].base_port in wasmdev.toml",
-                ) from None
-            raise DeployError(
-                what=f"cannot listen on {self.host}:{port}: {err.strerror or err}",
-                where=f"app `{app}` on the local target",
-                fix="set [local].host / [apps.NAME].port in wasmdev.toml",
-            ) from None
+        if sock is None:
+            sock = bind_listener(self.host, port, app)
+        listener = await loop.create_server(server, sock=sock)
         bound = listener.sockets[0].getsockname()[1]
         self._listeners[app] = (bound, listener, server)
         return bound
@@ -286,6 +283,31 @@ class LocalServer:
     def _not_found(app: str, path: str, version: ServingVersion) -> web.Response:
         lines = [f"wasmdev: no route of app `{app}` matches {path}", "routes:", *version.route_lines()]
         return web.Response(status=404, text="\n".join(lines) + "\n")
+
+
+def bind_listener(host: str, port: int, app: str) -> socket.socket:
+    """A listening TCP socket on ``host:port`` for ``app``; DeployError says what to change."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.create_server((host, port), family=family, backlog=1024)
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            raise DeployError(
+                what=f"port {port} on {host} is already in use",
+                where=f"app `{app}` on the local target",
+                fix=f"stop whatever listens on {port}, or give the app another port: set "
+                f"[apps.{app}].port or [local].base_port in wasmdev.toml",
+            ) from None
+        raise DeployError(
+            what=f"cannot listen on {host}:{port}: {err.strerror or err}",
+            where=f"app `{app}` on the local target",
+            fix="set [local].host / [apps.NAME].port in wasmdev.toml",
+        ) from None
+    # Non-blocking, and so must every copy be: O_NONBLOCK belongs to the open file, which every
+    # dup (``socket.dup`` copies the timeout) and every serving process shares. One blocking copy
+    # and an event loop's accept() blocks when another process took the connection first.
+    sock.setblocking(False)
+    return sock
 
 
 def _request_factory(server_loop: asyncio.AbstractEventLoop) -> Callable[..., web.BaseRequest]:

@@ -1,4 +1,10 @@
-"""The local target: every app served in-process by wasmtime, one port per app on 127.0.0.1.
+"""The local target: every app served by wasmtime on this machine, one port per app on 127.0.0.1.
+
+Where: WAGI apps are served by a few serving processes (guest_procs.py: one GIL each, so they
+scale past one core) when ``[local].guest_processes`` is above 0, the default on a multi-core
+machine; apps with wasi:http components, and every app when processes are off or unavailable,
+are served by the in-process server. Either way this process compiles and checks each build
+first, and binds each app's port itself, so errors read the same.
 
 Ports: each app gets its own port (``app_ports``: ``[apps.NAME].port``, else ``[local].base_port``
 plus the app's index), so apps' routes never collide and an app's URLs stay stable across
@@ -13,21 +19,24 @@ import asyncio
 import gc
 import itertools
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devenv.errors import TargetUnavailable
+from devenv.errors import DeployError, TargetUnavailable
 from devenv.model import BuiltApp, LogLine, LogStream, RequestRecord
 from devenv.store import actions as a
 from devenv.store.store import Store
 from devenv.targets.base import DeployResult
 from devenv.targets.local.compile_cache import CompileCache
 from devenv.targets.local.executor import RequestLimits
+from devenv.targets.local.guest_procs import GuestProcesses, ProcessesUnavailable
 from devenv.targets.local.runtime import WasmRuntime
-from devenv.targets.local.server import LocalServer, ServedRequest
+from devenv.targets.local.router import ServingVersion
+from devenv.targets.local.server import LocalServer, ServedRequest, bind_listener
 from devenv.targets.local.usage import UsageCounters, UsageMeter
 from devenv.targets.local.version_builder import build_version
 
@@ -37,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["LocalTarget", "UsageCounters"]
 
 DEFAULT_WORKERS = 4  # guest threads: enough to overlap wasm on 2 cores, few enough to stay warm
+PROCESS_THREADS = 2  # guest threads in each serving process
 
 
 class LocalTarget:
@@ -65,6 +75,9 @@ class LocalTarget:
         self.cache: CompileCache | None = None
         self._usage = UsageMeter()
         self._staging_root: Path | None = None
+        self._processes: GuestProcesses | None = None
+        self._process_logs: Path | None = None  # the serving processes' output, quoted if one dies
+        self._sockets: dict[str, socket.socket] = {}  # app -> its listening socket, bound here
         self._versions = itertools.count(1)
         self._deploy_locks: dict[str, asyncio.Lock] = {}
 
@@ -84,8 +97,23 @@ class LocalTarget:
         cache_dir = Path(self.settings.local.cache_dir) / "compiled"
         self.cache = CompileCache(cache_dir, self._runtime.config_key)
         self._staging_root = Path(tempfile.mkdtemp(prefix="wasmdev-files-"))
+        if self.settings.local.guest_processes > 0:
+            self._process_logs = Path(tempfile.mkdtemp(prefix="wasmdev-serving-"))
+            self._processes = GuestProcesses(
+                self.settings.local.guest_processes,
+                PROCESS_THREADS,
+                cache_dir=cache_dir,
+                config_key=self._runtime.config_key,
+                host=self.host,
+                limits=self.limits,
+                log_dir=self._process_logs,
+                observer=self,
+                on_restart=self._processes_note,
+            )
         self._server = LocalServer(self.host, self, workers=self._workers)
         self._server.start()
+        if self._processes is not None:  # they import wasmtime while the first build compiles
+            asyncio.run_coroutine_threadsafe(self._processes.start(), self._server.loop)
 
     async def deploy(self, built: BuiltApp) -> DeployResult:
         if self._server is None:
@@ -100,19 +128,70 @@ class LocalTarget:
             assert server is not None and runtime is not None and cache is not None
             assert self._staging_root is not None
             staging = self._staging_root / f"{app}-{built.short_digest}-{next(self._versions)}"
+            notes: list[str] = []
+            plan_notes: tuple[str, ...] = ()
             try:
+                # Compiled and checked here in any case: a broken build fails with its message
+                # before any serving process sees it, and their builds are cache hits.
                 plan = await asyncio.to_thread(build_version, built, runtime, cache, self.limits, staging)
+                plan_notes = plan.notes
                 self._still_open(server, app)
-                port = await server.run(server.listen(app, self.port_for(app)))
+                sock = self._sockets.get(app)
+                if sock is None:
+                    sock = self._sockets[app] = bind_listener(self.host, self.port_for(app), app)
+                port = sock.getsockname()[1]
+                in_processes = await self._deploy_to_processes(server, built, plan.version, sock, notes)
                 self._still_open(server, app)
+                if not in_processes:
+                    await server.run(server.listen(app, port, sock=sock.dup()))
+                    self._still_open(server, app)
             except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)  # this version never served
+                shutil.rmtree(staging, ignore_errors=True)  # this version never served here
+                if app not in self._bound and app in self._sockets:
+                    self._sockets.pop(app).close()  # the app never served: free its port
                 raise
             self._bound[app] = port
-            await server.run(server.swap(app, plan.version))
+            if in_processes:
+                plan.version.retire()  # checked, not served here: its staged files go now
+            else:
+                await server.run(server.swap(app, plan.version))
             self._usage.new_version(app)
             base = f"http://{self.host}:{port}"
-            return DeployResult(urls=tuple(base + p for p in plan.version.url_paths()), notes=plan.notes)
+            urls = tuple(base + p for p in plan.version.url_paths())
+            return DeployResult(urls=urls, notes=tuple(plan_notes) + tuple(notes))
+
+    async def _deploy_to_processes(
+        self, server: LocalServer, built: BuiltApp, version: ServingVersion, sock: socket.socket, notes: list[str]
+    ) -> bool:
+        """Serve ``built`` from the serving processes if they can; False: serve it in-process.
+        Moves the app between the two when that changes (a WAGI app gains a component, say)."""
+        processes = self._processes
+        app = built.spec.name
+        wagi_only = all(runner.kind == "wagi" for _, runner in version.table.routes)
+        if processes is not None and wagi_only:
+            try:
+                await server.run(processes.deploy(app, built, sock))
+            except ProcessesUnavailable as err:
+                notes.append(f"{err}; serving in wasmdev's own process (slower under load)")
+            except RuntimeError as err:
+                raise DeployError(
+                    what=f"a serving process could not deploy this build: {err}",
+                    where=f"app `{app}` on the local target",
+                    fix="save again to redeploy; the previous version keeps serving",
+                ) from None
+            else:
+                await server.run(server.remove(app))  # served in-process until now: not any more
+                return True
+        if processes is not None and processes.serves(app):
+            await server.run(processes.remove(app))
+        return False
+
+    def _processes_note(self, text: str) -> None:
+        """A serving process exited (on the server loop): say so in each app it served."""
+        for app in list(self._bound):
+            if self._processes is not None and self._processes.serves(app):
+                line = LogLine(ts=time.time(), app=app, stream=LogStream.SYSTEM, text=text, level="warn")
+                self.store.dispatch(a.LogEmitted(line))
 
     def _still_open(self, server: LocalServer, app: str) -> None:
         """Raise if close() ran while a deploy awaited (its server is stopped, or another)."""
@@ -128,8 +207,13 @@ class LocalTarget:
         # would open the port again and serve an app the engine removed.
         async with self._deploy_locks.setdefault(app, asyncio.Lock()):
             if self._server is not None:
+                if self._processes is not None and self._processes.serves(app):
+                    await self._server.run(self._processes.remove(app))
                 await self._server.run(self._server.remove(app))
             self._bound.pop(app, None)
+            sock = self._sockets.pop(app, None)
+            if sock is not None:
+                sock.close()
             self._usage.forget(app)
 
     async def close(self) -> None:
@@ -140,13 +224,24 @@ class LocalTarget:
                 interrupt = self._runtime.interrupt_all if self._runtime is not None else None
                 if interrupt is not None:
                     interrupt()
-                await asyncio.to_thread(server.stop, interrupt)
+                try:
+                    if self._processes is not None:
+                        await server.run(self._processes.stop())
+                finally:
+                    await asyncio.to_thread(server.stop, interrupt)
         finally:  # a server that would not stop still leaves no ticker thread or staged files
             if self._runtime is not None:
                 self._runtime.close()
             if self._staging_root is not None:
                 shutil.rmtree(self._staging_root, ignore_errors=True)
                 self._staging_root = None
+            if self._process_logs is not None:
+                shutil.rmtree(self._process_logs, ignore_errors=True)
+                self._process_logs = None
+            self._processes = None
+            for sock in self._sockets.values():
+                sock.close()
+            self._sockets.clear()
             self._bound.clear()
             # wasmtime-py can panic at interpreter exit if stores/modules outlive this; drop them now.
             gc.collect()
@@ -177,8 +272,8 @@ class LocalTarget:
 
     # --- RequestObserver: called on the server's threads --------------------------------------------
 
-    def request_served(self, served: ServedRequest) -> None:
-        now = time.time()
+    def request_served(self, served: ServedRequest, ts: float | None = None) -> None:
+        now = time.time() if ts is None else ts
         error = served.status >= 500
         if served.component:
             self._usage.record(served.app, served.stats.cpu_seconds, served.stats.memory_bytes, error)
@@ -213,11 +308,13 @@ class LocalTarget:
             )
         )
 
-    def guest_output(self, app: str, component: str, request_id: str, stream: LogStream, text: str) -> None:
+    def guest_output(
+        self, app: str, component: str, request_id: str, stream: LogStream, text: str, ts: float | None = None
+    ) -> None:
         self.store.dispatch(
             a.LogEmitted(
                 LogLine(
-                    ts=time.time(),
+                    ts=time.time() if ts is None else ts,
                     app=app,
                     stream=stream,
                     text=text,

@@ -1,0 +1,384 @@
+"""Serving processes: the local target serves WAGI apps from a few processes, not one GIL.
+
+wasmdev keeps what only it can do: compiling and checking each build (so a broken build fails
+here, with its message, before any process sees it), binding each app's port, and the store.
+Each process (guest_worker.py) gets every app's listening socket and every build, builds the
+same version from the compile cache in milliseconds, and serves it with the same ``LocalServer``
+as in-process mode; the kernel spreads connections over the processes. What they observe comes
+back in batches and is reported as if it had been served here.
+
+A deploy returns once every process has swapped the new version in, so the first request after
+it gets the new build whichever process accepts it. A process that dies is started again with
+every app's socket and current build; the connections it was serving are cut (reported as a
+system line). If processes cannot start, or keep dying, ``broken`` says why, and the target
+serves in-process instead: slower under load, never down.
+
+Everything here runs on the local server's event loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import devenv
+from devenv.model import BuiltApp, LogStream
+from devenv.targets.local.executor import ExecutionStats, RequestLimits
+from devenv.targets.local.guest_worker import _HEADER, pack
+from devenv.targets.local.server import RequestObserver, ServedRequest
+
+START_TIMEOUT_S = 60.0  # importing wasmtime on a cold, busy machine can take seconds
+REPLY_TIMEOUT_S = 60.0  # a deploy is a compile-cache hit; a remove waits out the grace period
+STOP_GRACE_S = 5.0  # past the worker's own 2 s grace, before it is killed
+MAX_RESTARTS = 5  # within RESTART_WINDOW_S; past that, processes are given up for in-process
+RESTART_WINDOW_S = 60.0
+
+
+class ProcessesUnavailable(Exception):
+    """The processes cannot serve (see ``GuestProcesses.broken``): serve in-process instead."""
+
+
+class _Channel(asyncio.Protocol):
+    def __init__(self, owner: _Process) -> None:
+        self._owner = owner
+        self._buffer = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        offset = 0
+        while len(buffer) - offset >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(buffer, offset)
+            end = offset + _HEADER.size + size
+            if len(buffer) < end:
+                break
+            message = pickle.loads(memoryview(buffer)[offset + _HEADER.size : end])
+            offset = end
+            self._owner.received(message)
+        if offset:
+            del buffer[:offset]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._owner.lost()
+
+
+class _Process:
+    def __init__(self, pool: GuestProcesses, index: int) -> None:
+        self.pool = pool
+        self.log_path = pool.log_dir / f"guest-process-{index}.log"
+        self.replies: dict[tuple[str, str, int], asyncio.Future[str]] = {}
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # every report read
+        self.transport: asyncio.Transport | None = None
+        self.listening: set[str] = set()
+        self._lost = False
+        control, control_child = socket.socketpair()
+        self.fds, fds_child = socket.socketpair()
+        env = dict(os.environ)
+        # The process imports this very package, wherever it came from (a checkout, a wheel).
+        package_root = str(Path(devenv.__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+        with contextlib.ExitStack() as on_error:
+            on_error.callback(control.close)
+            on_error.callback(self.fds.close)
+            with control_child, fds_child, open(self.log_path, "ab") as log:
+                self.proc = self._popen(control_child, fds_child, log, env)
+            on_error.pop_all()
+        self.control = control
+
+    def _popen(
+        self, control_child: socket.socket, fds_child: socket.socket, log: Any, env: dict[str, str]
+    ) -> subprocess.Popen[bytes]:
+        pool = self.pool
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "devenv.targets.local.guest_worker",
+                str(control_child.fileno()),
+                str(fds_child.fileno()),
+                pickle.dumps(pool.options).hex(),
+            ],
+            pass_fds=(control_child.fileno(), fds_child.fileno()),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+            start_new_session=True,  # a Ctrl-C in the terminal reaches wasmdev, which stops these
+        )
+
+    async def connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.transport, _ = await loop.create_unix_connection(lambda: _Channel(self), sock=self.control)
+
+    @property
+    def alive(self) -> bool:
+        return not self._lost
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(pack(message))
+
+    def request(self, kind: str, app: str, seq: int, message: tuple[Any, ...]) -> asyncio.Future[str]:
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        if self._lost:
+            future.set_result("the process had exited")
+        else:
+            self.replies[(kind, app, seq)] = future
+            self.send(message)
+        return future
+
+    def listen(self, app: str, sock: socket.socket) -> None:
+        """Hand the process ``app``'s listening socket; it serves it from then on."""
+        if app in self.listening or self._lost:
+            return
+        # The descriptor first, on its own socket: the "listen" frame that follows consumes it.
+        socket.send_fds(self.fds, [b"L"], [sock.fileno()])
+        self.send(("listen", app))
+        self.listening.add(app)
+
+    def received(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "report":
+            self.pool.report(message[1])
+        elif kind == "done":
+            _, what, app, seq, error = message
+            future = self.replies.pop((what, app, seq), None)
+            if future is not None and not future.done():
+                future.set_result(error)
+        elif kind == "ready" and not self.ready.done():
+            self.ready.set_result(None)
+
+    def lost(self) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        reason = self.exit_reason()
+        for future in self.replies.values():
+            if not future.done():
+                future.set_result(f"the process exited ({reason})")
+        self.replies.clear()
+        if not self.ready.done():
+            self.ready.set_exception(ProcessesUnavailable(reason))
+        self.fds.close()
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self.pool.process_lost(self, reason)
+
+    def exit_reason(self) -> str:
+        code = self.proc.poll()
+        if code is None:
+            try:
+                code = self.proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                return "its connection to wasmdev closed"
+        what = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+        tail = self.log_tail()
+        return f"{what}: {tail}" if tail else what
+
+    def log_tail(self) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        return lines[-1] if lines else ""
+
+    def close(self, interrupt: bool) -> None:
+        """Half-close: at end of file the process lets its requests finish, reports, and exits."""
+        if interrupt:
+            self.send(("interrupt",))
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write_eof()
+
+
+class GuestProcesses:
+    """``count`` serving processes of ``threads`` guest threads each."""
+
+    def __init__(
+        self,
+        count: int,
+        threads: int,
+        *,
+        cache_dir: Path,
+        config_key: str,
+        host: str,
+        limits: RequestLimits,
+        log_dir: Path,
+        observer: RequestObserver,
+        on_restart: Callable[[str], None],
+    ) -> None:
+        self.count = count
+        self.log_dir = log_dir
+        self.options = {
+            "cache_dir": str(cache_dir),
+            "config_key": config_key,
+            "host": host,
+            "threads": threads,
+            "timeout_s": limits.timeout_s,
+            "memory_bytes": limits.memory_bytes,
+        }
+        self.broken: str | None = None  # why apps are served in-process instead
+        self._observer = observer
+        self._on_restart = on_restart
+        self._processes: list[_Process] = []
+        self._apps: dict[str, tuple[socket.socket, BuiltApp, int]] = {}  # app -> socket, build, seq
+        self._seq = itertools.count(1)
+        self._indexes = itertools.count()
+        self._restarts: list[float] = []
+        self._stopping = False
+        self._started = False
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the processes; they import wasmtime meanwhile, and ``deploy`` waits for them."""
+        if self._started or self._stopping:
+            return
+        self._started = True
+        for _ in range(self.count):
+            try:
+                await self._spawn()
+            except OSError as err:
+                self.broken = f"cannot start a serving process: {err.strerror or err}"
+                return
+
+    async def _spawn(self) -> _Process:
+        process = _Process(self, next(self._indexes))
+        await process.connect()
+        self._processes.append(process)
+        return process
+
+    def process_lost(self, process: _Process, reason: str) -> None:
+        if process in self._processes:
+            self._processes.remove(process)
+        if self._stopping:
+            return
+        now = time.monotonic()
+        self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW_S] + [now]
+        if process.ready.exception() is not None:
+            self.broken = f"serving processes did not start ({reason})"
+        elif len(self._restarts) > MAX_RESTARTS:
+            self.broken = f"serving processes keep exiting ({reason})"
+        if self.broken is not None:
+            if self._apps:  # the target moves these apps in-process; say why
+                self._on_restart(f"{self.broken}; serving in wasmdev's own process from the next deploy")
+            return
+        self._on_restart(f"a serving process exited ({reason}); started another")
+        asyncio.get_running_loop().create_task(self._replace())
+
+    async def _replace(self) -> None:
+        """A new process serving what the others serve: every app's build, then its socket."""
+        try:
+            process = await self._spawn()
+            await asyncio.wait_for(asyncio.shield(process.ready), timeout=START_TIMEOUT_S)
+        except (OSError, ProcessesUnavailable, asyncio.TimeoutError):
+            return  # process_lost (or the next deploy) reports it
+        for app, (sock, built, seq) in list(self._apps.items()):
+            error = await process.request("deploy", app, seq, ("deploy", app, seq, built))
+            if not error:
+                process.listen(app, sock)
+
+    async def stop(self) -> None:
+        """Stop every process: guests stuck in a loop are interrupted, requests in flight
+        finish within the grace period, reports arrive; then the processes exit (or are killed)."""
+        self._stopping = True
+        processes, self._processes = self._processes, []
+        for process in processes:
+            process.close(interrupt=True)
+        await asyncio.gather(*(asyncio.to_thread(_reap, p.proc) for p in processes))
+        # Their last reports (a guest interrupted just now, say) are read before the sockets close.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(p.closed for p in processes)), timeout=STOP_GRACE_S)
+        for process in processes:
+            if process.transport is not None:
+                process.transport.close()
+        for sock, _, _ in self._apps.values():
+            sock.close()
+        self._apps.clear()
+
+    # --- apps -----------------------------------------------------------------------------------
+
+    def serves(self, app: str) -> bool:
+        return app in self._apps
+
+    async def deploy(self, app: str, built: BuiltApp, sock: socket.socket) -> None:
+        """Swap ``built`` in on every process, then make sure each serves ``app``'s listening
+        socket (the processes keep a duplicate of it until ``remove``). Raises
+        ProcessesUnavailable (serve in-process instead) or RuntimeError(reason)."""
+        await self.start()
+        if self.broken is None:
+            try:
+                await asyncio.wait_for(
+                    asyncio.gather(*(asyncio.shield(p.ready) for p in self._processes)), timeout=START_TIMEOUT_S
+                )
+            except (ProcessesUnavailable, asyncio.TimeoutError) as err:
+                tail = next((t for t in (p.log_tail() for p in self._processes) if t), "")
+                self.broken = f"serving processes did not start ({tail or err or 'timed out'})"
+        if self.broken is not None or not self._processes:
+            raise ProcessesUnavailable(self.broken or "no serving process is running")
+        seq = next(self._seq)
+        message = ("deploy", app, seq, built)
+        errors = await self._all("deploy", app, seq, message)
+        if errors:
+            raise RuntimeError(errors[0])
+        # Kept here from now on: a replacement process gets the socket and this build too.
+        old = self._apps.get(app)
+        own = old[0] if old is not None else sock.dup()
+        self._apps[app] = (own, built, seq)
+        for process in self._processes:
+            process.listen(app, own)
+
+    async def remove(self, app: str) -> None:
+        entry = self._apps.pop(app, None)
+        if entry is None:
+            return
+        seq = next(self._seq)
+        await self._all("remove", app, seq, ("remove", app, seq))
+        for process in self._processes:
+            process.listening.discard(app)
+        entry[0].close()
+
+    async def _all(self, kind: str, app: str, seq: int, message: tuple[Any, ...]) -> list[str]:
+        replies = [p.request(kind, app, seq, message) for p in self._processes if p.alive]
+        try:
+            results = await asyncio.wait_for(asyncio.gather(*replies), timeout=REPLY_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            return [f"a serving process did not answer a {kind} within {REPLY_TIMEOUT_S:g}s"]
+        return [r for r in results if r]
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.proc.pid for p in self._processes if p.alive]
+
+    # --- reports --------------------------------------------------------------------------------
+
+    def report(self, items: list[tuple[Any, ...]]) -> None:
+        observer = self._observer
+        for item in items:
+            if item[0] == "served":
+                _, ts, app, component, method, path, status, latency_ms, request_id, cpu, memory, failure = item
+                stats = ExecutionStats(cpu, memory)
+                served = ServedRequest(app, component, method, path, status, latency_ms, request_id, stats, failure)
+                observer.request_served(served, ts=ts)
+            else:
+                _, ts, app, component, request_id, stream, text = item
+                observer.guest_output(app, component, request_id, LogStream(stream), text, ts=ts)
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        proc.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
