@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import http.server
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,9 +42,17 @@ def runtime() -> Iterator[WasmRuntime]:
     rt.close()
 
 
-def _runner(runtime: WasmRuntime, name: str, staging: Path, limits: RequestLimits) -> HttpComponentRunner:
+def _runner(
+    runtime: WasmRuntime,
+    name: str,
+    staging: Path,
+    limits: RequestLimits,
+    allowed_outbound_hosts: tuple[str, ...] | None = None,
+) -> HttpComponentRunner:
     app = load_app(SAMPLES / name / "spin.toml")
     component = app.components[name]
+    if allowed_outbound_hosts is not None:
+        component = dataclasses.replace(component, allowed_outbound_hosts=allowed_outbound_hosts)
     preopens = prepare_preopens(app, component, staging)
     runner = build_runner(
         component=component,
@@ -183,6 +193,50 @@ def test_outbound_http_to_an_allowed_host_is_sent(echo: HttpComponentRunner, ups
     r = serve(echo, request("/echo-py/outbound", query=f"url={upstream}/from-guest"))
     assert r.status == 200
     assert r.body == b"upstream said 200: upstream saw /from-guest"
+
+
+class _Ipv6Server(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+@pytest.fixture
+def upstream_v6() -> Iterator[int]:
+    """A server on the IPv6 loopback [::1]; yields its port."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            body = f"v6 upstream saw {self.path}".encode()
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    try:
+        server = _Ipv6Server(("::1", 0), Handler)
+    except OSError as err:
+        pytest.skip(f"no IPv6 loopback here: {err}")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_outbound_http_to_an_allowed_ipv6_literal_is_sent(
+    runtime: WasmRuntime, tmp_path: Path, upstream_v6: int
+) -> None:
+    allowed = (f"http://[::1]:{upstream_v6}",)
+    runner = _runner(runtime, "echo-py", tmp_path, RequestLimits(timeout_s=120), allowed)
+    r = serve(runner, request("/echo-py/outbound", query=f"url=http://[::1]:{upstream_v6}/v6"))
+    assert r.status == 200, r.body
+    assert r.body == b"upstream said 200: v6 upstream saw /v6"
+    # the same address on another port, and another address, stay denied
+    for url in (f"http://[::1]:{upstream_v6 + 1}/x", f"http://[::2]:{upstream_v6}/x", "http://127.0.0.1/x"):
+        r = serve(runner, request("/echo-py/outbound", query=f"url={url}"))
+        assert r.status == 502 and b"HttpRequestDenied" in r.body, (url, r.body)
 
 
 @pytest.fixture

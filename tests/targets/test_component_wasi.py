@@ -95,6 +95,16 @@ def test_a_core_module_is_refused_with_a_reason(runtime: WasmRuntime, tmp_path: 
         (("http://localhost:3000",), ("http", "localhost", 3001), False),
         ((), ("https", "example.com", 443), False),
         (("{{ host }}",), ("https", "example.com", 443), False),
+        # IPv6 literals: bracketed in the pattern, bare as urlsplit().hostname gives the request's
+        (("http://[::1]:8080",), ("http", "::1", 8080), True),
+        (("http://[::1]:8080/",), ("http", "::1", 8080), True),
+        (("http://[::1]:8080",), ("http", "::1", 8081), False),
+        (("http://[::1]:8080",), ("http", "::2", 8080), False),
+        (("http://[::1]:8080",), ("http", "127.0.0.1", 8080), False),
+        (("http://[::1]",), ("http", "::1", 80), True),
+        (("http://[::1]",), ("http", "::1", 8080), False),
+        (("http://[::1]:*",), ("http", "::1", 5555), True),
+        (("*://[2001:DB8::1]:443",), ("https", "2001:db8:0::1", 443), True),  # compared as addresses
     ],
 )
 def test_outbound_host_patterns_follow_spin(

@@ -12,6 +12,7 @@ may start with ``*.`` for subdomains, and a missing port means the scheme's defa
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import socket
 import threading
 import time
@@ -37,19 +38,42 @@ from devenv.targets.local.wasi.registry import Interface
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+def _host_key(host: str) -> object:
+    """A host as Spin compares them (``url::Host``): an IP address by value, an IPv6 one with or
+    without its brackets (``[::1]`` in a URL, ``::1`` from ``urlsplit().hostname``), any other
+    host as a lowercased name."""
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        return ipaddress.ip_address(bare)
+    except ValueError:
+        return host.lower()
+
+
+def _is_ip(host: str) -> bool:
+    return not isinstance(_host_key(host.strip().removesuffix("/")), str)
+
+
 @dataclass(frozen=True)
 class HostPattern:
     scheme: str  # "*" or a scheme
-    host: str  # "*", "*.example.com" or a host
+    host: str  # "*", "*.example.com" or a host ("[::1]" for an IPv6 address)
     port: str  # "*" or digits ("" = the scheme's default)
 
     @classmethod
     def parse(cls, text: str) -> HostPattern | None:
         if "://" not in text or "{{" in text:
             return None  # templated entries are resolved by Spin's variables, not here
-        scheme, rest = text.split("://", 1)
-        rest = rest.split("/", 1)[0]
-        host, _, port = rest.rpartition(":") if rest.count(":") == 1 else (rest, "", "")
+        scheme, rest = text.strip().split("://", 1)
+        # Split off the port at the last ':' as AllowedHostConfig::parse does, unless the whole
+        # rest is an IP address: an IPv6 one has colons of its own ("[::1]", "[::1]:8080").
+        host, port = rest, ""
+        if ":" in rest:
+            head, _, tail = rest.rpartition(":")
+            if not tail:
+                host = head
+            elif not _is_ip(rest):
+                host, port = head, tail.split("/", 1)[0]
+        host = host.strip().removesuffix("/")
         return cls(scheme.lower(), host.lower(), port)
 
     def allows(self, scheme: str, host: str, port: int) -> bool:
@@ -59,7 +83,7 @@ class HostPattern:
             if self.host.startswith("*."):
                 if not host.endswith(self.host[1:]):
                     return False
-            elif self.host != host:
+            elif _host_key(self.host) != _host_key(host):
                 return False
         if self.port == "*":
             return True
@@ -68,6 +92,8 @@ class HostPattern:
 
 
 def allowed(patterns: tuple[str, ...], scheme: str, host: str, port: int) -> bool:
+    """Whether ``allowed_outbound_hosts`` lets a request reach ``scheme://host:port``; ``host`` as
+    ``urlsplit`` gives it (an IPv6 address without brackets)."""
     parsed = (HostPattern.parse(p) for p in patterns)
     return any(p is not None and p.allows(scheme, host.lower(), port) for p in parsed)
 
