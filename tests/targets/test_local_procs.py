@@ -26,7 +26,14 @@ from devenv.store.store import Store
 from devenv.targets.local import guest_procs
 from devenv.targets.local.target import LocalTarget
 from devenv.targets.local.wagi import WagiRunner
-from tests.targets.local_helpers import Comp, hello_wasm, local_settings, make_app, requests_reported, wait_until
+from tests.targets.local_helpers import (
+    Comp,
+    hello_wasm,
+    local_settings,
+    make_app,
+    requests_reported,
+    wait_until,
+)
 
 REQUESTS = 24
 

@@ -282,7 +282,7 @@ class GuestProcesses:
         try:
             process = await self._spawn()
             await asyncio.wait_for(asyncio.shield(process.ready), timeout=START_TIMEOUT_S)
-        except (OSError, ProcessesUnavailable, asyncio.TimeoutError):
+        except (TimeoutError, OSError, ProcessesUnavailable):
             return  # process_lost (or the next deploy) reports it
         for app, (sock, built, seq) in list(self._apps.items()):
             error = await process.request("deploy", app, seq, ("deploy", app, seq, built))
@@ -322,7 +322,7 @@ class GuestProcesses:
                 await asyncio.wait_for(
                     asyncio.gather(*(asyncio.shield(p.ready) for p in self._processes)), timeout=START_TIMEOUT_S
                 )
-            except (ProcessesUnavailable, asyncio.TimeoutError) as err:
+            except (TimeoutError, ProcessesUnavailable) as err:
                 tail = next((t for t in (p.log_tail() for p in self._processes) if t), "")
                 self.broken = f"serving processes did not start ({tail or err or 'timed out'})"
         if self.broken is not None or not self._processes:
@@ -353,7 +353,7 @@ class GuestProcesses:
         replies = [p.request(kind, app, seq, message) for p in self._processes if p.alive]
         try:
             results = await asyncio.wait_for(asyncio.gather(*replies), timeout=REPLY_TIMEOUT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return [f"a serving process did not answer a {kind} within {REPLY_TIMEOUT_S:g}s"]
         return [r for r in results if r]
 

@@ -34,8 +34,8 @@ from devenv.targets.base import DeployResult
 from devenv.targets.local.compile_cache import CompileCache
 from devenv.targets.local.executor import RequestLimits
 from devenv.targets.local.guest_procs import GuestProcesses, ProcessesUnavailable
-from devenv.targets.local.runtime import WasmRuntime
 from devenv.targets.local.router import ServingVersion
+from devenv.targets.local.runtime import WasmRuntime
 from devenv.targets.local.server import LocalServer, ServedRequest, bind_listener
 from devenv.targets.local.usage import UsageCounters, UsageMeter
 from devenv.targets.local.version_builder import build_version
