@@ -240,6 +240,40 @@ def test_outbound_http_to_an_allowed_ipv6_literal_is_sent(
 
 
 @pytest.fixture
+def host_upstream() -> Iterator[str]:
+    """Answers with every Host header it received, one per line."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            body = "\n".join(self.headers.get_all("host") or []).encode()
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("name", ["host", "Host"])
+def test_a_host_header_from_the_guest_is_not_sent_twice(
+    echo: HttpComponentRunner, host_upstream: str, name: str
+) -> None:
+    """One Host header on the wire, for the request's authority, as in Spin (the guest's is dropped)."""
+    query = f"url=http://{host_upstream}/h&header={name}:elsewhere.example&header=x-other:kept"
+    r = serve(echo, request("/echo-py/outbound", query=query))
+    assert r.status == 200, r.body
+    assert r.body == f"upstream said 200: {host_upstream}".encode()
+
+
+@pytest.fixture
 def dripping_upstream() -> Iterator[str]:
     """Answers with a body of one byte every 50 ms for 10 s: each read is quick, the whole is not."""
     stop = threading.Event()

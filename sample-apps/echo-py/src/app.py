@@ -7,7 +7,8 @@
   GET  /echo-py/env           the environment the guest sees
   GET  /echo-py/file          reads /static/hello.txt (granted by `files`)
   GET  /echo-py/denied-file   tries /secret/key.txt (not granted)
-  GET  /echo-py/outbound?url= GET a URL (allowed_outbound_hosts decides)
+  GET  /echo-py/outbound?url= GET a URL (allowed_outbound_hosts decides); each header=name:value
+                              is set on the outgoing request
   GET  /echo-py/trap          starts a response, then fails mid-body
   GET  /echo-py/loop          never returns (the request deadline stops it)
   GET  /echo-py/oom           allocates until memory runs out
@@ -43,9 +44,9 @@ def text(response_out, status, message):
     send(response_out, status, [("content-type", "text/plain; charset=utf-8")], message.encode())
 
 
-def fetch(url: str) -> tuple[int, bytes]:
+def fetch(url: str, headers: list[tuple[str, bytes]] | None = None) -> tuple[int, bytes]:
     parts = urlsplit(url)
-    request = OutgoingRequest(Fields())
+    request = OutgoingRequest(Fields.from_list(headers or []))
     request.set_scheme(Scheme_Https() if parts.scheme == "https" else Scheme_Http())
     request.set_authority(parts.netloc)
     request.set_path_with_query(parts.path + (f"?{parts.query}" if parts.query else "") or "/")
@@ -103,7 +104,8 @@ class WasiHttpIncomingHandler020(exports.WasiHttpIncomingHandler020):
                 text(response_out, 403, f"denied: {type(err).__name__}\n")
         elif route == "/outbound":
             try:
-                status, body = fetch(query["url"][0])
+                headers = [(n, v.encode()) for n, _, v in (h.partition(":") for h in query.get("header", []))]
+                status, body = fetch(query["url"][0], headers)
                 text(response_out, 200, f"upstream said {status}: {body.decode(errors='replace')}")
             except RuntimeError as err:
                 text(response_out, 502, f"{err}\n")

@@ -244,8 +244,15 @@ def _send(ctx: HostContext, future: FutureIncomingResponse) -> Any:
             watchdog = threading.Timer(max(0.001, ctx.deadline - time.monotonic()), _abort, (conn.sock,))
             watchdog.start()
             conn.putrequest(req.method, req.path_with_query or "/", skip_accept_encoding=True)
+            # One Host header, for the authority that allowed_outbound_hosts approved: putrequest
+            # has written it (from the host and port dialled; the port only when not the
+            # scheme's default), so a guest's own "host" entry is dropped, not sent as a second
+            # one. Spin does the same: wasmtime-wasi-http refuses "host" in guest fields
+            # (DEFAULT_FORBIDDEN_HEADERS) and builds it from the authority, and Spin's outbound
+            # HTTP factor removes any Host before hyper sets it from the request URI.
             for name, value in req.headers.entries:
-                conn.putheader(name, value)
+                if name.lower() != "host":
+                    conn.putheader(name, value)
             if body is not None and not req.headers.get("content-length"):
                 conn.putheader("content-length", str(len(body)))
             conn.endheaders(body)
