@@ -239,6 +239,13 @@ def test_outbound_http_to_an_allowed_ipv6_literal_is_sent(
         assert r.status == 502 and b"HttpRequestDenied" in r.body, (url, r.body)
 
 
+def test_an_explicit_port_0_is_not_the_default_port(runtime: WasmRuntime, tmp_path: Path) -> None:
+    """An allowed "http://127.0.0.1" means port 80 only: a request to 127.0.0.1:0 is denied, not sent to 80."""
+    runner = _runner(runtime, "echo-py", tmp_path, RequestLimits(timeout_s=120), ("http://127.0.0.1",))
+    r = serve(runner, request("/echo-py/outbound", query="url=http://127.0.0.1:0/x"))
+    assert r.status == 502 and b"HttpRequestDenied" in r.body, r.body
+
+
 @pytest.fixture
 def host_upstream() -> Iterator[str]:
     """Answers with every Host header it received, one per line."""

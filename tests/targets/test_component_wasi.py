@@ -105,10 +105,18 @@ def test_a_core_module_is_refused_with_a_reason(runtime: WasmRuntime, tmp_path: 
         (("http://[::1]",), ("http", "::1", 8080), False),
         (("http://[::1]:*",), ("http", "::1", 5555), True),
         (("*://[2001:DB8::1]:443",), ("https", "2001:db8:0::1", 443), True),  # compared as addresses
+        # no port (None) is the scheme's default; an explicit port 0 is only ever port 0
+        (("https://example.com",), ("https", "example.com", None), True),
+        (("https://example.com",), ("https", "example.com", 0), False),
+        (("http://example.com:0",), ("http", "example.com", None), False),
+        (("http://example.com:0",), ("http", "example.com", 80), False),
+        (("http://example.com:0",), ("http", "example.com", 0), True),
+        (("*://example.com:*",), ("ftp", "example.com", None), True),
+        (("*://example.com",), ("ftp", "example.com", None), False),  # no default port for ftp
     ],
 )
 def test_outbound_host_patterns_follow_spin(
-    patterns: tuple[str, ...], url: tuple[str, str, int], ok: bool
+    patterns: tuple[str, ...], url: tuple[str, str, int | None], ok: bool
 ) -> None:
     assert allowed(patterns, *url) is ok
 

@@ -76,7 +76,7 @@ class HostPattern:
         host = host.strip().removesuffix("/")
         return cls(scheme.lower(), host.lower(), port)
 
-    def allows(self, scheme: str, host: str, port: int) -> bool:
+    def allows(self, scheme: str, host: str, port: int | None) -> bool:
         if self.scheme not in ("*", scheme):
             return False
         if self.host != "*":
@@ -87,13 +87,17 @@ class HostPattern:
                 return False
         if self.port == "*":
             return True
-        want = int(self.port) if self.port else _DEFAULT_PORTS.get(scheme, -1)
-        return want == port
+        # PortConfig::allows: a request without a port is on the scheme's default (none for a
+        # scheme without one); an explicit port, 0 included, is only ever itself.
+        have = port if port is not None else _DEFAULT_PORTS.get(scheme)
+        want = int(self.port) if self.port != "" else _DEFAULT_PORTS.get(scheme)
+        return have is not None and want == have
 
 
-def allowed(patterns: tuple[str, ...], scheme: str, host: str, port: int) -> bool:
+def allowed(patterns: tuple[str, ...], scheme: str, host: str, port: int | None) -> bool:
     """Whether ``allowed_outbound_hosts`` lets a request reach ``scheme://host:port``; ``host`` as
-    ``urlsplit`` gives it (an IPv6 address without brackets)."""
+    ``urlsplit`` gives it (an IPv6 address without brackets), ``port`` None when the authority
+    names none."""
     parsed = (HostPattern.parse(p) for p in patterns)
     return any(p is not None and p.allows(scheme, host.lower(), port) for p in parsed)
 
@@ -210,7 +214,7 @@ def _handle(ctx: HostContext, request: ResourceAny, options: ResourceAny | None)
     url = f"{scheme}://{authority}{req.path_with_query or '/'}"
     parts = urlsplit(f"//{authority}")
     try:
-        port = parts.port or _DEFAULT_PORTS.get(scheme, 0)
+        port = parts.port  # None when absent; an explicit ":0" stays 0, not the default port
     except ValueError:
         return Err(Case("HTTP-request-URI-invalid"))
     host = parts.hostname or ""
@@ -222,7 +226,8 @@ def _handle(ctx: HostContext, request: ResourceAny, options: ResourceAny | None)
             f"allowed_outbound_hosts (add it to [component.{ctx.config.component_id}] in spin.toml)"
         )
         return Err(Case("HTTP-request-denied"))
-    return Ok(ctx.own(FutureIncomingResponse(req, opts, host, port)))
+    dial = port if port is not None else _DEFAULT_PORTS.get(scheme, 0)
+    return Ok(ctx.own(FutureIncomingResponse(req, opts, host, dial)))
 
 
 def _send(ctx: HostContext, future: FutureIncomingResponse) -> Any:
