@@ -246,6 +246,28 @@ def test_an_explicit_port_0_is_not_the_default_port(runtime: WasmRuntime, tmp_pa
     assert r.status == 502 and b"HttpRequestDenied" in r.body, r.body
 
 
+def test_port_ranges_and_cidr_networks_allow_outbound_http(
+    runtime: WasmRuntime, tmp_path: Path, upstream: str
+) -> None:
+    """Entries the manifest accepts (Spin's port ranges, end excluded, and CIDR networks) are
+    matched as Spin does, not misread (a range made the host call raise)."""
+    port = int(upstream.rsplit(":", 1)[1])
+    cases = [
+        (f"http://127.0.0.1:{port}..{port + 1}", True),
+        ("http://127.0.0.0/8:*", True),
+        (f"http://127.0.0.0/8:{port}", True),
+        (f"http://127.0.0.1:{port - 1}..{port}", False),
+        ("http://10.0.0.0/8:*", False),
+    ]
+    for i, (entry, ok) in enumerate(cases):
+        runner = _runner(runtime, "echo-py", tmp_path / str(i), RequestLimits(timeout_s=120), (entry,))
+        r = serve(runner, request("/echo-py/outbound", query=f"url={upstream}/ok"))
+        if ok:
+            assert (r.status, r.body) == (200, b"upstream said 200: upstream saw /ok"), (entry, r.body)
+        else:
+            assert r.status == 502 and b"HttpRequestDenied" in r.body, (entry, r.body)
+
+
 @pytest.fixture
 def host_upstream() -> Iterator[str]:
     """Answers with every Host header it received, one per line."""

@@ -113,6 +113,19 @@ def test_a_core_module_is_refused_with_a_reason(runtime: WasmRuntime, tmp_path: 
         (("http://example.com:0",), ("http", "example.com", 0), True),
         (("*://example.com:*",), ("ftp", "example.com", None), True),
         (("*://example.com",), ("ftp", "example.com", None), False),  # no default port for ftp
+        # port ranges (end excluded, a Rust Range) and CIDR networks, which the manifest accepts
+        (("http://localhost:8000..9000",), ("http", "localhost", 8000), True),
+        (("http://localhost:8000..9000",), ("http", "localhost", 8999), True),
+        (("http://localhost:8000..9000",), ("http", "localhost", 9000), False),
+        (("http://localhost:8000..9000",), ("http", "localhost", None), False),
+        (("http://10.0.0.0/8",), ("http", "10.1.2.3", None), True),
+        (("http://10.0.0.0/8",), ("http", "11.0.0.1", None), False),
+        (("http://10.0.0.0/8",), ("http", "10.1.2.3", 8080), False),
+        (("http://10.0.0.0/8",), ("http", "ten.example", None), False),
+        (("*://127.0.0.1/24:63551",), ("tcp", "127.0.0.9", 63551), True),  # Spin's test_cidr
+        (("http://2001:db8::/32",), ("http", "2001:db8:abcd::1", None), True),
+        (("http://2001:db8::/32",), ("http", "2001:db9::1", None), False),
+        (("https://2001:db8::/32:8443",), ("https", "2001:db8::1", 8443), True),
     ],
 )
 def test_outbound_host_patterns_follow_spin(

@@ -6,7 +6,8 @@ the guest first reads the response (by then it has written and finished the body
 the request's own deadline.
 
 Spin's host patterns: ``scheme://host[:port]`` where scheme, host and port may be ``*``, a host
-may start with ``*.`` for subdomains, and a missing port means the scheme's default.
+may start with ``*.`` for subdomains or be a CIDR network, a port may be a range ``8000..9000``,
+and a missing port means the scheme's default.
 """
 
 from __future__ import annotations
@@ -49,15 +50,37 @@ def _host_key(host: str) -> object:
         return host.lower()
 
 
+def _network(host: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """The addresses an allowed host in CIDR form names ("10.0.0.0/8", "2001:db8::/32"; host bits
+    dropped, as IpNetwork::from_str_truncate does), or None if it is not one."""
+    if "/" not in host:
+        return None
+    try:
+        return ipaddress.ip_network(host, strict=False)
+    except ValueError:
+        return None
+
+
 def _is_ip(host: str) -> bool:
-    return not isinstance(_host_key(host.strip().removesuffix("/")), str)
+    host = host.strip()
+    return _network(host) is not None or not isinstance(_host_key(host.removesuffix("/")), str)
+
+
+def _port_allows(spec: str, port: int) -> bool:
+    """An explicit port of an allowed host: digits, or a range "8000..9000" (end excluded, a
+    Rust Range as in IndividualPortConfig)."""
+    start, dots, end = spec.partition("..")
+    try:
+        return int(start) <= port < int(end) if dots else int(spec) == port
+    except ValueError:
+        return False  # the manifest reader refuses these; never let one match, or raise
 
 
 @dataclass(frozen=True)
 class HostPattern:
     scheme: str  # "*" or a scheme
-    host: str  # "*", "*.example.com" or a host ("[::1]" for an IPv6 address)
-    port: str  # "*" or digits ("" = the scheme's default)
+    host: str  # "*", "*.example.com", a host ("[::1]" for an IPv6 address) or a CIDR network
+    port: str  # "*", digits or a range "8000..9000" ("" = the scheme's default)
 
     @classmethod
     def parse(cls, text: str) -> HostPattern | None:
@@ -79,7 +102,12 @@ class HostPattern:
     def allows(self, scheme: str, host: str, port: int | None) -> bool:
         if self.scheme not in ("*", scheme):
             return False
-        if self.host != "*":
+        network = _network(self.host)
+        if network is not None:
+            address = _host_key(host)
+            if isinstance(address, str) or address not in network:
+                return False
+        elif self.host != "*":
             if self.host.startswith("*."):
                 if not host.endswith(self.host[1:]):
                     return False
@@ -90,8 +118,9 @@ class HostPattern:
         # PortConfig::allows: a request without a port is on the scheme's default (none for a
         # scheme without one); an explicit port, 0 included, is only ever itself.
         have = port if port is not None else _DEFAULT_PORTS.get(scheme)
-        want = int(self.port) if self.port != "" else _DEFAULT_PORTS.get(scheme)
-        return have is not None and want == have
+        if have is None:
+            return False
+        return _port_allows(self.port, have) if self.port != "" else _DEFAULT_PORTS.get(scheme) == have
 
 
 def allowed(patterns: tuple[str, ...], scheme: str, host: str, port: int | None) -> bool:
