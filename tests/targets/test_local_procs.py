@@ -11,10 +11,12 @@ more than one process rather than riding one keep-alive connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import stat
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -55,7 +57,8 @@ async def fresh_gets(target: LocalTarget, path: str = "/hello/x", count: int = R
     """``count`` GETs, each on a new connection (the kernel picks the accepting process)."""
     url = f"http://127.0.0.1:{target.bound_port('demo')}{path}"
     connector = aiohttp.TCPConnector(force_close=True)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    timeout = aiohttp.ClientTimeout(total=30)  # a port nobody serves fails here, not in 5 minutes
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def one() -> tuple[int, str]:
             async with session.get(url) as r:
@@ -66,6 +69,40 @@ async def fresh_gets(target: LocalTarget, path: str = "/hello/x", count: int = R
 
 def greeting(version: str) -> str:
     return f"Hello from hello-wat {version}!"
+
+
+@contextlib.contextmanager
+def only(target: LocalTarget, pid: int) -> Iterator[None]:
+    """Let only process ``pid`` accept: the others are stopped (SIGSTOP), so every new
+    connection waits in the shared accept queue for ``pid``. Deterministic, unlike the kernel's
+    spread of connections over the processes."""
+    others = [p for p in processes(target).pids if p != pid]
+    for other in others:
+        os.kill(other, signal.SIGSTOP)
+    try:
+        # kill() returns before the stop takes effect: a process still running could accept a
+        # connection and then stop holding it. Wait until every thread of each is stopped.
+        deadline = time.monotonic() + 10
+        while not all(_stopped(other) for other in others):
+            assert time.monotonic() < deadline, "SIGSTOP did not take effect"
+            time.sleep(0.005)
+        yield
+    finally:
+        for other in others:
+            os.kill(other, signal.SIGCONT)
+
+
+def _stopped(pid: int) -> bool:
+    tasks = Path(f"/proc/{pid}/task")
+    states = [(t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in tasks.iterdir()]
+    return all(state in ("T", "t") for state in states)
+
+
+async def each_process_serves(target: LocalTarget, version: str) -> None:
+    for pid in processes(target).pids:
+        with only(target, pid):
+            replies = await fresh_gets(target, count=4)
+        assert all(status == 200 and greeting(version) in text for status, text in replies), (pid, replies)
 
 
 async def test_wagi_requests_are_served_by_the_serving_processes(
@@ -99,8 +136,7 @@ async def test_a_deploy_returns_once_every_process_serves_the_new_build(
     await target.deploy(make_app(root, [Comp(wasm=hello_wasm("v1"))], digest="sha256:1"))
     for version in ("v2", "v3", "v4"):
         await target.deploy(make_app(root, [Comp(wasm=hello_wasm(version))], digest=f"sha256:{version}"))
-        replies = await fresh_gets(target)
-        assert all(status == 200 and greeting(version) in text for status, text in replies), replies
+        await each_process_serves(target, version)
 
 
 async def test_a_broken_build_leaves_the_old_build_serving_in_every_process(
@@ -110,8 +146,7 @@ async def test_a_broken_build_leaves_the_old_build_serving_in_every_process(
     await target.deploy(make_app(root, [Comp(wasm=hello_wasm("v1"))], digest="sha256:1"))
     with pytest.raises(DeployError, match="does not compile"):
         await target.deploy(make_app(root, [Comp(wasm=b"\0asm\1\0\0\0garbage")], digest="sha256:2"))
-    replies = await fresh_gets(target)
-    assert all(status == 200 and greeting("v1") in text for status, text in replies), replies
+    await each_process_serves(target, "v1")
 
 
 async def test_a_killed_serving_process_is_replaced_and_the_app_keeps_serving(
@@ -132,6 +167,24 @@ async def test_a_killed_serving_process_is_replaced_and_the_app_keeps_serving(
     await wait_until(lambda: survivor not in processes(target).pids and len(processes(target).pids) == 2)
     assert replacement in processes(target).pids
     replies = await fresh_gets(target)
+    assert all(status == 200 and greeting("v1") in text for status, text in replies), replies
+
+
+async def test_a_replacement_serves_the_deployed_build_not_what_is_on_disk_now(
+    target: LocalTarget, tmp_path: Path
+) -> None:
+    root = tmp_path / "app"
+    built = make_app(root, [Comp(wasm=hello_wasm("v1"))], digest="sha256:1")
+    await target.deploy(built)
+    # The next build has written its output but is not deployed (or is half-written).
+    built.wasm["hello"].write_bytes(hello_wasm("v9"))
+    first, survivor = processes(target).pids
+    os.kill(first, signal.SIGKILL)
+    await wait_until(lambda: first not in processes(target).pids and len(processes(target).pids) == 2)
+    replacement = next(pid for pid in processes(target).pids if pid != survivor)
+    await wait_until(lambda: "demo" in next(p for p in processes(target)._processes if p.proc.pid == replacement).listening)
+    with only(target, replacement):
+        replies = await fresh_gets(target, count=4)
     assert all(status == 200 and greeting("v1") in text for status, text in replies), replies
 
 

@@ -20,15 +20,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import os
 import pickle
+import shutil
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import devenv
@@ -40,12 +43,17 @@ from devenv.targets.local.server import RequestObserver, ServedRequest
 START_TIMEOUT_S = 60.0  # importing wasmtime on a cold, busy machine can take seconds
 REPLY_TIMEOUT_S = 60.0  # a deploy is a compile-cache hit; a remove waits out the grace period
 STOP_GRACE_S = 5.0  # past the worker's own 2 s grace, before it is killed
-MAX_RESTARTS = 5  # within RESTART_WINDOW_S; past that, processes are given up for in-process
+MAX_RESTARTS = 5  # within RESTART_WINDOW_S restarts are immediate; past that they back off
 RESTART_WINDOW_S = 60.0
+MAX_RESTART_DELAY_S = 30.0
 
 
 class ProcessesUnavailable(Exception):
     """The processes cannot serve (see ``GuestProcesses.broken``): serve in-process instead."""
+
+
+class ProcessDeployFailed(Exception):
+    """A serving process refused a build (its reason is the message); the previous one serves."""
 
 
 class _Channel(asyncio.Protocol):
@@ -82,6 +90,7 @@ class _Process:
         self.transport: asyncio.Transport | None = None
         self.listening: set[str] = set()
         self._lost = False
+        self._eof = False  # we half-closed: nothing more may be sent
         control, control_child = socket.socketpair()
         self.fds, fds_child = socket.socketpair()
         env = dict(os.environ)
@@ -126,7 +135,7 @@ class _Process:
         return not self._lost
 
     def send(self, message: tuple[Any, ...]) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        if self.transport is not None and not self.transport.is_closing() and not self._eof:
             self.transport.write(pack(message))
 
     def request(self, kind: str, app: str, seq: int, message: tuple[Any, ...]) -> asyncio.Future[str]:
@@ -140,10 +149,13 @@ class _Process:
 
     def listen(self, app: str, sock: socket.socket) -> None:
         """Hand the process ``app``'s listening socket; it serves it from then on."""
-        if app in self.listening or self._lost:
+        if app in self.listening or self._lost or self._eof:
             return
         # The descriptor first, on its own socket: the "listen" frame that follows consumes it.
-        socket.send_fds(self.fds, [b"L"], [sock.fileno()])
+        try:
+            socket.send_fds(self.fds, [b"L"], [sock.fileno()])
+        except OSError:
+            return  # the process is exiting: connection_lost restarts it
         self.send(("listen", app))
         self.listening.add(app)
 
@@ -198,8 +210,9 @@ class _Process:
         """Half-close: at end of file the process lets its requests finish, reports, and exits."""
         if interrupt:
             self.send(("interrupt",))
-        if self.transport is not None and not self.transport.is_closing():
+        if self.transport is not None and not self.transport.is_closing() and not self._eof:
             self.transport.write_eof()
+        self._eof = True
 
 
 class GuestProcesses:
@@ -237,16 +250,22 @@ class GuestProcesses:
         self._indexes = itertools.count()
         self._restarts: list[float] = []
         self._stopping = False
-        self._started = False
+        self._start_task: asyncio.Future[None] | None = None
+        # Deploys, removes and a replacement catching up take turns: each sees whole app states.
+        self._lock = asyncio.Lock()
 
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the processes; they import wasmtime meanwhile, and ``deploy`` waits for them."""
-        if self._started or self._stopping:
-            return
-        self._started = True
+        """Start the processes (once); they import wasmtime meanwhile, and ``deploy`` waits."""
+        if self._start_task is None:
+            self._start_task = asyncio.ensure_future(self._start_all())
+        await asyncio.shield(self._start_task)
+
+    async def _start_all(self) -> None:
         for _ in range(self.count):
+            if self._stopping:
+                return
             try:
                 await self._spawn()
             except OSError as err:
@@ -264,41 +283,56 @@ class GuestProcesses:
             self._processes.remove(process)
         if self._stopping:
             return
+        if process.ready.exception() is not None:
+            # It never started: deploys serve in-process from now on (the processes' own
+            # apps stay with the survivors). A replacement is still tried, as below.
+            self.broken = f"serving processes did not start ({reason})"
+            if not self._apps:
+                return  # nothing waits on a replacement; deploys serve in-process
         now = time.monotonic()
         self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW_S] + [now]
-        if process.ready.exception() is not None:
-            self.broken = f"serving processes did not start ({reason})"
-        elif len(self._restarts) > MAX_RESTARTS:
-            self.broken = f"serving processes keep exiting ({reason})"
-        if self.broken is not None:
-            if self._apps:  # the target moves these apps in-process; say why
-                self._on_restart(f"{self.broken}; serving in wasmdev's own process from the next deploy")
-            return
-        self._on_restart(f"a serving process exited ({reason}); started another")
-        asyncio.get_running_loop().create_task(self._replace())
+        # Never given up while apps are served here: past a burst of exits, retry ever more slowly.
+        excess = len(self._restarts) - MAX_RESTARTS
+        delay = min(MAX_RESTART_DELAY_S, 2.0**excess) if excess > 0 else 0.0
+        if self._apps:
+            when = f"in {delay:g} s" if delay else "now"
+            self._on_restart(f"a serving process exited ({reason}); starting another {when}")
+        asyncio.get_running_loop().create_task(self._replace(delay))
 
-    async def _replace(self) -> None:
-        """A new process serving what the others serve: every app's build, then its socket."""
+    async def _replace(self, delay: float) -> None:
+        """A new process serving what the others serve: each app's current build, then its socket."""
+        if delay:
+            await asyncio.sleep(delay)
+        if self._stopping:
+            return
         try:
             process = await self._spawn()
             await asyncio.wait_for(asyncio.shield(process.ready), timeout=START_TIMEOUT_S)
         except (TimeoutError, OSError, ProcessesUnavailable):
-            return  # process_lost (or the next deploy) reports it
-        for app, (sock, built, seq) in list(self._apps.items()):
-            error = await process.request("deploy", app, seq, ("deploy", app, seq, built))
-            if not error:
+            return  # process_lost tries again, later
+        async with self._lock:  # no deploy or remove of an app while it catches up
+            for app, (sock, built, seq) in list(self._apps.items()):
+                if not process.alive or self._stopping:
+                    return
+                error = await process.request("deploy", app, seq, ("deploy", app, seq, built))
+                if error:
+                    self._on_restart(f"the new serving process could not deploy app `{app}`: {error}")
+                    continue
                 process.listen(app, sock)
 
     async def stop(self) -> None:
         """Stop every process: guests stuck in a loop are interrupted, requests in flight
         finish within the grace period, reports arrive; then the processes exit (or are killed)."""
         self._stopping = True
+        if self._start_task is not None:
+            with contextlib.suppress(Exception):
+                await self._start_task  # spawning only: a process started meanwhile stops too
         processes, self._processes = self._processes, []
         for process in processes:
             process.close(interrupt=True)
         await asyncio.gather(*(asyncio.to_thread(_reap, p.proc) for p in processes))
         # Their last reports (a guest interrupted just now, say) are read before the sockets close.
-        with contextlib.suppress(asyncio.TimeoutError):
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*(p.closed for p in processes)), timeout=STOP_GRACE_S)
         for process in processes:
             if process.transport is not None:
@@ -314,8 +348,9 @@ class GuestProcesses:
 
     async def deploy(self, app: str, built: BuiltApp, sock: socket.socket) -> None:
         """Swap ``built`` in on every process, then make sure each serves ``app``'s listening
-        socket (the processes keep a duplicate of it until ``remove``). Raises
-        ProcessesUnavailable (serve in-process instead) or RuntimeError(reason)."""
+        socket (the processes keep a duplicate of it until ``remove``). ``built`` must not change
+        on disk afterwards: a replacement process builds it again. Raises ProcessesUnavailable
+        (serve in-process instead) or ProcessDeployFailed (the previous build keeps serving)."""
         await self.start()
         if self.broken is None:
             try:
@@ -324,30 +359,35 @@ class GuestProcesses:
                 )
             except (TimeoutError, ProcessesUnavailable) as err:
                 tail = next((t for t in (p.log_tail() for p in self._processes) if t), "")
-                self.broken = f"serving processes did not start ({tail or err or 'timed out'})"
+                why = tail or str(err) or f"none was ready after {START_TIMEOUT_S:g} s"
+                self.broken = f"serving processes did not start ({why})"
         if self.broken is not None or not self._processes:
             raise ProcessesUnavailable(self.broken or "no serving process is running")
-        seq = next(self._seq)
-        message = ("deploy", app, seq, built)
-        errors = await self._all("deploy", app, seq, message)
-        if errors:
-            raise RuntimeError(errors[0])
-        # Kept here from now on: a replacement process gets the socket and this build too.
-        old = self._apps.get(app)
-        own = old[0] if old is not None else sock.dup()
-        self._apps[app] = (own, built, seq)
-        for process in self._processes:
-            process.listen(app, own)
+        async with self._lock:
+            seq = next(self._seq)
+            errors = await self._all("deploy", app, seq, ("deploy", app, seq, built))
+            old = self._apps.get(app)
+            if errors:
+                if old is not None:  # processes that took the new build go back to the old one
+                    _, old_built, old_seq = old
+                    await self._all("deploy", app, old_seq, ("deploy", app, old_seq, old_built))
+                raise ProcessDeployFailed(errors[0])
+            # Kept here from now on: a replacement process gets the socket and this build too.
+            own = old[0] if old is not None else sock.dup()
+            self._apps[app] = (own, built, seq)
+            for process in self._processes:
+                process.listen(app, own)
 
     async def remove(self, app: str) -> None:
-        entry = self._apps.pop(app, None)
-        if entry is None:
-            return
-        seq = next(self._seq)
-        await self._all("remove", app, seq, ("remove", app, seq))
-        for process in self._processes:
-            process.listening.discard(app)
-        entry[0].close()
+        async with self._lock:
+            entry = self._apps.pop(app, None)
+            if entry is None:
+                return
+            seq = next(self._seq)
+            await self._all("remove", app, seq, ("remove", app, seq))
+            for process in self._processes:
+                process.listening.discard(app)
+            entry[0].close()
 
     async def _all(self, kind: str, app: str, seq: int, message: tuple[Any, ...]) -> list[str]:
         replies = [p.request(kind, app, seq, message) for p in self._processes if p.alive]
@@ -374,6 +414,24 @@ class GuestProcesses:
             else:
                 _, ts, app, component, request_id, stream, text = item
                 observer.guest_output(app, component, request_id, LogStream(stream), text, ts=ts)
+
+
+def freeze_wasm(built: BuiltApp, directory: Path) -> BuiltApp:
+    """``built`` with each component's wasm copied into ``directory``: what was checked is what
+    every process (and any replacement, later) builds, whatever the next build writes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    frozen: dict[str, Path] = {}
+    for component_id, component in built.spec.components.items():
+        source = built.wasm.get(component_id) or component.source
+        if source is None:
+            continue  # not a local file: build_version says so
+        copy = directory / f"{component_id}.wasm"
+        try:
+            shutil.copyfile(source, copy)
+        except OSError:
+            continue  # build_version reports the unreadable file, with its path
+        frozen[component_id] = copy
+    return dataclasses.replace(built, wasm=MappingProxyType({**built.wasm, **frozen}))
 
 
 def _reap(proc: subprocess.Popen[bytes]) -> None:

@@ -33,7 +33,12 @@ from devenv.store.store import Store
 from devenv.targets.base import DeployResult
 from devenv.targets.local.compile_cache import CompileCache
 from devenv.targets.local.executor import RequestLimits
-from devenv.targets.local.guest_procs import GuestProcesses, ProcessesUnavailable
+from devenv.targets.local.guest_procs import (
+    GuestProcesses,
+    ProcessDeployFailed,
+    ProcessesUnavailable,
+    freeze_wasm,
+)
 from devenv.targets.local.router import ServingVersion
 from devenv.targets.local.runtime import WasmRuntime
 from devenv.targets.local.server import LocalServer, ServedRequest, bind_listener
@@ -76,7 +81,9 @@ class LocalTarget:
         self._usage = UsageMeter()
         self._staging_root: Path | None = None
         self._processes: GuestProcesses | None = None
-        self._process_logs: Path | None = None  # the serving processes' output, quoted if one dies
+        # The serving processes' output (quoted if one dies) and the wasm they build from.
+        self._process_dir: Path | None = None
+        self._frozen: dict[str, Path] = {}  # app -> the copy of its wasm the processes serve
         self._sockets: dict[str, socket.socket] = {}  # app -> its listening socket, bound here
         self._versions = itertools.count(1)
         self._deploy_locks: dict[str, asyncio.Lock] = {}
@@ -98,7 +105,7 @@ class LocalTarget:
         self.cache = CompileCache(cache_dir, self._runtime.config_key)
         self._staging_root = Path(tempfile.mkdtemp(prefix="wasmdev-files-"))
         if self.settings.local.guest_processes > 0:
-            self._process_logs = Path(tempfile.mkdtemp(prefix="wasmdev-serving-"))
+            self._process_dir = Path(tempfile.mkdtemp(prefix="wasmdev-serving-"))
             self._processes = GuestProcesses(
                 self.settings.local.guest_processes,
                 PROCESS_THREADS,
@@ -106,7 +113,7 @@ class LocalTarget:
                 config_key=self._runtime.config_key,
                 host=self.host,
                 limits=self.limits,
-                log_dir=self._process_logs,
+                log_dir=self._process_dir,
                 observer=self,
                 on_restart=self._processes_note,
             )
@@ -130,7 +137,14 @@ class LocalTarget:
             staging = self._staging_root / f"{app}-{built.short_digest}-{next(self._versions)}"
             notes: list[str] = []
             plan_notes: tuple[str, ...] = ()
+            frozen: Path | None = None
+            swapped = False
             try:
+                if self._process_dir is not None:
+                    # The processes build from a copy: the build output is overwritten by the
+                    # next build, and a replacement process builds this one again later.
+                    frozen = self._process_dir / "builds" / f"{app}-{next(self._versions)}"
+                    built = await asyncio.to_thread(freeze_wasm, built, frozen)
                 # Compiled and checked here in any case: a broken build fails with its message
                 # before any serving process sees it, and their builds are cache hits.
                 plan = await asyncio.to_thread(build_version, built, runtime, cache, self.limits, staging)
@@ -143,18 +157,32 @@ class LocalTarget:
                 in_processes = await self._deploy_to_processes(server, built, plan.version, sock, notes)
                 self._still_open(server, app)
                 if not in_processes:
+                    # The version first, then the port: a connection accepted in between (the
+                    # app moving in from the processes, say) must find a version to serve.
+                    await server.run(server.swap(app, plan.version))
+                    swapped = True
                     await server.run(server.listen(app, port, sock=sock.dup()))
                     self._still_open(server, app)
             except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)  # this version never served here
+                if swapped and app not in self._bound:
+                    await server.run(server.remove(app))  # retires it: its files go with it
+                elif not swapped:
+                    shutil.rmtree(staging, ignore_errors=True)  # this version never served here
+                if frozen is not None:
+                    shutil.rmtree(frozen, ignore_errors=True)
                 if app not in self._bound and app in self._sockets:
                     self._sockets.pop(app).close()  # the app never served: free its port
                 raise
             self._bound[app] = port
+            previous = self._frozen.pop(app, None)
+            if previous is not None:
+                shutil.rmtree(previous, ignore_errors=True)
             if in_processes:
                 plan.version.retire()  # checked, not served here: its staged files go now
-            else:
-                await server.run(server.swap(app, plan.version))
+                if frozen is not None:
+                    self._frozen[app] = frozen
+            elif frozen is not None:
+                shutil.rmtree(frozen, ignore_errors=True)  # compiled already: not read again
             self._usage.new_version(app)
             base = f"http://{self.host}:{port}"
             urls = tuple(base + p for p in plan.version.url_paths())
@@ -173,7 +201,7 @@ class LocalTarget:
                 await server.run(processes.deploy(app, built, sock))
             except ProcessesUnavailable as err:
                 notes.append(f"{err}; serving in wasmdev's own process (slower under load)")
-            except RuntimeError as err:
+            except ProcessDeployFailed as err:
                 raise DeployError(
                     what=f"a serving process could not deploy this build: {err}",
                     where=f"app `{app}` on the local target",
@@ -214,6 +242,9 @@ class LocalTarget:
             sock = self._sockets.pop(app, None)
             if sock is not None:
                 sock.close()
+            frozen = self._frozen.pop(app, None)
+            if frozen is not None:
+                shutil.rmtree(frozen, ignore_errors=True)
             self._usage.forget(app)
 
     async def close(self) -> None:
@@ -235,10 +266,11 @@ class LocalTarget:
             if self._staging_root is not None:
                 shutil.rmtree(self._staging_root, ignore_errors=True)
                 self._staging_root = None
-            if self._process_logs is not None:
-                shutil.rmtree(self._process_logs, ignore_errors=True)
-                self._process_logs = None
+            if self._process_dir is not None:
+                shutil.rmtree(self._process_dir, ignore_errors=True)
+                self._process_dir = None
             self._processes = None
+            self._frozen.clear()
             for sock in self._sockets.values():
                 sock.close()
             self._sockets.clear()
