@@ -193,6 +193,8 @@ class _Process:
             try:
                 code = self.proc.wait(timeout=1.0)
             except subprocess.TimeoutExpired:
+                self.proc.kill()  # alive but deaf: a replacement takes over, this one must go
+                asyncio.get_running_loop().run_in_executor(None, self.proc.wait)
                 return "its connection to wasmdev closed"
         what = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
         tail = self.log_tail()

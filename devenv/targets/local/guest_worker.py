@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copyreg
 import io
+import itertools
 import os
 import pickle
 import shutil
@@ -147,6 +148,7 @@ class _Worker:
         self.cache = CompileCache(Path(options["cache_dir"]), options["config_key"])
         self.limits = RequestLimits(timeout_s=options["timeout_s"], memory_bytes=options["memory_bytes"])
         self.staging_root = Path(tempfile.mkdtemp(prefix="wasmdev-files-"))
+        self._stagings = itertools.count(1)
         self.reports = _Reports(self.send)
         self.server = LocalServer(options["host"], self.reports, workers=options["threads"])
         self.server.start()
@@ -191,7 +193,9 @@ class _Worker:
     def _deploy(self, app: str, seq: int, built: Any) -> str:
         from devenv.targets.local.version_builder import build_version
 
-        staging = self.staging_root / f"{app}-{seq}"
+        # Its own name each time: a rollback deploys an earlier seq again, whose retired
+        # version may still be serving a request from its files.
+        staging = self.staging_root / f"{app}-{seq}-{next(self._stagings)}"
         try:
             plan = build_version(built, self.runtime, self.cache, self.limits, staging)
             self.server._call(self.server.swap(app, plan.version))
