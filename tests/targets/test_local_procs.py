@@ -242,3 +242,29 @@ async def test_a_missing_python_also_falls_back_to_in_process(
         assert all(status == 200 for status, _ in replies), replies
     finally:
         await target.close()
+
+
+async def test_when_no_process_can_be_restarted_the_app_moves_into_wasmdev(
+    target: LocalTarget, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await target.deploy(make_app(tmp_path / "app"))
+    # From now on a replacement cannot start (a broken Python), and both processes die.
+    broken = tmp_path / "python"
+    broken.write_text("#!/bin/sh\necho 'ImportError: wasmtime is broken here' >&2\nexit 3\n")
+    broken.chmod(broken.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setattr(guest_procs.sys, "executable", str(broken))
+    for pid in processes(target).pids:
+        os.kill(pid, signal.SIGKILL)
+    assert target._server is not None
+    server = target._server
+    await wait_until(lambda: "demo" in server._versions, timeout=30)  # served in-process now
+    replies = await fresh_gets(target)
+    assert all(status == 200 and greeting("v1") in text for status, text in replies), replies
+    system = [line.text for line in target.store.logs.since(0).lines if line.stream is LogStream.SYSTEM]
+    assert any("serving this app from wasmdev's own process" in text for text in system), system
+    assert any("ImportError: wasmtime is broken here" in text for text in system), system
+    # The next deploy serves in-process too, and says why.
+    result = await target.deploy(make_app(tmp_path / "app", [Comp(wasm=hello_wasm("v2"))], digest="sha256:2"))
+    assert any("serving in wasmdev's own process" in note for note in result.notes), result.notes
+    replies = await fresh_gets(target)
+    assert all(status == 200 and greeting("v2") in text for status, text in replies), replies

@@ -232,6 +232,7 @@ class GuestProcesses:
         log_dir: Path,
         observer: RequestObserver,
         on_restart: Callable[[str], None],
+        on_unserved: Callable[[dict[str, BuiltApp]], None],
     ) -> None:
         self.count = count
         self.log_dir = log_dir
@@ -246,6 +247,7 @@ class GuestProcesses:
         self.broken: str | None = None  # why apps are served in-process instead
         self._observer = observer
         self._on_restart = on_restart
+        self._on_unserved = on_unserved
         self._processes: list[_Process] = []
         self._apps: dict[str, tuple[socket.socket, BuiltApp, int]] = {}  # app -> socket, build, seq
         self._seq = itertools.count(1)
@@ -285,17 +287,21 @@ class GuestProcesses:
             self._processes.remove(process)
         if self._stopping:
             return
-        if process.ready.exception() is not None:
-            # It never started: deploys serve in-process from now on (the processes' own
-            # apps stay with the survivors). A replacement is still tried, as below.
+        started = process.ready.exception() is None
+        if not started:  # deploys serve in-process from now on
             self.broken = f"serving processes did not start ({reason})"
-            if not self._apps:
-                return  # nothing waits on a replacement; deploys serve in-process
         now = time.monotonic()
         self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW_S] + [now]
-        # Never given up while apps are served here: past a burst of exits, retry ever more slowly.
         excess = len(self._restarts) - MAX_RESTARTS
         delay = min(MAX_RESTART_DELAY_S, 2.0**excess) if excess > 0 else 0.0
+        if not any(p.alive for p in self._processes) and (not started or delay):
+            # Nobody left to serve, and a replacement cannot start or would only crash again:
+            # give the apps to wasmdev's own server now rather than leave their ports unanswered.
+            self.broken = self.broken or f"serving processes keep exiting ({reason})"
+            if self._apps:
+                self._on_unserved({app: built for app, (_, built, _) in self._apps.items()})
+            return
+        # With survivors serving, retry ever more slowly past a burst of exits.
         if self._apps:
             when = f"in {delay:g} s" if delay else "now"
             self._on_restart(f"a serving process exited ({reason}); starting another {when}")
@@ -347,6 +353,12 @@ class GuestProcesses:
 
     def serves(self, app: str) -> bool:
         return app in self._apps
+
+    def forget(self, app: str) -> None:
+        """``app`` is served elsewhere now (no process left to tell)."""
+        entry = self._apps.pop(app, None)
+        if entry is not None:
+            entry[0].close()
 
     async def deploy(self, app: str, built: BuiltApp, sock: socket.socket) -> None:
         """Swap ``built`` in on every process, then make sure each serves ``app``'s listening

@@ -116,6 +116,7 @@ class LocalTarget:
                 log_dir=self._process_dir,
                 observer=self,
                 on_restart=self._processes_note,
+                on_unserved=self._serve_here_now,
             )
         self._server = LocalServer(self.host, self, workers=self._workers)
         self._server.start()
@@ -214,12 +215,43 @@ class LocalTarget:
             await server.run(processes.remove(app))
         return False
 
+    def _serve_here_now(self, apps: dict[str, BuiltApp]) -> None:
+        """The serving processes are gone for good (on the server loop): serve their apps here."""
+        why = self._processes.broken if self._processes is not None else None
+        for app, built in apps.items():
+            self._note(app, f"{why or 'serving processes are gone'}; serving this app from wasmdev's own process")
+            asyncio.get_running_loop().create_task(self._serve_here(app, built))
+
+    async def _serve_here(self, app: str, built: BuiltApp) -> None:
+        """On the server loop: build ``built`` (its frozen copy) here and serve it on its port,
+        unless a deploy or remove dealt with the app meanwhile."""
+        server, runtime, cache, processes = self._server, self._runtime, self.cache, self._processes
+        if server is None or runtime is None or cache is None or self._staging_root is None:
+            return
+        staging = self._staging_root / f"{app}-{built.short_digest}-{next(self._versions)}"
+        try:
+            plan = await asyncio.to_thread(build_version, built, runtime, cache, self.limits, staging)
+        except Exception as err:  # noqa: BLE001 - said in the app's log; the next save retries
+            shutil.rmtree(staging, ignore_errors=True)
+            self._note(app, f"could not serve this app from wasmdev's own process: {err}; save to retry")
+            return
+        sock = self._sockets.get(app)
+        if processes is None or not processes.serves(app) or sock is None or self._server is not server:
+            plan.version.retire()  # a deploy or remove got there first
+            return
+        processes.forget(app)
+        await server.swap(app, plan.version)
+        await server.listen(app, sock.getsockname()[1], sock=sock.dup())
+
+    def _note(self, app: str, text: str) -> None:
+        line = LogLine(ts=time.time(), app=app, stream=LogStream.SYSTEM, text=text, level="warn")
+        self.store.dispatch(a.LogEmitted(line))
+
     def _processes_note(self, text: str) -> None:
         """A serving process exited (on the server loop): say so in each app it served."""
         for app in list(self._bound):
             if self._processes is not None and self._processes.serves(app):
-                line = LogLine(ts=time.time(), app=app, stream=LogStream.SYSTEM, text=text, level="warn")
-                self.store.dispatch(a.LogEmitted(line))
+                self._note(app, text)
 
     def _still_open(self, server: LocalServer, app: str) -> None:
         """Raise if close() ran while a deploy awaited (its server is stopped, or another)."""
