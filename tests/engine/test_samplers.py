@@ -20,9 +20,12 @@ async def test_resource_samples_turn_counters_into_rates(tmp_path: Path, compile
         await s.wait_body("busy", "busy")
         sampler = ResourceSampler(s.store, s.loop.target)
         assert await sampler.sample_once() == []  # the first reading only sets the baseline
+        before = s.loop.target.usage("busy").requests_total
         async with httpx.AsyncClient() as client:
             for _ in range(20):
                 assert (await client.get(s.url("busy"))).status_code == 200
+        # Serving processes report their requests in batches, a few milliseconds after answering.
+        await s.wait(lambda _st: s.loop.target.usage("busy").requests_total >= before + 20, "20 requests counted")
         samples = await sampler.sample_once()
         assert [x.app for x in samples] == ["busy"]
         sample = samples[0]
@@ -59,8 +62,12 @@ async def test_probes_are_real_requests_recorded_as_probes(tmp_path: Path, compi
         probe = next(r for r in s.store.metrics.requests("probed") if r.probe)
         assert probe.status == 200 and probe.method == "GET" and probe.path == "/probed"
         assert probe.latency_ms > 0
-        # The target saw the probe as a request too: it was real HTTP, not a simulation.
-        assert any(isinstance(x, a.RequestServed) and not x.record.probe for x in s.actions)
+        # The target saw the probe as a request too: it was real HTTP, not a simulation. (Its
+        # record may come a few milliseconds later, batched by a serving process.)
+        await s.wait(
+            lambda _st: any(isinstance(x, a.RequestServed) and not x.record.probe for x in s.actions),
+            "the target's own record of the probe",
+        )
 
 
 async def test_a_probe_that_gets_no_answer_is_an_error_record(tmp_path: Path, compile_cache: Path) -> None:
