@@ -268,3 +268,13 @@ async def test_when_no_process_can_be_restarted_the_app_moves_into_wasmdev(
     assert any("serving in wasmdev's own process" in note for note in result.notes), result.notes
     replies = await fresh_gets(target)
     assert all(status == 200 and greeting("v2") in text for status, text in replies), replies
+
+
+async def test_request_ids_stay_unique_across_processes(target: LocalTarget, tmp_path: Path) -> None:
+    await target.deploy(make_app(tmp_path / "app"))
+    for pid in processes(target).pids:  # each process serves some: each counts from 1
+        with only(target, pid):
+            await fresh_gets(target, count=4)
+    await requests_reported(target, 8)
+    ids = [r.request_id for r in target.store.metrics.requests("demo")]
+    assert len(ids) == 8 and len(set(ids)) == 8, ids

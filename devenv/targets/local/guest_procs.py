@@ -83,6 +83,7 @@ class _Channel(asyncio.Protocol):
 class _Process:
     def __init__(self, pool: GuestProcesses, index: int) -> None:
         self.pool = pool
+        self.index = index
         self.log_path = pool.log_dir / f"guest-process-{index}.log"
         self.replies: dict[tuple[str, str, int], asyncio.Future[str]] = {}
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -116,7 +117,7 @@ class _Process:
                 "devenv.targets.local.guest_worker",
                 str(control_child.fileno()),
                 str(fds_child.fileno()),
-                pickle.dumps(pool.options).hex(),
+                pickle.dumps({**pool.options, "index": self.index}).hex(),
             ],
             pass_fds=(control_child.fileno(), fds_child.fileno()),
             stdin=subprocess.DEVNULL,

@@ -62,6 +62,8 @@ class RequestObserver(Protocol):
 class LocalServer:
     def __init__(self, host: str, observer: RequestObserver, workers: int = 4) -> None:
         self.host = host
+        # Request ids are unique per process; serving processes each set their own prefix.
+        self.request_id_prefix = ""
         self._observer = observer
         self._workers = workers
         self._pool: GuestPool | None = None
@@ -191,7 +193,7 @@ class LocalServer:
                     path,
                     404,
                     (time.perf_counter() - started) * 1000,
-                    f"{next(_request_ids):06x}",
+                    f"{self.request_id_prefix}{next(_request_ids):06x}",
                     ExecutionStats(),
                 )
             )
@@ -226,7 +228,7 @@ class LocalServer:
             headers=tuple(request.headers.items()),
             body=body,
             route=entry.manifest,
-            request_id=f"{next(_request_ids):06x}",
+            request_id=f"{self.request_id_prefix}{next(_request_ids):06x}",
             client_addr=peer[0] if peer else "127.0.0.1",
             client_port=peer[1] if peer else 0,
             server_host=sock[0] if sock else self.host,
