@@ -7,7 +7,7 @@ import dataclasses
 import http.server
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -176,10 +176,14 @@ def _serve_upstream(server: http.server.ThreadingHTTPServer) -> Iterator[int]:
     server.server_close()
 
 
-def _upstream_handler(label: str) -> type[http.server.BaseHTTPRequestHandler]:
+def _upstream_handler(
+    body_of: Callable[[http.server.BaseHTTPRequestHandler], bytes],
+) -> type[http.server.BaseHTTPRequestHandler]:
+    """A handler answering every GET with 200 and ``body_of(the request)``."""
+
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-            body = f"{label} saw {self.path}".encode()
+            body = body_of(self)
             self.send_response(200)
             self.send_header("content-length", str(len(body)))
             self.end_headers()
@@ -193,7 +197,7 @@ def _upstream_handler(label: str) -> type[http.server.BaseHTTPRequestHandler]:
 
 @pytest.fixture
 def upstream() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _upstream_handler("upstream"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _upstream_handler(lambda h: f"upstream saw {h.path}".encode()))
     for port in _serve_upstream(server):
         yield f"http://127.0.0.1:{port}"
 
@@ -213,7 +217,7 @@ def upstream_v6() -> Iterator[int | None]:
     """A server on the IPv6 loopback [::1]; yields its port, or None where this machine has no
     IPv6 loopback (containers often disable it)."""
     try:
-        server = _Ipv6Server(("::1", 0), _upstream_handler("v6 upstream"))
+        server = _Ipv6Server(("::1", 0), _upstream_handler(lambda h: f"v6 upstream saw {h.path}".encode()))
     except OSError:
         yield None
         return
@@ -270,24 +274,10 @@ def test_port_ranges_and_cidr_networks_allow_outbound_http(
 @pytest.fixture
 def host_upstream() -> Iterator[str]:
     """Answers with every Host header it received, one per line."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-            body = "\n".join(self.headers.get_all("host") or []).encode()
-            self.send_response(200)
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    handler = _upstream_handler(lambda h: "\n".join(h.headers.get_all("host") or []).encode())
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    for port in _serve_upstream(server):
+        yield f"127.0.0.1:{port}"
 
 
 @pytest.mark.parametrize("name", ["host", "Host"])
