@@ -245,10 +245,15 @@ async def measure_local(args: argparse.Namespace, drive, processes: int) -> tupl
             await asyncio.to_thread(drive, "warm-up", url, 1, args.connections)
             pids = target._processes.pids if target._processes is not None else []
             children_before = _children_cpu(pids)
+            each_before = [_children_cpu([pid]) for pid in pids]
             name = f"local, {processes} guest processes" if processes else "local, guest threads"
             local = await asyncio.to_thread(measured, drive, name, url, args.seconds, args.connections)
             served = max(1.0, local.requests_per_s * args.seconds)
             local.cpu_us_per_request += (_children_cpu(pids) - children_before) / served * 1e6
+            each = [_children_cpu([pid]) - before for pid, before in zip(pids, each_before, strict=True)]
+            if pids and sum(each) > 0:  # how evenly the processes shared the connections
+                split = " / ".join(f"{100 * cpu / sum(each):.0f}%" for cpu in each)
+                print(f"{processes} guest processes: CPU split between them {split}")
             usage = target.usage(spec.name)
         finally:
             await target.close()

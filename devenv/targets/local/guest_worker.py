@@ -152,6 +152,7 @@ class _Worker:
         self.reports = _Reports(self.send)
         self.server = LocalServer(options["host"], self.reports, workers=options["threads"])
         self.server.request_id_prefix = f"{options['index']}-"  # ids stay unique across processes
+        self.server.shared_accept = True
         self.server.start()
 
     def send(self, message: tuple[Any, ...]) -> None:

@@ -28,6 +28,7 @@ from devenv.targets.local.guest_pool import GuestPool
 from devenv.targets.local.router import RouteEntry, ServingVersion
 
 T = TypeVar("T")
+LISTEN_BACKLOG = 1024  # connections the kernel queues for a port before it refuses more
 SHUTDOWN_GRACE_S = 2.0  # how long close/remove waits for requests in flight
 MAX_BODY_BYTES = 64 * 1024 * 1024  # aiohttp's default (1 MiB) would refuse ordinary uploads
 _TEXT = (("Content-Type", "text/plain"),)
@@ -64,6 +65,8 @@ class LocalServer:
         self.host = host
         # Request ids are unique per process; serving processes each set their own prefix.
         self.request_id_prefix = ""
+        # Set in serving processes, which accept from one socket they share (guest_worker.py).
+        self.shared_accept = False
         self._observer = observer
         self._workers = workers
         self._pool: GuestPool | None = None
@@ -142,7 +145,15 @@ class LocalServer:
         )
         if sock is None:
             sock = bind_listener(self.host, port, app)
-        listener = await loop.create_server(server, sock=sock)
+        if self.shared_accept:
+            # asyncio accepts up to ``backlog`` connections per wake-up, so the first process to
+            # wake would take a whole burst (wrk's or a browser's connections) and serve it
+            # alone. One per wake-up lets the processes sharing the socket take turns; the
+            # kernel's queue gets its real length back right after.
+            listener = await loop.create_server(server, sock=sock, backlog=1)
+            sock.listen(LISTEN_BACKLOG)
+        else:
+            listener = await loop.create_server(server, sock=sock, backlog=LISTEN_BACKLOG)
         bound = listener.sockets[0].getsockname()[1]
         self._listeners[app] = (bound, listener, server)
         return bound
@@ -291,7 +302,7 @@ def bind_listener(host: str, port: int, app: str) -> socket.socket:
     """A listening TCP socket on ``host:port`` for ``app``; DeployError says what to change."""
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        sock = socket.create_server((host, port), family=family, backlog=1024)
+        sock = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
     except OSError as err:
         if err.errno == errno.EADDRINUSE:
             raise DeployError(
