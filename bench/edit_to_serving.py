@@ -251,6 +251,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--samples", nargs="+", default=list(SAMPLES), choices=list(SAMPLES))
+    parser.add_argument(
+        "--guest-processes",
+        type=int,
+        default=None,
+        help="[local].guest_processes for the session (default: wasmdev's default; 0: in-process)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="wasmdev-bench-") as tmp:
@@ -261,6 +267,8 @@ def main() -> int:
                 workspace / name,
                 ignore=shutil.ignore_patterns("target", ".zig-cache", "*.wasm"),
             )
+        if args.guest_processes is not None:
+            (workspace / "wasmdev.toml").write_text(f"[local]\nguest_processes = {args.guest_processes}\n")
         print(f"warming up: building {', '.join(args.samples)} once (zig's first build compiles wasi-libc)")
         baseline = {
             name: bare_build_ms(SAMPLES[name], workspace / name, 1 + args.runs)[1:] for name in args.samples
