@@ -84,7 +84,7 @@ class LocalSettings:
     cache_dir: Path = field(default_factory=default_cache_dir)
     # WAGI guests run in this many worker processes, outside wasmdev's GIL; 0 runs them on
     # threads of wasmdev's own process (see devenv/targets/local/guest_procs.py).
-    guest_processes: int = field(default_factory=lambda: default_guest_processes())
+    guest_processes: int = field(default_factory=default_guest_processes)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from devenv.model import BuiltApp, LogStream
 from devenv.targets.local.executor import ExecutionStats, RequestLimits
 from devenv.targets.local.guest_worker import _HEADER, pack
 from devenv.targets.local.server import RequestObserver, ServedRequest
+from devenv.targets.local.wasm_kind import WasmKind, wasm_kind
 
 START_TIMEOUT_S = 60.0  # importing wasmtime on a cold, busy machine can take seconds
 REPLY_TIMEOUT_S = 60.0  # a deploy is a compile-cache hit; a remove waits out the grace period
@@ -432,8 +433,12 @@ class GuestProcesses:
 
 
 def freeze_wasm(built: BuiltApp, directory: Path) -> BuiltApp:
-    """``built`` with each component's wasm copied into ``directory``: what was checked is what
-    every process (and any replacement, later) builds, whatever the next build writes."""
+    """``built`` with each core module's wasm copied into ``directory``: what was checked is what
+    every process (and any replacement, later) builds, whatever the next build writes.
+
+    Only core modules: an app with a wasi:http component is served in-process, from code
+    compiled once, so copying its (often ~18 MB) component would only cost a copy and, at a new
+    path, a rehash in the compile cache on every deploy."""
     directory.mkdir(parents=True, exist_ok=True)
     frozen: dict[str, Path] = {}
     for component_id, component in built.spec.components.items():
@@ -442,6 +447,9 @@ def freeze_wasm(built: BuiltApp, directory: Path) -> BuiltApp:
             continue  # not a local file: build_version says so
         copy = directory / f"{component_id}.wasm"
         try:
+            with open(source, "rb") as f:
+                if wasm_kind(f.read(8)) is not WasmKind.MODULE:
+                    continue
             shutil.copyfile(source, copy)
         except OSError:
             continue  # build_version reports the unreadable file, with its path

@@ -150,9 +150,13 @@ class _Worker:
         self.staging_root = Path(tempfile.mkdtemp(prefix="wasmdev-files-"))
         self._stagings = itertools.count(1)
         self.reports = _Reports(self.send)
-        self.server = LocalServer(options["host"], self.reports, workers=options["threads"])
-        self.server.request_id_prefix = f"{options['index']}-"  # ids stay unique across processes
-        self.server.shared_accept = True
+        self.server = LocalServer(
+            options["host"],
+            self.reports,
+            workers=options["threads"],
+            request_id_prefix=f"{options['index']}-",
+            shared_accept=True,
+        )
         self.server.start()
 
     def send(self, message: tuple[Any, ...]) -> None:

@@ -61,12 +61,21 @@ class RequestObserver(Protocol):
 
 
 class LocalServer:
-    def __init__(self, host: str, observer: RequestObserver, workers: int = 4) -> None:
+    def __init__(
+        self,
+        host: str,
+        observer: RequestObserver,
+        workers: int = 4,
+        *,
+        request_id_prefix: str = "",
+        shared_accept: bool = False,
+    ) -> None:
+        """``request_id_prefix``: keeps request ids unique when several processes serve (each
+        counts from 1). ``shared_accept``: this process shares its listening sockets with
+        others (guest_worker.py) and accepts one connection per wake-up."""
         self.host = host
-        # Request ids are unique per process; serving processes each set their own prefix.
-        self.request_id_prefix = ""
-        # Set in serving processes, which accept from one socket they share (guest_worker.py).
-        self.shared_accept = False
+        self.request_id_prefix = request_id_prefix
+        self.shared_accept = shared_accept
         self._observer = observer
         self._workers = workers
         self._pool: GuestPool | None = None
