@@ -267,6 +267,34 @@ class RequestRecord:
 
 
 @dataclass(frozen=True)
+class RecordedExchange:
+    """One real request an app served and the response it gave, kept for replay (time travel).
+
+    Bodies are kept up to the recording cap (``*_truncated`` says a body was cut there, and a
+    truncated request is not replayed). Headers are kept as sent; masking secrets (authorization,
+    cookie) is the job of whatever shows them, since a replay must send them unmasked.
+    ``replayed`` marks requests wasmdev itself sent (replays, load tests), which are not recorded
+    again as real traffic.
+    """
+
+    ts: float
+    app: str
+    request_id: str
+    method: str
+    path: str  # the raw path, without the query
+    query: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    status: int
+    response_headers: tuple[tuple[str, str], ...]
+    response_body: bytes
+    latency_ms: float
+    body_truncated: bool = False
+    response_truncated: bool = False
+    component: str = ""
+
+
+@dataclass(frozen=True)
 class ResourceSample:
     """Resource use of one app over the last sampling interval."""
 
