@@ -8,7 +8,7 @@ wasmdev.toml, at the workspace root, is optional::
     build_timeout_s = 600
 
     [local]    host, base_port, request_timeout_s, memory_limit_mb, probe_interval_s, cache_dir,
-               guest_processes
+               guest_processes, keep_builds, record_body_bytes
     [cluster]  name, image, agents, http_port, api_port, registry_name, registry_port,
                runtime_class, namespace, kubeconfig
     [kube]     context, kubeconfig, registry ("HOST[:PORT]/REPO"), namespace, runtime_class,
@@ -85,6 +85,11 @@ class LocalSettings:
     # WAGI guests run in this many worker processes, outside wasmdev's GIL; 0 runs them on
     # threads of wasmdev's own process (see devenv/targets/local/guest_procs.py).
     guest_processes: int = field(default_factory=default_guest_processes)
+    # Builds of each app kept for rollback: their compiled code in memory and on disk; older
+    # ones are pruned (bounded by bytes as well, see devenv/targets/local/compile_cache.py).
+    keep_builds: int = 10
+    # When request recording is on, each recorded request/response body is cut at this size.
+    record_body_bytes: int = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -318,6 +323,8 @@ _LOCAL_FIELDS: dict[str, Check] = {
     "probe_interval_s": _number(0),
     "cache_dir": _path,
     "guest_processes": _integer(0, 32),
+    "keep_builds": _integer(1, 1000),
+    "record_body_bytes": _integer(0, 1024 * 1024 * 1024),
 }
 _CLUSTER_FIELDS: dict[str, Check] = {
     "name": _k8s_name,

@@ -14,6 +14,7 @@ from devenv.model import (
     BuiltApp,
     LogLine,
     PodState,
+    RecordedExchange,
     RequestRecord,
     ResourceSample,
     StepState,
@@ -150,6 +151,13 @@ class LogEmitted(Action):
 @dataclass(frozen=True)
 class RequestServed(Action):
     record: RequestRecord
+
+
+@dataclass(frozen=True)
+class RequestRecorded(Action):
+    """A real request an app served, with its response, captured for replay (recording on)."""
+
+    exchange: RecordedExchange
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,12 @@ def built(name: str) -> BuiltApp:
 async def target(tmp_path: Path) -> AsyncIterator[LocalTarget]:
     # The compile cache is shared with the other component tests: compiling an 18 MB component
     # takes tens of seconds, loading it a few milliseconds.
-    local = LocalSettings(host="127.0.0.1", base_port=0, request_timeout_s=120, cache_dir=CACHE_ROOT)
+    # In-process (guest_processes=0): these tests read the store right after a response, and
+    # serving processes report a few milliseconds later (tests/targets/test_local_components.py
+    # covers components in serving processes).
+    local = LocalSettings(
+        host="127.0.0.1", base_port=0, request_timeout_s=120, cache_dir=CACHE_ROOT, guest_processes=0
+    )
     t = LocalTarget(Store(), Settings(root=tmp_path, local=local), app_ports={"hello-py": 0, "echo-py": 0})
     await t.start()
     yield t

@@ -21,6 +21,7 @@ from devenv.targets.local.executor import GuestError, GuestRequest, GuestRespons
 
 GATEWAY_INTERFACE = "CGI/1.1"
 SERVER_SOFTWARE = "WAGI/1"
+CORRUPT_HEADER_VALUE = "CORRUPT VALUE"  # what Spin's WAGI executor passes for a non-ASCII value
 _SKIPPED_HEADERS = frozenset({"HTTP_AUTHORIZATION", "HTTP_CONNECTION"})  # RFC 3875 4.1.18
 _HEADER_END = re.compile(rb"\n\r*\n")  # Spin ignores CR while scanning the header block
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -103,6 +104,12 @@ def request_env(request: GuestRequest, served_route: str) -> dict[str, str]:
     for name, value in request.headers:
         key = "HTTP_" + name.upper().replace("-", "_")
         if key in _SKIPPED_HEADERS:
+            continue
+        if not value.isascii():
+            # obs-text (bytes 0x80-0xFF, which aiohttp hands over as surrogate escapes) cannot
+            # go into the guest's environment as UTF-8; Spin's WAGI executor (HeaderValue's
+            # to_str failing) passes this placeholder instead, and ignores such a Host.
+            env[key] = CORRUPT_HEADER_VALUE
             continue
         env[key] = value
         if key == "HTTP_HOST":

@@ -14,6 +14,12 @@ back), so a remembered key is only reused for the very bytes it was computed fro
 "racy clean" rule, a key is only remembered for a file whose timestamps are older than
 ``_SETTLED_NS``, so a write in the same clock tick as the hashing can never be missed.
 
+Both the in-memory memo and the directory are bounded by bytes (an entry's size is its
+serialized code, which is also roughly what it maps): a componentize-py component compiles to
+~36 MB on disk, so counting entries bounded nothing. What a rollback needs is never pruned: the
+entries of the last ``keep_builds`` builds of each app (``keep``); past the budget, the least
+recently used of the rest go first.
+
 The cache directory belongs to the user; wasmtime's deserialize trusts its input, so never point
 ``directory`` at files someone else can write.
 """
@@ -26,8 +32,8 @@ import os
 import tempfile
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -36,19 +42,86 @@ from wasmtime.component import Component
 
 T = TypeVar("T", wasmtime.Module, Component)
 
-_MEMO_ENTRIES = 32  # compiled objects kept in memory; enough for every component of a workspace
+MEMO_BYTES = 384 * 1024 * 1024  # compiled code kept in memory (a big component's is ~36-100 MB)
+DISK_BYTES = 1024 * 1024 * 1024  # entries on disk, past which unpinned ones are pruned
 _SETTLED_NS = 2_000_000_000  # a file's timestamps must be this old before its key is remembered
 
 
 class CompileCache:
-    def __init__(self, directory: Path, config_key: str) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        config_key: str,
+        *,
+        keep_builds: int = 10,
+        memo_bytes: int = MEMO_BYTES,
+        disk_bytes: int = DISK_BYTES,
+    ) -> None:
         self.directory = directory
         self.config_key = config_key
+        self.keep_builds = keep_builds
+        self.memo_bytes = memo_bytes
+        self.disk_bytes = disk_bytes
+        self._memo_size = 0
+        self._sizes: dict[str, int] = {}  # memo key -> bytes
+        self._kept: dict[str, deque[frozenset[str]]] = {}  # app -> entry keys of its last builds
+        self._tracked = threading.local()
         self.compiled = 0  # how many times this cache had to compile (a test and a bench read it)
         self.loaded = 0  # how many entries came from disk
         # key -> (engine, compiled); holding the engine keeps ``id(engine)`` from being reused.
         self._memo: OrderedDict[str, tuple[wasmtime.Engine, object]] = OrderedDict()
         self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def tracking(self) -> Iterator[set[str]]:
+        """Collect the entry keys this thread uses meanwhile (a build's compiled code)."""
+        keys: set[str] = set()
+        self._tracked.keys = keys
+        try:
+            yield keys
+        finally:
+            self._tracked.keys = None
+
+    def keep(self, app: str, keys: frozenset[str]) -> None:
+        """``keys`` are the entries of ``app``'s newest build: kept on disk with the previous
+        ``keep_builds - 1`` builds' for rollback. Then prunes the directory to its budget."""
+        builds = self._kept.setdefault(app, deque(maxlen=self.keep_builds))
+        builds.append(keys)
+        self.prune()
+
+    def forget(self, app: str) -> None:
+        self._kept.pop(app, None)
+
+    def prune(self) -> None:
+        """Delete the least recently used entries not kept for rollback until the directory is
+        within ``disk_bytes``."""
+        pinned = {k for builds in self._kept.values() for keys in builds for k in keys}
+        entries: list[tuple[float, int, Path]] = []
+        total = 0
+        try:
+            with os.scandir(self.directory) as it:
+                for item in it:
+                    if not item.name.endswith(".cwasm"):
+                        continue
+                    with contextlib.suppress(OSError):
+                        st = item.stat()
+                        total += st.st_size
+                        if item.name.split(".", 1)[0] not in pinned:
+                            used = max(st.st_atime, st.st_mtime)
+                            entries.append((used, st.st_size, Path(item.path)))
+        except OSError:
+            return
+        entries.sort()
+        for _, size, path in entries:
+            if total <= self.disk_bytes:
+                break
+            with contextlib.suppress(OSError):
+                path.unlink()  # a process mapping it keeps its mapping; a later load compiles
+                total -= size
+
+    @property
+    def memo_size(self) -> int:
+        return self._memo_size
 
     def key(self, wasm: bytes, kind: str) -> str:
         h = hashlib.sha256()
@@ -129,6 +202,9 @@ class CompileCache:
         """``key`` given with empty ``wasm``: load from memory or disk only (WasmtimeError if
         the entry cannot be loaded)."""
         key = key if key is not None else self.key(wasm, kind)
+        tracked = getattr(self._tracked, "keys", None)
+        if tracked is not None:
+            tracked.add(key)
         memo_key = f"{id(engine)}:{key}"
         with self._lock:
             hit = self._memo.get(memo_key)
@@ -143,6 +219,10 @@ class CompileCache:
                 # only ever replaced by rename, so a mapping never sees a file change under it.
                 compiled = load(engine, str(path))
                 self.loaded += 1
+                with contextlib.suppress(OSError):
+                    # Used: the last to be pruned. The access time only: the write time says
+                    # when the entry was made.
+                    os.utime(path, ns=(time.time_ns(), path.stat().st_mtime_ns))
             except (wasmtime.WasmtimeError, OSError):
                 compiled = None  # written by another wasmtime or truncated: compile it again
         if compiled is None:
@@ -151,10 +231,19 @@ class CompileCache:
             compiled = compile_(engine, wasm)  # raises WasmtimeError for invalid wasm
             self.compiled += 1
             self._write_atomic(path, bytes(compiled.serialize()))
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = len(wasm)
         with self._lock:
+            if memo_key not in self._memo:
+                self._memo_size += size
+                self._sizes[memo_key] = size
             self._memo[memo_key] = (engine, compiled)
-            while len(self._memo) > _MEMO_ENTRIES:
-                self._memo.popitem(last=False)
+            # The newest stays even if it alone is over budget: it is about to serve.
+            while self._memo_size > self.memo_bytes and len(self._memo) > 1:
+                old, _ = self._memo.popitem(last=False)
+                self._memo_size -= self._sizes.pop(old, 0)
         return compiled
 
     def _write_atomic(self, path: Path, data: bytes) -> None:

@@ -121,7 +121,9 @@ class HttpComponentRunner:
         world: World,
     ) -> None:
         self.component_id = component_id
+        self.timeout_s = limits.timeout_s
         self.world = world
+        self._runtime = runtime
         self._component = component
         engine = self._engine = runtime.engine
         self._limits = limits
@@ -181,11 +183,11 @@ class HttpComponentRunner:
         ctx = HostContext(
             config=self._config,
             log=guest_log,
-            deadline=started + self._limits.timeout_s,
+            deadline=request.deadline or started + self._limits.timeout_s,
             timeout_s=self._limits.timeout_s,
         )
         store = wasmtime.Store(self._engine)
-        store.set_epoch_deadline(self._deadline_ticks)
+        store.set_epoch_deadline(self._runtime.ticks_until(request.deadline, self.timeout_s))
         store.set_limits(memory_size=self._limits.memory_bytes)
         cpu_start = time.thread_time()
         activate(ctx)
@@ -237,6 +239,8 @@ class HttpComponentRunner:
             return unsupported
         text = message.lower()
         if "interrupt" in text:
+            if self._runtime.stopping:
+                return "stopped: wasmdev is shutting down"
             return f"timed out after {self._limits.timeout_s:g}s (the request deadline)"
         mib = self._limits.memory_bytes // (1024 * 1024)
         if "memory" in text and ("limit" in text or "exceeds" in text):

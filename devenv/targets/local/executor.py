@@ -36,6 +36,9 @@ class GuestRequest:
     server_host: str = "127.0.0.1"
     server_port: int = 0
     scheme: str = "http"
+    # time.monotonic() by which the guest must be done: its arrival plus the request timeout,
+    # so time spent waiting for a guest thread counts. 0: the timeout from when it starts.
+    deadline: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ GuestLog = Callable[[LogStream, str], None]
 class ComponentRunner(Protocol):
     component_id: str
     kind: str  # "wagi" or "wasi-http"
+    timeout_s: float  # the request deadline, counted from the request's arrival
 
     def handle(self, request: GuestRequest, log: GuestLog) -> tuple[GuestResponse, ExecutionStats]:
         """Run one request on a fresh instance. Raises GuestError for a failed request."""

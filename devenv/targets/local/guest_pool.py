@@ -38,6 +38,10 @@ class GuestPool:
         for t in self._threads:
             t.start()
 
+    @property
+    def threads(self) -> int:
+        return len(self._threads)
+
     def run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Run ``fn(*args)`` on a pool thread; the future resolves on the calling loop."""
         loop = asyncio.get_running_loop()
@@ -107,3 +111,113 @@ class _Inbox:
                 future.set_exception(error)
             else:
                 future.set_result(result)
+
+
+class QueueFull(Exception):
+    """Every guest thread is busy and the waiting line is full: answer 503 with Retry-After."""
+
+
+class _Waiting:
+    __slots__ = ("future", "fn", "args", "on_skip")
+
+    def __init__(
+        self, future: asyncio.Future[Any], fn: Callable[..., Any], args: tuple[Any, ...], on_skip: Callable[[], None]
+    ) -> None:
+        self.future = future
+        self.fn = fn
+        self.args = args
+        self.on_skip = on_skip
+
+
+class GuestScheduler:
+    """Admission in front of a ``GuestPool``, on the server loop (never touched from a thread).
+
+    Why not the pool's queue alone: it was unbounded and first-come-first-served, so six
+    requests to a route stuck in a loop took every thread and queued everything behind them
+    for the whole deadline. Here, with a pool of ``workers + 1`` threads:
+    - at most that many jobs are handed to the pool, so a job starts the moment it is given;
+    - one key (a request path) runs on at most ``workers`` threads, so other paths always keep
+      a thread however stuck one path's guests are, while one busy path still gets as many
+      threads as it had before the spare one was added;
+    - the waiting line is bounded (``max_waiting``): past it ``submit`` raises QueueFull;
+    - a job whose request was cancelled (its client went away) while it waited never starts.
+    """
+
+    def __init__(self, pool: GuestPool, workers: int, max_waiting: int) -> None:
+        self._pool = pool
+        self._per_key = max(1, workers)
+        self._max_waiting = max_waiting
+        self._free = pool.threads
+        self._running: dict[object, int] = {}
+        self._waiting: dict[object, deque[_Waiting]] = {}  # insertion order: round-robin
+        self._waiting_count = 0
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting_count
+
+    def submit(
+        self, key: object, fn: Callable[..., T], args: tuple[Any, ...], on_skip: Callable[[], None]
+    ) -> asyncio.Future[T]:
+        """Run ``fn(*args)`` on a guest thread when one is free for ``key``; ``on_skip`` runs
+        instead if the caller cancelled before it started."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        if self._free > 0 and self._running.get(key, 0) < self._per_key:
+            _chain(self._start(key, fn, args), future)
+            return future
+        if self._waiting_count >= self._max_waiting:
+            raise QueueFull
+        self._waiting.setdefault(key, deque()).append(_Waiting(future, fn, args, on_skip))
+        self._waiting_count += 1
+        return future
+
+    def _start(self, key: object, fn: Callable[..., T], args: tuple[Any, ...]) -> asyncio.Future[T]:
+        """The pool's own future: never cancelled by a caller, so it is done (and the thread
+        counted free) only when the guest really finished."""
+        self._free -= 1
+        self._running[key] = self._running.get(key, 0) + 1
+        job = self._pool.run(fn, *args)
+        job.add_done_callback(lambda _: self._finished(key))
+        return job
+
+    def _finished(self, key: object) -> None:
+        self._free += 1
+        left = self._running[key] - 1
+        if left:
+            self._running[key] = left
+        else:
+            del self._running[key]
+        self._next()
+
+    def _next(self) -> None:
+        for key in list(self._waiting):
+            if self._free <= 0:
+                return
+            line = self._waiting[key]
+            while line and self._running.get(key, 0) < self._per_key and self._free > 0:
+                item = line.popleft()
+                self._waiting_count -= 1
+                if item.future.done():  # cancelled: its client went away while it waited
+                    item.on_skip()
+                    continue
+                job = self._start(key, item.fn, item.args)
+                _chain(job, item.future)
+            if not line:
+                del self._waiting[key]
+            else:  # this route had its turn: the others go first next time
+                self._waiting[key] = self._waiting.pop(key)
+
+
+def _chain(source: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:
+    def copy(done: asyncio.Future[Any]) -> None:
+        if target.done():
+            return
+        if done.cancelled():
+            target.cancel()
+        elif done.exception() is not None:
+            target.set_exception(done.exception())  # type: ignore[arg-type]
+        else:
+            target.set_result(done.result())
+
+    source.add_done_callback(copy)

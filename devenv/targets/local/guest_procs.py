@@ -1,4 +1,5 @@
-"""Serving processes: the local target serves WAGI apps from a few processes, not one GIL.
+"""Serving processes: the local target serves apps (WAGI and wasi:http) from a few processes,
+not one GIL. Each process compiles or loads components from the shared on-disk compile cache.
 
 wasmdev keeps what only it can do: compiling and checking each build (so a broken build fails
 here, with its message, before any process sees it), binding each app's port, and the store.
@@ -10,8 +11,9 @@ back in batches and is reported as if it had been served here.
 A deploy returns once every process has swapped the new version in, so the first request after
 it gets the new build whichever process accepts it. A process that dies is started again with
 every app's socket and current build; the connections it was serving are cut (reported as a
-system line). If processes cannot start, or keep dying, ``broken`` says why, and the target
-serves in-process instead: slower under load, never down.
+system line). A process that stops answering pings (stopped, deadlocked) is killed and
+replaced the same way. If processes cannot start, or keep dying, ``broken`` says why, and the
+target serves in-process instead (slower under load, never down) and the processes exit.
 
 Everything here runs on the local server's event loop thread.
 """
@@ -24,7 +26,9 @@ import dataclasses
 import itertools
 import os
 import pickle
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -32,14 +36,32 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import IO
 
 import devenv
-from devenv.model import BuiltApp, LogStream
-from devenv.targets.local.executor import ExecutionStats, RequestLimits
-from devenv.targets.local.guest_worker import _HEADER, pack
+from devenv.model import BuiltApp
+from devenv.targets.local.executor import RequestLimits
+from devenv.targets.local.messages import (
+    HEADER,
+    Deploy,
+    Done,
+    FromProcess,
+    GuestOutput,
+    Interrupt,
+    Listen,
+    Ping,
+    Pong,
+    ProcessOptions,
+    Ready,
+    Record,
+    Remove,
+    Report,
+    SchemaMismatch,
+    ToProcess,
+    pack,
+    unpack,
+)
 from devenv.targets.local.server import RequestObserver, ServedRequest
-from devenv.targets.local.wasm_kind import WasmKind, wasm_kind
 
 START_TIMEOUT_S = 60.0  # importing wasmtime on a cold, busy machine can take seconds
 REPLY_TIMEOUT_S = 60.0  # a deploy is a compile-cache hit; a remove waits out the grace period
@@ -47,6 +69,12 @@ STOP_GRACE_S = 5.0  # past the worker's own 2 s grace, before it is killed
 MAX_RESTARTS = 5  # within RESTART_WINDOW_S restarts are immediate; past that they back off
 RESTART_WINDOW_S = 60.0
 MAX_RESTART_DELAY_S = 30.0
+HEARTBEAT_S = 1.0  # each process is pinged this often (answered from its server loop)
+HUNG_AFTER_S = 5.0  # no answer for this long: the process is hung (stopped, deadlocked), replaced
+LOG_MAX_BYTES = 1024 * 1024  # a process's log past this is rotated to .1 (one old file kept)
+# Lines of a traceback that say nothing on their own: carets, tildes, and "|" continuations.
+_NOISE = re.compile(r"^[\s^~|]*$")
+_CAUSE = re.compile(r"^(wasmdev: |[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b)")
 
 
 class ProcessesUnavailable(Exception):
@@ -66,12 +94,16 @@ class _Channel(asyncio.Protocol):
         buffer = self._buffer
         buffer += data
         offset = 0
-        while len(buffer) - offset >= _HEADER.size:
-            (size,) = _HEADER.unpack_from(buffer, offset)
-            end = offset + _HEADER.size + size
+        while len(buffer) - offset >= HEADER.size:
+            (size,) = HEADER.unpack_from(buffer, offset)
+            end = offset + HEADER.size + size
             if len(buffer) < end:
                 break
-            message = pickle.loads(memoryview(buffer)[offset + _HEADER.size : end])
+            try:
+                message = unpack(memoryview(buffer)[offset + HEADER.size : end])
+            except (SchemaMismatch, pickle.UnpicklingError) as err:
+                self._owner.refuse(str(err))
+                return
             offset = end
             self._owner.received(message)
         if offset:
@@ -86,6 +118,14 @@ class _Process:
         self.pool = pool
         self.index = index
         self.log_path = pool.log_dir / f"guest-process-{index}.log"
+        self.files_dir = pool.log_dir / f"files-{index}"  # removed here even if the process is killed
+        rotate_log(self.log_path)
+        try:
+            self.log_start = self.log_path.stat().st_size  # this process's lines start here
+        except OSError:
+            self.log_start = 0
+        self.last_pong = time.monotonic()
+        self.hung = False
         self.replies: dict[tuple[str, str, int], asyncio.Future[str]] = {}
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # every report read
@@ -108,9 +148,9 @@ class _Process:
         self.control = control
 
     def _popen(
-        self, control_child: socket.socket, fds_child: socket.socket, log: Any, env: dict[str, str]
+        self, control_child: socket.socket, fds_child: socket.socket, log: IO[bytes], env: dict[str, str]
     ) -> subprocess.Popen[bytes]:
-        pool = self.pool
+        options = dataclasses.replace(self.pool.options, index=self.index, files_dir=str(self.files_dir))
         return subprocess.Popen(
             [
                 sys.executable,
@@ -118,7 +158,7 @@ class _Process:
                 "devenv.targets.local.guest_worker",
                 str(control_child.fileno()),
                 str(fds_child.fileno()),
-                pickle.dumps({**pool.options, "index": self.index}).hex(),
+                pickle.dumps(options).hex(),
             ],
             pass_fds=(control_child.fileno(), fds_child.fileno()),
             stdin=subprocess.DEVNULL,
@@ -136,11 +176,11 @@ class _Process:
     def alive(self) -> bool:
         return not self._lost
 
-    def send(self, message: tuple[Any, ...]) -> None:
+    def send(self, message: ToProcess) -> None:
         if self.transport is not None and not self.transport.is_closing() and not self._eof:
             self.transport.write(pack(message))
 
-    def request(self, kind: str, app: str, seq: int, message: tuple[Any, ...]) -> asyncio.Future[str]:
+    def request(self, kind: str, app: str, seq: int, message: Deploy | Remove) -> asyncio.Future[str]:
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         if self._lost:
             future.set_result("the process had exited")
@@ -158,20 +198,34 @@ class _Process:
             socket.send_fds(self.fds, [b"L"], [sock.fileno()])
         except OSError:
             return  # the process is exiting: connection_lost restarts it
-        self.send(("listen", app))
+        self.send(Listen(app))
         self.listening.add(app)
 
-    def received(self, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == "report":
-            self.pool.report(message[1])
-        elif kind == "done":
-            _, what, app, seq, error = message
-            future = self.replies.pop((what, app, seq), None)
-            if future is not None and not future.done():
-                future.set_result(error)
-        elif kind == "ready" and not self.ready.done():
-            self.ready.set_result(None)
+    def received(self, message: FromProcess) -> None:
+        match message:
+            case Report(items=items):
+                self.pool.report(items)
+            case Pong():
+                self.last_pong = time.monotonic()
+            case Done(kind=kind, app=app, seq=seq, error=error):
+                future = self.replies.pop((kind, app, seq), None)
+                if future is not None and not future.done():
+                    future.set_result(error)
+            case Ready():
+                self.last_pong = time.monotonic()
+                if not self.ready.done():
+                    self.ready.set_result(None)
+
+    def refuse(self, why: str) -> None:
+        """The process speaks another schema (another wasmdev checkout): it cannot serve."""
+        self.hung = False
+        if not self.ready.done():
+            self.ready.set_exception(ProcessesUnavailable(f"serving process refused: {why}"))
+        self.kill()
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGKILL)
 
     def lost(self) -> None:
         if self._lost:
@@ -185,6 +239,7 @@ class _Process:
         if not self.ready.done():
             self.ready.set_exception(ProcessesUnavailable(reason))
         self.fds.close()
+        shutil.rmtree(self.files_dir, ignore_errors=True)  # staged by a process that cannot now
         if not self.closed.done():
             self.closed.set_result(None)
         self.pool.process_lost(self, reason)
@@ -198,22 +253,36 @@ class _Process:
                 self.proc.kill()  # alive but deaf: a replacement takes over, this one must go
                 asyncio.get_running_loop().run_in_executor(None, self.proc.wait)
                 return "its connection to wasmdev closed"
-        what = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
-        tail = self.log_tail()
-        return f"{what}: {tail}" if tail else what
+        if self.hung:
+            return f"it stopped answering for {HUNG_AFTER_S:g} s (hung) and was killed"
+        if code < 0:
+            # Killed from outside (the OOM killer, a kill -9): its log says nothing about why.
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            return f"killed by {name}"
+        cause = self.log_cause()
+        return f"exit status {code}: {cause}" if cause else f"exit status {code}"
 
-    def log_tail(self) -> str:
+    def log_cause(self) -> str:
+        """The line of this process's log that says why it ended: the last exception or
+        wasmdev line it wrote, never a caret or "|" line of a traceback; "" if none."""
         try:
-            text = self.log_path.read_text(errors="replace")
+            with open(self.log_path, "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(self.log_start if self.log_start <= size else 0)  # rotated meanwhile
+                text = f.read(256 * 1024).decode(errors="replace")
         except OSError:
             return ""
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        return lines[-1] if lines else ""
+        lines = [line.strip() for line in text.splitlines() if not _NOISE.match(line)]
+        causes = [line for line in lines if _CAUSE.match(line)]
+        return (causes or [""])[-1][:300]
 
     def close(self, interrupt: bool) -> None:
         """Half-close: at end of file the process lets its requests finish, reports, and exits."""
         if interrupt:
-            self.send(("interrupt",))
+            self.send(Interrupt())
         if self.transport is not None and not self.transport.is_closing() and not self._eof:
             self.transport.write_eof()
         self._eof = True
@@ -235,17 +304,23 @@ class GuestProcesses:
         observer: RequestObserver,
         on_restart: Callable[[str], None],
         on_unserved: Callable[[dict[str, BuiltApp]], None],
+        record_body_bytes: int = 1024 * 1024,
     ) -> None:
         self.count = count
         self.log_dir = log_dir
-        self.options = {
-            "cache_dir": str(cache_dir),
-            "config_key": config_key,
-            "host": host,
-            "threads": threads,
-            "timeout_s": limits.timeout_s,
-            "memory_bytes": limits.memory_bytes,
-        }
+        self.options = ProcessOptions(
+            cache_dir=str(cache_dir),
+            config_key=config_key,
+            host=host,
+            threads=threads,
+            timeout_s=limits.timeout_s,
+            memory_bytes=limits.memory_bytes,
+            index=-1,
+            record_body_bytes=record_body_bytes,
+        )
+        self.recording = False
+        self._pings = itertools.count(1)
+        self._heartbeat: asyncio.Task[None] | None = None
         self.broken: str | None = None  # why apps are served in-process instead
         self._observer = observer
         self._on_restart = on_restart
@@ -256,6 +331,7 @@ class GuestProcesses:
         self._indexes = itertools.count()
         self._restarts: list[float] = []
         self._stopping = False
+        self._retired = False  # the apps went in-process for good: no process is replaced
         self._start_task: asyncio.Future[None] | None = None
         # Deploys, removes and a replacement catching up take turns: each sees whole app states.
         self._lock = asyncio.Lock()
@@ -266,7 +342,30 @@ class GuestProcesses:
         """Start the processes (once); they import wasmtime meanwhile, and ``deploy`` waits."""
         if self._start_task is None:
             self._start_task = asyncio.ensure_future(self._start_all())
+            self._heartbeat = asyncio.ensure_future(self._beat())
         await asyncio.shield(self._start_task)
+
+    async def _beat(self) -> None:
+        """Ping every process; kill one that has not answered for HUNG_AFTER_S (SIGSTOP, a
+        deadlock): its connections hang otherwise, unnoticed. Also keeps the logs bounded."""
+        while not self._stopping:
+            await asyncio.sleep(HEARTBEAT_S)
+            now = time.monotonic()
+            seq = next(self._pings)
+            for process in list(self._processes):
+                if not process.alive or not process.ready.done():
+                    continue
+                if now - process.last_pong > HUNG_AFTER_S:
+                    process.hung = True
+                    process.kill()  # connection_lost follows: replaced as any exit is
+                    continue
+                process.send(Ping(seq))
+                rotate_log(process.log_path, copy=True)
+
+    def set_recording(self, on: bool) -> None:
+        self.recording = on
+        for process in self._processes:
+            process.send(Record(on))
 
     async def _start_all(self) -> None:
         for _ in range(self.count):
@@ -282,12 +381,14 @@ class GuestProcesses:
         process = _Process(self, next(self._indexes))
         await process.connect()
         self._processes.append(process)
+        if self.recording:
+            process.send(Record(True))
         return process
 
     def process_lost(self, process: _Process, reason: str) -> None:
         if process in self._processes:
             self._processes.remove(process)
-        if self._stopping:
+        if self._stopping or self._retired:
             return
         started = process.ready.exception() is None
         if not started:  # deploys serve in-process from now on
@@ -302,6 +403,7 @@ class GuestProcesses:
             self.broken = self.broken or f"serving processes keep exiting ({reason})"
             if self._apps:
                 self._on_unserved({app: built for app, (_, built, _) in self._apps.items()})
+            self._retire_idle()
             return
         # With survivors serving, retry ever more slowly past a burst of exits.
         if self._apps:
@@ -320,11 +422,14 @@ class GuestProcesses:
             await asyncio.wait_for(asyncio.shield(process.ready), timeout=START_TIMEOUT_S)
         except (TimeoutError, OSError, ProcessesUnavailable):
             return  # process_lost tries again, later
+        if self.broken is not None:  # the apps went in-process meanwhile: nothing to serve
+            self._retire_idle()
+            return
         async with self._lock:  # no deploy or remove of an app while it catches up
             for app, (sock, built, seq) in list(self._apps.items()):
                 if not process.alive or self._stopping:
                     return
-                error = await process.request("deploy", app, seq, ("deploy", app, seq, built))
+                error = await process.request("deploy", app, seq, Deploy(app, seq, built))
                 if error:
                     self._on_restart(f"the new serving process could not deploy app `{app}`: {error}")
                     continue
@@ -334,6 +439,8 @@ class GuestProcesses:
         """Stop every process: guests stuck in a loop are interrupted, requests in flight
         finish within the grace period, reports arrive; then the processes exit (or are killed)."""
         self._stopping = True
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         if self._start_task is not None:
             with contextlib.suppress(Exception):
                 await self._start_task  # spawning only: a process started meanwhile stops too
@@ -374,19 +481,19 @@ class GuestProcesses:
                     asyncio.gather(*(asyncio.shield(p.ready) for p in self._processes)), timeout=START_TIMEOUT_S
                 )
             except (TimeoutError, ProcessesUnavailable) as err:
-                tail = next((t for t in (p.log_tail() for p in self._processes) if t), "")
+                tail = next((t for t in (p.log_cause() for p in self._processes) if t), "")
                 why = tail or str(err) or f"none was ready after {START_TIMEOUT_S:g} s"
                 self.broken = f"serving processes did not start ({why})"
         if self.broken is not None or not self._processes:
             raise ProcessesUnavailable(self.broken or "no serving process is running")
         async with self._lock:
             seq = next(self._seq)
-            errors = await self._all("deploy", app, seq, ("deploy", app, seq, built))
+            errors = await self._all("deploy", app, seq, Deploy(app, seq, built))
             old = self._apps.get(app)
             if errors:
                 if old is not None:  # processes that took the new build go back to the old one
                     _, old_built, old_seq = old
-                    await self._all("deploy", app, old_seq, ("deploy", app, old_seq, old_built))
+                    await self._all("deploy", app, old_seq, Deploy(app, old_seq, old_built))
                 raise ProcessDeployFailed(errors[0])
             # Kept here from now on: a replacement process gets the socket and this build too.
             own = old[0] if old is not None else sock.dup()
@@ -400,12 +507,12 @@ class GuestProcesses:
             if entry is None:
                 return
             seq = next(self._seq)
-            await self._all("remove", app, seq, ("remove", app, seq))
+            await self._all("remove", app, seq, Remove(app, seq))
             for process in self._processes:
                 process.listening.discard(app)
             entry[0].close()
 
-    async def _all(self, kind: str, app: str, seq: int, message: tuple[Any, ...]) -> list[str]:
+    async def _all(self, kind: str, app: str, seq: int, message: Deploy | Remove) -> list[str]:
         replies = [p.request(kind, app, seq, message) for p in self._processes if p.alive]
         try:
             results = await asyncio.wait_for(asyncio.gather(*replies), timeout=REPLY_TIMEOUT_S)
@@ -419,26 +526,27 @@ class GuestProcesses:
 
     # --- reports --------------------------------------------------------------------------------
 
-    def report(self, items: list[tuple[Any, ...]]) -> None:
+    def report(self, items: tuple[ServedRequest | GuestOutput, ...]) -> None:
         observer = self._observer
         for item in items:
-            if item[0] == "served":
-                _, ts, app, component, method, path, status, latency_ms, request_id, cpu, memory, failure = item
-                stats = ExecutionStats(cpu, memory)
-                served = ServedRequest(app, component, method, path, status, latency_ms, request_id, stats, failure)
-                observer.request_served(served, ts=ts)
+            if isinstance(item, GuestOutput):
+                observer.guest_output(item)
             else:
-                _, ts, app, component, request_id, stream, text = item
-                observer.guest_output(app, component, request_id, LogStream(stream), text, ts=ts)
+                observer.request_served(item)
+
+    def _retire_idle(self) -> None:
+        """The apps are served in-process now: processes still up (a replacement that started
+        late, say) would only hold memory. They exit; the apps stay where they are."""
+        self._retired = True
+        for process in list(self._processes):
+            process.close(interrupt=True)
+            asyncio.get_running_loop().run_in_executor(None, _reap, process.proc)
 
 
 def freeze_wasm(built: BuiltApp, directory: Path) -> BuiltApp:
-    """``built`` with each core module's wasm copied into ``directory``: what was checked is what
-    every process (and any replacement, later) builds, whatever the next build writes.
-
-    Only core modules: an app with a wasi:http component is served in-process, from code
-    compiled once, so copying its (often ~18 MB) component would only cost a copy and, at a new
-    path, a rehash in the compile cache on every deploy."""
+    """``built`` with each component's wasm copied into ``directory``: what was checked is what
+    every process (and any replacement, later) builds, whatever the next build writes. A copy,
+    not a link: build tools often rewrite their output in place (same inode)."""
     directory.mkdir(parents=True, exist_ok=True)
     frozen: dict[str, Path] = {}
     for component_id, component in built.spec.components.items():
@@ -447,14 +555,27 @@ def freeze_wasm(built: BuiltApp, directory: Path) -> BuiltApp:
             continue  # not a local file: build_version says so
         copy = directory / f"{component_id}.wasm"
         try:
-            with open(source, "rb") as f:
-                if wasm_kind(f.read(8)) is not WasmKind.MODULE:
-                    continue
             shutil.copyfile(source, copy)
         except OSError:
             continue  # build_version reports the unreadable file, with its path
         frozen[component_id] = copy
     return dataclasses.replace(built, wasm=MappingProxyType({**built.wasm, **frozen}))
+
+
+def rotate_log(path: Path, copy: bool = False) -> None:
+    """Keep a process's log under LOG_MAX_BYTES: move it to ``.1`` (one old file kept). A
+    running process appends (O_APPEND), so ``copy`` then truncate is safe under it."""
+    try:
+        if path.stat().st_size <= LOG_MAX_BYTES:
+            return
+        old = path.with_suffix(path.suffix + ".1")
+        if copy:
+            shutil.copyfile(path, old)
+            os.truncate(path, 0)
+        else:
+            os.replace(path, old)
+    except OSError:
+        pass
 
 
 def _reap(proc: subprocess.Popen[bytes]) -> None:

@@ -9,79 +9,55 @@ hands each new connection to whichever process accepts it first. Leases, staged 
 swaps are each process's own business, exactly as in-process.
 
 wasmdev's end, ``python -m devenv.targets.local.guest_worker`` with two sockets: a control socket
-carrying frames (a 4-byte little-endian length, then a pickled tuple; both ends are wasmdev's own
-code run by the same user, as with ``multiprocessing``), and a second one that carries only the
-listening sockets' descriptors (SCM_RIGHTS), each sent just before the "listen" that uses it.
-
-wasmdev to this process, handled in order:
-    ("deploy", app, seq, built)     build (a compile-cache hit: the server compiled it) and swap in
-    ("listen", app)                 serve ``app`` on the next descriptor of the descriptor socket
-    ("remove", app, seq)            close the app's port (requests in flight get the grace period)
-    ("interrupt",)                  guests running now hit their deadline (wasmdev is stopping)
-This process to wasmdev:
-    ("ready",)                      once wasmtime and the server are up
-    ("done", kind, app, seq, error) for a deploy or remove; error "" on success
-    ("report", items)               requests served and guest output, batched (see ``_Reports``)
-End of file on the control socket means "exit": the process closes its ports, lets requests in
-flight finish (bounded by the grace period and the request deadline), reports, and exits.
+carrying typed frames (messages.py), and a second one that carries only the listening sockets'
+descriptors (SCM_RIGHTS), each sent just before the ``Listen`` that uses it. End of file on the
+control socket means "exit": the process closes its ports, lets requests in flight finish
+(bounded by the grace period and the request deadline), reports, and exits.
 """
 
 from __future__ import annotations
 
-import copyreg
-import io
-import itertools
 import os
 import pickle
 import shutil
 import socket
-import struct
 import sys
-import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any
 
-_HEADER = struct.Struct("<I")
+from devenv.targets.local.messages import (
+    HEADER,
+    Deploy,
+    Done,
+    FromProcess,
+    GuestOutput,
+    Interrupt,
+    Listen,
+    Ping,
+    Pong,
+    ProcessOptions,
+    Ready,
+    Record,
+    Remove,
+    Report,
+    ServedRequest,
+    ToProcess,
+    pack,
+    unpack,
+)
+
 REPORT_EVERY_S = 0.005  # reports wait this long to travel together: one write per batch under load
 
 
-def read_only(items: dict[Any, Any]) -> MappingProxyType[Any, Any]:
-    return MappingProxyType(items)
-
-
-def _mapping_proxy(proxy: MappingProxyType[Any, Any]) -> tuple[Any, ...]:
-    return (read_only, (dict(proxy),))
-
-
-# The model's frozen mappings are read-only views, which pickle refuses; these frames rebuild them.
-_DISPATCH = {**copyreg.dispatch_table, MappingProxyType: _mapping_proxy}
-
-
-def pack(message: tuple[Any, ...]) -> bytes:
-    out = io.BytesIO()
-    out.write(b"\0" * _HEADER.size)
-    pickler = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
-    pickler.dispatch_table = _DISPATCH
-    pickler.dump(message)
-    _HEADER.pack_into(out.getbuffer(), 0, out.tell() - _HEADER.size)
-    return out.getvalue()
-
-
 class _Reports:
-    """What the server observed, sent to wasmdev in batches by one thread.
+    """What the server observed, sent to wasmdev in batches by one thread."""
 
-    Items are plain tuples (pickling the dataclasses would cost more than serving the request):
-        ("served", ts, app, component, method, path, status, latency_ms, request_id, cpu_s, memory, failure)
-        ("output", ts, app, component, request_id, stream, text)
-    """
-
-    def __init__(self, send: Any) -> None:
+    def __init__(self, send: Callable[[FromProcess], None]) -> None:
         self._send = send
-        self._items: list[tuple[Any, ...]] = []
+        self._items: list[ServedRequest | GuestOutput] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closing = False
@@ -89,17 +65,13 @@ class _Reports:
         self._thread.start()
 
     # RequestObserver, called on the server's threads
-    def request_served(self, s: Any) -> None:
-        item = (
-            "served", time.time(), s.app, s.component, s.method, s.path, s.status, s.latency_ms,
-            s.request_id, s.stats.cpu_seconds, s.stats.memory_bytes, s.failure,
-        )  # fmt: skip
-        self._add(item)
+    def request_served(self, served: ServedRequest) -> None:
+        self._add(served)
 
-    def guest_output(self, app: str, component: str, request_id: str, stream: Any, text: str) -> None:
-        self._add(("output", time.time(), app, component, request_id, stream.value, text))
+    def guest_output(self, output: GuestOutput) -> None:
+        self._add(output)
 
-    def _add(self, item: tuple[Any, ...]) -> None:
+    def _add(self, item: ServedRequest | GuestOutput) -> None:
         with self._lock:
             self._items.append(item)
             first = len(self._items) == 1
@@ -116,7 +88,7 @@ class _Reports:
                 items, self._items = self._items, []
             if items:
                 try:
-                    self._send(("report", items))
+                    self._send(Report(tuple(items)))
                 except OSError:
                     return  # wasmdev is gone
             if self._closing:
@@ -129,9 +101,11 @@ class _Reports:
 
 
 class _Worker:
-    def __init__(self, control: socket.socket, fds: socket.socket, options: dict[str, Any]) -> None:
-        # Imported here: the server side imports ``pack`` from this module without wasmtime.
+    def __init__(self, control: socket.socket, fds: socket.socket, options: ProcessOptions) -> None:
+        # Imported here: importing this module must not import wasmtime (wasmdev's side reads
+        # the process's log and options without it).
         from devenv.targets.local.compile_cache import CompileCache
+        from devenv.targets.local.deploy import VersionStager
         from devenv.targets.local.executor import RequestLimits
         from devenv.targets.local.runtime import WasmRuntime
         from devenv.targets.local.server import LocalServer
@@ -140,26 +114,28 @@ class _Worker:
         self.fds = fds
         self._send_lock = threading.Lock()
         self.runtime = WasmRuntime()
-        if self.runtime.config_key != options["config_key"]:
+        if self.runtime.config_key != options.config_key:
             raise RuntimeError(
                 f"this process's wasmtime engine ({self.runtime.config_key}) differs from "
-                f"wasmdev's ({options['config_key']})"
+                f"wasmdev's ({options.config_key})"
             )
-        self.cache = CompileCache(Path(options["cache_dir"]), options["config_key"])
-        self.limits = RequestLimits(timeout_s=options["timeout_s"], memory_bytes=options["memory_bytes"])
-        self.staging_root = Path(tempfile.mkdtemp(prefix="wasmdev-files-"))
-        self._stagings = itertools.count(1)
+        cache = CompileCache(Path(options.cache_dir), options.config_key)
+        limits = RequestLimits(timeout_s=options.timeout_s, memory_bytes=options.memory_bytes)
+        self.staging_root = Path(options.files_dir)
+        self.staging_root.mkdir(parents=True, exist_ok=True)
+        self.stager = VersionStager(self.runtime, cache, limits, self.staging_root)
         self.reports = _Reports(self.send)
         self.server = LocalServer(
-            options["host"],
+            options.host,
             self.reports,
-            workers=options["threads"],
-            request_id_prefix=f"{options['index']}-",
+            workers=options.threads,
+            request_id_prefix=f"{options.index}-",
             shared_accept=True,
+            record_body_bytes=options.record_body_bytes,
         )
         self.server.start()
 
-    def send(self, message: tuple[Any, ...]) -> None:
+    def send(self, message: FromProcess) -> None:
         frame = pack(message)
         with self._send_lock:
             self.control.sendall(frame)
@@ -168,48 +144,45 @@ class _Worker:
         stream = self.control.makefile("rb", buffering=64 * 1024)
         try:
             while True:
-                header = stream.read(_HEADER.size)
-                if len(header) < _HEADER.size:
+                header = stream.read(HEADER.size)
+                if len(header) < HEADER.size:
                     break  # wasmdev closed its end: finish and exit
-                size = _HEADER.unpack(header)[0]
+                size = HEADER.unpack(header)[0]
                 body = stream.read(size)
                 if len(body) < size:
                     break
-                self.handle(pickle.loads(body))
+                message = unpack(body)
+                assert not isinstance(message, (Ready, Done, Pong, Report)), message
+                self.handle(message)
         finally:
             self.stop()
 
-    def handle(self, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == "deploy":
-            _, app, seq, built = message
-            self.send(("done", "deploy", app, seq, self._deploy(app, seq, built)))
-        elif kind == "listen":
-            _, app = message
-            _, fds, _, _ = socket.recv_fds(self.fds, 1, 1)  # one byte: one descriptor
-            sock = socket.socket(fileno=fds[0])
-            self.server._call(self.server.listen(app, 0, sock=sock))
-        elif kind == "remove":
-            _, app, seq = message
-            self.server._call(self.server.remove(app))
-            self.send(("done", "remove", app, seq, ""))
-        elif kind == "interrupt":
-            self.runtime.interrupt_all()
+    def handle(self, message: ToProcess) -> None:
+        server = self.server
+        match message:
+            case Deploy(app=app, seq=seq, built=built):
+                error = self.stager.deploy(server, app, built, label=f"{app}-{seq}")
+                self.send(Done("deploy", app, seq, error))
+            case Listen(app=app):
+                _, fds, _, _ = socket.recv_fds(self.fds, 1, 1)  # one byte: one descriptor
+                sock = socket.socket(fileno=fds[0])
+                server.call(server.listen(app, 0, sock=sock))
+            case Remove(app=app, seq=seq):
+                server.call(server.remove(app))
+                self.send(Done("remove", app, seq))
+            case Interrupt():
+                self.runtime.interrupt_all()
+            case Record(on=on):
+                server.recording = on
+            case Ping(seq=seq):
+                # Answered from the server loop: a process whose loop is stuck is hung too.
+                server.loop.call_soon_threadsafe(self._pong, seq)
 
-    def _deploy(self, app: str, seq: int, built: Any) -> str:
-        from devenv.targets.local.version_builder import build_version
-
-        # Its own name each time: a rollback deploys an earlier seq again, whose retired
-        # version may still be serving a request from its files.
-        staging = self.staging_root / f"{app}-{seq}-{next(self._stagings)}"
+    def _pong(self, seq: int) -> None:
         try:
-            plan = build_version(built, self.runtime, self.cache, self.limits, staging)
-            self.server._call(self.server.swap(app, plan.version))
-        except Exception as err:  # reported to the deploy, which fails with this reason
-            shutil.rmtree(staging, ignore_errors=True)
-            what = getattr(err, "what", None) or f"{type(err).__name__}: {err}"
-            return str(what)
-        return ""
+            self.send(Pong(seq))
+        except OSError:
+            pass  # wasmdev is gone; reading the control socket ends this process
 
     def stop(self) -> None:
         try:
@@ -226,10 +199,12 @@ def main(argv: list[str]) -> int:
     options = pickle.loads(bytes.fromhex(argv[2]))
     try:
         worker = _Worker(control, fds, options)
-    except Exception:
-        traceback.print_exc()  # to this process's log file, which wasmdev quotes
+    except Exception as err:
+        traceback.print_exc()  # to this process's log file
+        # The line wasmdev quotes when this process exits: its last line, the cause.
+        print(f"wasmdev: serving process could not start: {type(err).__name__}: {err}", file=sys.stderr)
         return 2
-    worker.send(("ready",))
+    worker.send(Ready(os.getpid()))
     worker.serve()
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from importlib.metadata import PackageNotFoundError, version
 
 import wasmtime
@@ -90,6 +91,7 @@ class WasmRuntime:
         allocator = "pooling" if self.pooling else "on-demand"
         self.config_key = f"wasmtime-{wasmtime_version()};epoch;component-model;opt=speed;{allocator}"
         self._longest_deadline = 0
+        self.stopping = False
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="wasmdev-epoch", daemon=True)
         self._ticker.start()
@@ -100,9 +102,16 @@ class WasmRuntime:
         self._longest_deadline = max(self._longest_deadline, ticks)
         return ticks
 
+    def ticks_until(self, deadline: float, timeout_s: float) -> int:
+        """Ticks left until ``deadline`` (time.monotonic()); ``timeout_s``'s worth if 0."""
+        if not deadline:
+            return self.deadline_ticks(timeout_s)
+        return max(1, math.ceil((deadline - time.monotonic()) / TICK_S)) + 1
+
     def interrupt_all(self) -> None:
         """Make every guest running now hit its deadline at once (on shutdown, so closing does
         not wait out a guest stuck in a loop)."""
+        self.stopping = True  # a guest cut short now is reported as stopped, not timed out
         for _ in range(self._longest_deadline + 1):
             self.engine.increment_epoch()
 

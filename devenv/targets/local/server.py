@@ -4,6 +4,11 @@ Nothing here runs on the caller's loop (the engine's, or the TUI's): ``LocalServ
 with an event loop that accepts connections, and a small pool of worker threads that run guests
 (wasmtime releases the GIL while wasm runs). One listening port per app; each port serves the
 version currently swapped in for its app.
+
+Under load or faults the server stays bounded: guests are admitted by a ``GuestScheduler``
+(a bounded waiting line, answered 503 with Retry-After when full; no route may hold every
+thread), a request's deadline counts from its arrival, and a request whose client went away
+while it waited never runs. A malformed request costs one log line, not a traceback.
 """
 
 from __future__ import annotations
@@ -15,49 +20,64 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 from aiohttp.web_server import Server
 
 from devenv.errors import DeployError, TargetUnavailable
-from devenv.model import LogStream
+from devenv.model import LogStream, RecordedExchange
 from devenv.targets.local.executor import ExecutionStats, GuestError, GuestRequest, GuestResponse
-from devenv.targets.local.guest_pool import GuestPool
+from devenv.targets.local.guest_pool import GuestPool, GuestScheduler, QueueFull
+from devenv.targets.local.messages import GuestOutput, ServedRequest
 from devenv.targets.local.router import RouteEntry, ServingVersion
 
 T = TypeVar("T")
 LISTEN_BACKLOG = 1024  # connections the kernel queues for a port before it refuses more
 SHUTDOWN_GRACE_S = 2.0  # how long close/remove waits for requests in flight
 MAX_BODY_BYTES = 64 * 1024 * 1024  # aiohttp's default (1 MiB) would refuse ordinary uploads
+WAITING_PER_WORKER = 16  # requests that may wait for a guest thread, per thread, before 503s
+MIN_WAITING = 64  # ... and at least this many: a browser or a load test opens dozens at once
+RETRY_AFTER_S = "1"
+REPLAY_HEADER = "x-wasmdev-replay"  # wasmdev's own replays and load tests: served, never recorded
 _TEXT = (("Content-Type", "text/plain"),)
 _request_ids = itertools.count(1)
 
-
-@dataclass(frozen=True)
-class ServedRequest:
-    """What one request did, reported to the observer once its response is ready."""
-
-    app: str
-    component: str
-    method: str
-    path: str
-    status: int
-    latency_ms: float
-    request_id: str
-    stats: ExecutionStats
-    failure: str = ""  # the short reason of a 500 from the guest
+__all__ = ["LocalServer", "RequestObserver", "ServedRequest", "GuestOutput", "bind_listener"]
 
 
 class RequestObserver(Protocol):
     """Told about every request; called from the server's threads (loop or guest pool)."""
 
-    def request_served(self, served: ServedRequest, ts: float | None = None) -> None: ...
+    def request_served(self, served: ServedRequest) -> None: ...
 
-    def guest_output(
-        self, app: str, component: str, request_id: str, stream: LogStream, text: str, ts: float | None = None
-    ) -> None: ...
+    def guest_output(self, output: GuestOutput) -> None: ...
+
+
+class _OneLineLog:
+    """What aiohttp logs about a connection (a malformed request, a client that vanished), as
+    one line for the app's log: its default is a 12-line traceback on stderr, over the
+    dashboard (in-process) or into a serving process's log file, without bound."""
+
+    def __init__(self, note: Callable[[str], None]) -> None:
+        self._note = note
+
+    def _line(self, msg: object, *args: object, exc_info: object = None, **_: object) -> None:
+        text = str(msg) % args if args else str(msg)
+        if isinstance(exc_info, BaseException):
+            detail = str(exc_info).strip().splitlines()
+            text += f": {type(exc_info).__name__}" + (f": {detail[0]}" if detail else "")
+        self._note(text)
+
+    exception = error = warning = _line
+
+    def info(self, *_: object, **__: object) -> None:
+        pass
+
+    debug = info
+
+    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - logging.Logger's name
+        return level >= 30
 
 
 class LocalServer:
@@ -69,16 +89,23 @@ class LocalServer:
         *,
         request_id_prefix: str = "",
         shared_accept: bool = False,
+        waiting_per_worker: int = WAITING_PER_WORKER,
+        record_body_bytes: int = 1024 * 1024,
     ) -> None:
         """``request_id_prefix``: keeps request ids unique when several processes serve (each
         counts from 1). ``shared_accept``: this process shares its listening sockets with
-        others (guest_worker.py) and accepts one connection per wake-up."""
+        others (guest_worker.py) and accepts one connection per wake-up.
+        ``record_body_bytes``: the cap on each body kept while ``recording`` is on."""
         self.host = host
         self.request_id_prefix = request_id_prefix
         self.shared_accept = shared_accept
+        self.recording = False  # set from any thread: read once per request
+        self.record_body_bytes = record_body_bytes
         self._observer = observer
         self._workers = workers
+        self._waiting_per_worker = waiting_per_worker
         self._pool: GuestPool | None = None
+        self._scheduler: GuestScheduler | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._versions: dict[str, ServingVersion] = {}  # touched only on the server loop
@@ -89,7 +116,10 @@ class LocalServer:
     def start(self) -> None:
         if self._thread is not None:
             return
-        self._pool = GuestPool(self._workers)
+        # One thread more than ``workers``: the one no single path may take (GuestScheduler).
+        self._pool = GuestPool(self._workers + 1)
+        waiting = max(MIN_WAITING, self._workers * self._waiting_per_worker)
+        self._scheduler = GuestScheduler(self._pool, self._workers, waiting)
         ready = threading.Event()
 
         def run() -> None:
@@ -113,7 +143,7 @@ class LocalServer:
         if self._thread is None or self._loop is None:
             return
         try:
-            self._call(self._close_all())
+            self.call(self._close_all())
         finally:
             if interrupt_guests is not None:
                 interrupt_guests()
@@ -135,7 +165,8 @@ class LocalServer:
         assert self._loop is not None, "LocalServer.start() first"
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
 
-    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the server loop from a plain thread (not a loop) and wait for it."""
         assert self._loop is not None
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=30)
 
@@ -150,7 +181,13 @@ class LocalServer:
             return self._listeners[app][0]
         loop = asyncio.get_running_loop()
         server = Server(
-            self._handler_for(app), request_factory=_request_factory(server_loop=loop), access_log=None
+            self._handler_for(app),
+            request_factory=_request_factory(server_loop=loop),
+            access_log=None,
+            # A client that gives up cancels its request: one still waiting for a guest
+            # thread then never runs (GuestScheduler).
+            handler_cancellation=True,
+            logger=_OneLineLog(lambda text: self._system_note(app, text)),
         )
         if sock is None:
             sock = bind_listener(self.host, port, app)
@@ -197,26 +234,19 @@ class LocalServer:
 
         return handle
 
+    def _system_note(self, app: str, text: str) -> None:
+        self._observer.guest_output(GuestOutput(app, "", "", LogStream.SYSTEM, text, time.time()))
+
     async def _handle(self, app: str, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
+        arrived = time.monotonic()
         path, _, query = request.raw_path.partition("?")
         version = self._versions.get(app)
         if version is None:
             return web.Response(status=503, text=f"wasmdev: app `{app}` has no version deployed yet\n")
         entry = version.match(path)
         if entry is None:
-            self._observer.request_served(
-                ServedRequest(
-                    app,
-                    "",
-                    request.method,
-                    path,
-                    404,
-                    (time.perf_counter() - started) * 1000,
-                    f"{self.request_id_prefix}{next(_request_ids):06x}",
-                    ExecutionStats(),
-                )
-            )
+            self._report_refusal(app, "", request.method, path, 404, started)
             return self._not_found(app, path, version)
         # The lease is taken before any await: reading the body yields to the loop, and a swap
         # meanwhile must not clean up (delete the staged files of) the version picked here.
@@ -224,20 +254,42 @@ class LocalServer:
         try:
             # No await for a request without a body (most GETs): one task step less per request.
             body = await request.read() if request.body_exists else b""
-            guest_request = self._guest_request(request, path, query, body, entry)
-            assert self._pool is not None
-            job = self._pool.run(self._execute, version, app, entry, guest_request, started)
+            guest_request = self._guest_request(request, path, query, body, entry, arrived)
+            assert self._scheduler is not None
+            job = self._scheduler.submit(
+                path, self._execute, (version, app, entry, guest_request, started), version.release
+            )
+        except QueueFull:
+            version.release()
+            component = entry.runner.component_id
+            self._report_refusal(app, component, request.method, path, 503, started, "every guest thread is busy")
+            return web.Response(
+                status=503,
+                headers={"Retry-After": RETRY_AFTER_S},
+                text=f"wasmdev: app `{app}` is busy (every guest thread is taken and the line is full); retry\n",
+            )
         except BaseException:
             version.release()
             raise
-        # From here the pool thread releases the lease when the guest is done: if this handler
-        # is cancelled (remove/close past their grace period), the guest still runs on the
-        # version's files until its deadline.
+        # From here the pool thread releases the lease when the guest is done (or the scheduler
+        # does, for a request cancelled before it started): if this handler is cancelled
+        # (client gone, remove/close past their grace period), a running guest still runs on
+        # the version's files until its deadline.
         response = await job
         return web.Response(status=response.status, headers=response.headers, body=response.body)
 
+    def _report_refusal(
+        self, app: str, component: str, method: str, path: str, status: int, started: float, failure: str = ""
+    ) -> None:
+        latency_ms = (time.perf_counter() - started) * 1000
+        request_id = f"{self.request_id_prefix}{next(_request_ids):06x}"
+        served = ServedRequest(
+            app, component, method, path, status, latency_ms, request_id, ExecutionStats(), failure, time.time()
+        )
+        self._observer.request_served(served)
+
     def _guest_request(
-        self, request: web.BaseRequest, path: str, query: str, body: bytes, entry: RouteEntry
+        self, request: web.BaseRequest, path: str, query: str, body: bytes, entry: RouteEntry, arrived: float
     ) -> GuestRequest:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         sock = request.transport.get_extra_info("sockname") if request.transport else None
@@ -253,6 +305,7 @@ class LocalServer:
             client_port=peer[1] if peer else 0,
             server_host=sock[0] if sock else self.host,
             server_port=sock[1] if sock else 0,
+            deadline=arrived + self._timeout_s(entry),
         )
 
     def _execute(
@@ -273,7 +326,20 @@ class LocalServer:
         observer = self._observer
 
         def log(stream: LogStream, text: str) -> None:
-            observer.guest_output(app, component, request.request_id, stream, text)
+            observer.guest_output(GuestOutput(app, component, request.request_id, stream, text, time.time()))
+
+        if request.deadline and time.monotonic() >= request.deadline:
+            # Waited out its whole deadline for a thread: running it now would only make the
+            # line behind it wait longer.
+            failure = "waited for a guest thread until its deadline"
+            body = f"wasmdev: app `{app}` is busy; this request waited past its deadline\n"
+            response = GuestResponse(503, (*_TEXT, ("Retry-After", RETRY_AFTER_S)), body.encode())
+            latency_ms = (time.perf_counter() - started) * 1000
+            observer.request_served(
+                ServedRequest(app, component, request.method, request.path, 503, latency_ms,
+                              request.request_id, ExecutionStats(), failure, time.time())
+            )  # fmt: skip
+            return response
 
         failure = ""
         try:
@@ -287,6 +353,7 @@ class LocalServer:
             body = f"wasmdev: internal error running component `{component}`: {failure}\n"
             response, stats = GuestResponse(500, _TEXT, body.encode()), ExecutionStats()
         latency_ms = (time.perf_counter() - started) * 1000
+        exchange = self._exchange(app, component, request, response, latency_ms) if self.recording else None
         served = ServedRequest(
             app,
             component,
@@ -297,9 +364,42 @@ class LocalServer:
             request.request_id,
             stats,
             failure,
+            time.time(),
+            exchange,
         )
         observer.request_served(served)
         return response
+
+    def _exchange(
+        self, app: str, component: str, request: GuestRequest, response: GuestResponse, latency_ms: float
+    ) -> RecordedExchange | None:
+        """The request and response as served, for replay; None for wasmdev's own replays.
+        Bodies are referenced, not copied, unless they must be cut at the cap."""
+        for name, _ in request.headers:
+            if len(name) == len(REPLAY_HEADER) and name.lower() == REPLAY_HEADER:
+                return None
+        cap = self.record_body_bytes
+        body, response_body = request.body, response.body
+        return RecordedExchange(
+            ts=time.time(),
+            app=app,
+            request_id=request.request_id,
+            method=request.method,
+            path=request.path,
+            query=request.query,
+            headers=request.headers,
+            body=body if len(body) <= cap else body[:cap],
+            status=response.status,
+            response_headers=response.headers,
+            response_body=response_body if len(response_body) <= cap else response_body[:cap],
+            latency_ms=latency_ms,
+            body_truncated=len(body) > cap,
+            response_truncated=len(response_body) > cap,
+            component=component,
+        )
+
+    def _timeout_s(self, entry: RouteEntry) -> float:
+        return entry.runner.timeout_s
 
     @staticmethod
     def _not_found(app: str, path: str, version: ServingVersion) -> web.Response:

@@ -1,9 +1,10 @@
 """The local target: every app served by wasmtime on this machine, one port per app on 127.0.0.1.
 
-Where: WAGI apps are served by a few serving processes (guest_procs.py: one GIL each, so they
-scale past one core) when ``[local].guest_processes`` is above 0, the default on a multi-core
-machine; apps with wasi:http components, and every app when processes are off or unavailable,
-are served by the in-process server. Either way this process compiles and checks each build
+Where: apps (WAGI and wasi:http) are served by a few serving processes (guest_procs.py: one GIL
+each, so they scale past one core) when ``[local].guest_processes`` is above 0, the default on a
+multi-core machine; every app when processes are off or unavailable is served by the in-process
+server. Both deploy through one routine (deploy.py) and report through one typed schema
+(messages.py). Either way this process compiles and checks each build
 first, and binds each app's port itself, so errors read the same.
 
 Ports: each app gets its own port (``app_ports``: ``[apps.NAME].port``, else ``[local].base_port``
@@ -32,6 +33,7 @@ from devenv.store import actions as a
 from devenv.store.store import Store
 from devenv.targets.base import DeployResult
 from devenv.targets.local.compile_cache import CompileCache
+from devenv.targets.local.deploy import VersionStager
 from devenv.targets.local.executor import RequestLimits
 from devenv.targets.local.guest_procs import (
     GuestProcesses,
@@ -41,9 +43,8 @@ from devenv.targets.local.guest_procs import (
 )
 from devenv.targets.local.router import ServingVersion
 from devenv.targets.local.runtime import WasmRuntime
-from devenv.targets.local.server import LocalServer, ServedRequest, bind_listener
+from devenv.targets.local.server import GuestOutput, LocalServer, ServedRequest, bind_listener
 from devenv.targets.local.usage import UsageCounters, UsageMeter
-from devenv.targets.local.version_builder import build_version
 
 if TYPE_CHECKING:
     from devenv.config import Settings
@@ -87,6 +88,8 @@ class LocalTarget:
         self._sockets: dict[str, socket.socket] = {}  # app -> its listening socket, bound here
         self._versions = itertools.count(1)
         self._deploy_locks: dict[str, asyncio.Lock] = {}
+        self._stager: VersionStager | None = None
+        self.recording = False
 
     # --- Target protocol ---------------------------------------------------------------------------
 
@@ -102,8 +105,11 @@ class LocalTarget:
                 fix="reinstall wasmdev's dependencies: pip install --force-reinstall 'wasmtime>=50,<51'",
             ) from None
         cache_dir = Path(self.settings.local.cache_dir) / "compiled"
-        self.cache = CompileCache(cache_dir, self._runtime.config_key)
+        self.cache = CompileCache(
+            cache_dir, self._runtime.config_key, keep_builds=int(self.settings.local.keep_builds)
+        )
         self._staging_root = Path(tempfile.mkdtemp(prefix="wasmdev-files-"))
+        self._stager = VersionStager(self._runtime, self.cache, self.limits, self._staging_root)
         if self.settings.local.guest_processes > 0:
             self._process_dir = Path(tempfile.mkdtemp(prefix="wasmdev-serving-"))
             self._processes = GuestProcesses(
@@ -117,8 +123,11 @@ class LocalTarget:
                 observer=self,
                 on_restart=self._processes_note,
                 on_unserved=self._serve_here_now,
+                record_body_bytes=int(self.settings.local.record_body_bytes),
             )
-        self._server = LocalServer(self.host, self, workers=self._workers)
+        self._server = LocalServer(
+            self.host, self, workers=self._workers, record_body_bytes=int(self.settings.local.record_body_bytes)
+        )
         self._server.start()
         if self._processes is not None:  # they import wasmtime while the first build compiles
             asyncio.run_coroutine_threadsafe(self._processes.start(), self._server.loop)
@@ -132,13 +141,12 @@ class LocalTarget:
             # No shortcut for a digest already serving: the digest covers the manifest and the
             # wasm, not the files the app grants, and a redeploy re-stages those. Compiling is a
             # cache hit, so a redeploy costs milliseconds.
-            server, runtime, cache = self._server, self._runtime, self.cache
-            assert server is not None and runtime is not None and cache is not None
-            assert self._staging_root is not None
-            staging = self._staging_root / f"{app}-{built.short_digest}-{next(self._versions)}"
+            server, stager = self._server, self._stager
+            assert server is not None and stager is not None
             notes: list[str] = []
             plan_notes: tuple[str, ...] = ()
             frozen: Path | None = None
+            plan = None
             swapped = False
             try:
                 if self._process_dir is not None:
@@ -148,8 +156,9 @@ class LocalTarget:
                     built = await asyncio.to_thread(freeze_wasm, built, frozen)
                 # Compiled and checked here in any case: a broken build fails with its message
                 # before any serving process sees it, and their builds are cache hits.
-                plan = await asyncio.to_thread(build_version, built, runtime, cache, self.limits, staging)
+                plan = await asyncio.to_thread(stager.build, built, f"{app}-{built.short_digest}")
                 plan_notes = plan.notes
+                stager.cache.keep(app, plan.compiled_keys)
                 self._still_open(server, app)
                 sock = self._sockets.get(app)
                 if sock is None:
@@ -167,8 +176,8 @@ class LocalTarget:
             except BaseException:
                 if swapped and app not in self._bound:
                     await server.run(server.remove(app))  # retires it: its files go with it
-                elif not swapped:
-                    shutil.rmtree(staging, ignore_errors=True)  # this version never served here
+                elif not swapped and plan is not None:
+                    plan.version.retire()  # this version never served here: its files go
                 if frozen is not None:
                     shutil.rmtree(frozen, ignore_errors=True)
                 if app not in self._bound and app in self._sockets:
@@ -196,8 +205,7 @@ class LocalTarget:
         Moves the app between the two when that changes (a WAGI app gains a component, say)."""
         processes = self._processes
         app = built.spec.name
-        wagi_only = all(runner.kind == "wagi" for _, runner in version.table.routes)
-        if processes is not None and wagi_only:
+        if processes is not None:
             try:
                 await server.run(processes.deploy(app, built, sock))
             except ProcessesUnavailable as err:
@@ -225,14 +233,12 @@ class LocalTarget:
     async def _serve_here(self, app: str, built: BuiltApp) -> None:
         """On the server loop: build ``built`` (its frozen copy) here and serve it on its port,
         unless a deploy or remove dealt with the app meanwhile."""
-        server, runtime, cache, processes = self._server, self._runtime, self.cache, self._processes
-        if server is None or runtime is None or cache is None or self._staging_root is None:
+        server, stager, processes = self._server, self._stager, self._processes
+        if server is None or stager is None:
             return
-        staging = self._staging_root / f"{app}-{built.short_digest}-{next(self._versions)}"
         try:
-            plan = await asyncio.to_thread(build_version, built, runtime, cache, self.limits, staging)
+            plan = await asyncio.to_thread(stager.build, built, f"{app}-{built.short_digest}")
         except Exception as err:  # noqa: BLE001 - said in the app's log; the next save retries
-            shutil.rmtree(staging, ignore_errors=True)
             self._note(app, f"could not serve this app from wasmdev's own process: {err}; save to retry")
             return
         sock = self._sockets.get(app)
@@ -278,6 +284,8 @@ class LocalTarget:
             if frozen is not None:
                 shutil.rmtree(frozen, ignore_errors=True)
             self._usage.forget(app)
+            if self.cache is not None:
+                self.cache.forget(app)
 
     async def close(self) -> None:
         server, self._server = self._server, None
@@ -334,10 +342,21 @@ class LocalTarget:
     def bound_port(self, app: str) -> int | None:
         return self._bound.get(app)
 
+    # --- recording (the RecordsRequests ability) --------------------------------------------------
+
+    def set_recording(self, on: bool) -> None:
+        """Capture each real request as a ``RequestRecorded`` (requests carrying
+        ``x-wasmdev-replay`` are served but not recorded)."""
+        self.recording = on
+        if self._server is not None:
+            self._server.recording = on
+            if self._processes is not None:
+                self._server.loop.call_soon_threadsafe(self._processes.set_recording, on)
+
     # --- RequestObserver: called on the server's threads --------------------------------------------
 
-    def request_served(self, served: ServedRequest, ts: float | None = None) -> None:
-        now = time.time() if ts is None else ts
+    def request_served(self, served: ServedRequest) -> None:
+        now = served.ts or time.time()
         error = served.status >= 500
         if served.component:
             self._usage.record(served.app, served.stats.cpu_seconds, served.stats.memory_bytes, error)
@@ -371,19 +390,20 @@ class LocalTarget:
                 )
             )
         )
+        if served.exchange is not None:
+            self.store.dispatch(a.RequestRecorded(served.exchange))
 
-    def guest_output(
-        self, app: str, component: str, request_id: str, stream: LogStream, text: str, ts: float | None = None
-    ) -> None:
+    def guest_output(self, output: GuestOutput) -> None:
         self.store.dispatch(
             a.LogEmitted(
                 LogLine(
-                    ts=time.time() if ts is None else ts,
-                    app=app,
-                    stream=stream,
-                    text=text,
-                    component=component,
-                    request_id=request_id,
+                    ts=output.ts,
+                    app=output.app,
+                    stream=output.stream,
+                    text=output.text,
+                    component=output.component,
+                    request_id=output.request_id,
+                    level="warn" if output.stream is LogStream.SYSTEM else "info",
                 )
             )
         )

@@ -32,6 +32,7 @@ COMPONENT_HOST_MODULE = "devenv.targets.local.component_host"
 class VersionPlan:
     version: ServingVersion
     notes: tuple[str, ...]
+    compiled_keys: frozenset[str] = frozenset()  # its compile-cache entries (kept for rollback)
 
 
 def not_hosted_note(component_id: str, detail: str = "") -> str:
@@ -67,6 +68,7 @@ class _Builder:
         self._exports: dict[str, frozenset[str]] = {}
         self._components: dict[str, ComponentRunner | None] = {}
         self._preopens: dict[str, tuple[Preopen, ...]] = {}
+        self.refusals: list[UnsupportedApp] = []
 
     def preopens(self, component: ComponentSpec) -> tuple[Preopen, ...]:
         """Stage the component's granted files once, however many routes share it."""
@@ -209,7 +211,10 @@ class _Builder:
                     wasm=self._bytes.get(component.id),  # None: the cache reads it if it must
                 )
             except UnsupportedApp as err:
-                self.notes.append(f"component `{component.id}`: {err.what}")
+                # The whole refusal, fix included: it is the user's only clue what to change.
+                self.refusals.append(err)
+                note = f"component `{component.id}`: {err.what}"
+                self.notes.append(f"{note} (fix: {err.fix})" if err.fix else note)
         self._components[component.id] = runner
         return runner
 
@@ -237,7 +242,13 @@ class _Builder:
                 if runner is not None:
                     routes.append((trigger.route, runner))
         if not routes:
-            raise UnsupportedApp(what="; ".join(self.notes), where=str(self.spec.manifest_path))
+            fixes = list(dict.fromkeys(r.fix for r in self.refusals if r.fix))
+            wheres = list(dict.fromkeys(r.where for r in self.refusals if r.where))
+            raise UnsupportedApp(
+                what="; ".join(self.notes),
+                where=str(self.spec.manifest_path) + (f" ({'; '.join(wheres)})" if wheres else ""),
+                fix="; ".join(fixes),
+            )
         table = RunnerTable(digest=self.built.digest, routes=routes)
         version = ServingVersion(self.spec.name, table, self.spec.http_base, staging=self.staging)
         return VersionPlan(version, tuple(self.notes))
@@ -248,7 +259,9 @@ def build_version(
 ) -> VersionPlan:
     """Compile and link every component of ``built``; raise DeployError/UnsupportedApp, or return
     a version ready to swap in (plus notes about what is not served locally)."""
-    return _Builder(built, runtime, cache, limits, staging).build()
+    with cache.tracking() as keys:
+        plan = _Builder(built, runtime, cache, limits, staging).build()
+    return VersionPlan(plan.version, plan.notes, frozenset(keys))
 
 
 def _first_line(err: Exception) -> str:

@@ -65,7 +65,20 @@ class _StdioFiles:
             return None  # wasmtime's default stdin is empty: the guest reads EOF
         os.ftruncate(self.stdin_fd, 0)
         os.pwrite(self.stdin_fd, body, 0)
+        self.stdin_loaded = True
         return self.stdin_path
+
+    stdin_loaded = False
+
+    def release(self) -> None:
+        """After a request: give back what its body and output took. A memfd is memory, and a
+        thread kept its last request's (up to 64 MiB each way) until its next request."""
+        if self.stdin_loaded:
+            os.ftruncate(self.stdin_fd, 0)
+            self.stdin_loaded = False
+        for fd in (self.stdout_fd, self.stderr_fd):
+            if os.fstat(fd).st_size > _KEEP_BYTES:
+                os.ftruncate(fd, 0)
 
     def __del__(self) -> None:  # the thread ended: its thread-local state, and these, go
         for fd in (self.stdin_fd, self.stdout_fd, self.stderr_fd):
@@ -84,6 +97,7 @@ _stdio = _ThreadStdio()
 
 
 _FIRST_READ = 64 * 1024  # most responses fit: one pread, no fstat
+_KEEP_BYTES = 64 * 1024  # stdout/stderr this small stay allocated between requests (truncated on open)
 
 
 def _read_all(fd: int, limit: int) -> tuple[bytes, bool]:
@@ -119,7 +133,9 @@ class WagiRunner:
         config: WagiConfig,
     ) -> None:
         self.component_id = component_id
+        self.timeout_s = limits.timeout_s
         self._pre = pre
+        self._runtime = runtime
         self._engine = runtime.engine
         self._deadline_ticks = runtime.deadline_ticks(limits.timeout_s)
         self._limits = limits
@@ -157,6 +173,14 @@ class WagiRunner:
 
     def handle(self, request: GuestRequest, log: GuestLog) -> tuple[GuestResponse, ExecutionStats]:
         stdio = _stdio.files
+        try:
+            return self._handle(request, log, stdio)
+        finally:
+            stdio.release()
+
+    def _handle(
+        self, request: GuestRequest, log: GuestLog, stdio: _StdioFiles
+    ) -> tuple[GuestResponse, ExecutionStats]:
         names, values = self._environment(request)
         wasi = WasiSetup()
         try:
@@ -168,7 +192,8 @@ class WagiRunner:
         except BaseException:
             wasi.discard()
             raise
-        store = GuestStore(self._engine, wasi, self._deadline_ticks, self._limits.memory_bytes)
+        ticks = self._runtime.ticks_until(request.deadline, self.timeout_s)
+        store = GuestStore(self._engine, wasi, ticks, self._limits.memory_bytes)
 
         failure: str | None = None
         cpu_start = time.thread_time()
@@ -204,6 +229,8 @@ class WagiRunner:
 
     def _trap_reason(self, trap: wasmtime.Trap, memory_size: int) -> str:
         if trap.trap_code is wasmtime.TrapCode.INTERRUPT:
+            if self._runtime.stopping:
+                return "stopped: wasmdev is shutting down"
             return f"timed out after {self._limits.timeout_s:g}s (the request deadline)"
         # A refused memory.grow shows up as whatever the guest does next (usually a trap):
         # near the cap, that trap is the out-of-memory.
