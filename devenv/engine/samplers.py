@@ -3,8 +3,8 @@
 ``ResourceSampler`` turns a target's cumulative counters (``usage(app)``: guest CPU seconds,
 linear-memory high-water mark, requests and errors so far) into one ``ResourceSampled`` per app
 per interval: CPU as a percentage of one core over the interval, requests per second over the
-interval. Targets without ``usage`` (the cluster targets report pod metrics themselves) are
-skipped.
+interval. It samples a target with the ``ReportsUsage`` ability (targets/base.py); the cluster
+targets report pod metrics themselves.
 
 ``Prober`` sends a real HTTP GET to each URL of every serving app at the configured interval and
 records it as ``RequestRecord(probe=True)``, so the latency graph has points when nobody is
@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from devenv.model import AppStatus, RequestRecord, ResourceSample
 from devenv.store import actions as a
 from devenv.store.store import Store
-from devenv.targets.cluster.ingress_check import loopback_target
+from devenv.targets.base import ReportsUsage, UsageCounters, loopback_target
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class _Reading:
 
 
 class ResourceSampler:
-    def __init__(self, store: Store, target: Any, interval_s: float = 1.0) -> None:
+    def __init__(self, store: Store, target: ReportsUsage, interval_s: float = 1.0) -> None:
         self.store = store
         self.target = target
         self.interval_s = interval_s
@@ -88,11 +88,11 @@ class ResourceSampler:
             self.store.dispatch(a.ResourceSampled(sample))
         return samples
 
-    async def _usage(self, app: str) -> Any:
+    async def _usage(self, app: str) -> UsageCounters | None:
         try:
             result = self.target.usage(app)
             if inspect.isawaitable(result):
-                result = await result
+                return await result
             return result
         except (KeyError, LookupError):
             return None

@@ -15,12 +15,19 @@ Contract:
   It returns the URLs the app is reachable at (and notes for the user), once new requests are
   served by the new version.
 - ``remove`` stops serving an app; ``close`` releases everything (idempotent).
+
+Optional abilities are Protocols too, checked with ``isinstance`` (never ``hasattr``): a target
+has one by implementing its method. ``ReportsUsage``: per-app cumulative counters the engine's
+``ResourceSampler`` turns into rates (the local target; cluster targets report pod metrics
+themselves). ``RecordsRequests``: capture real traffic as ``RequestRecorded`` actions for replay.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 from devenv.errors import WasmdevError
 from devenv.model import BuiltApp
@@ -47,3 +54,43 @@ class Target(Protocol):
     async def remove(self, app: str) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class UsageCounters:
+    """One app's resource use so far (cumulative: the sampler turns it into rates)."""
+
+    cpu_seconds_total: float = 0.0  # thread CPU time spent in guests
+    memory_high_water_bytes: int = 0  # largest linear memory of a request since the version went live
+    requests_total: int = 0
+    errors_total: int = 0  # responses with status >= 500
+
+
+@runtime_checkable
+class ReportsUsage(Protocol):
+    def usage(self, app: str) -> UsageCounters | Awaitable[UsageCounters]:
+        """``app``'s counters; KeyError for an app the target does not serve."""
+        ...
+
+
+@runtime_checkable
+class RecordsRequests(Protocol):
+    def set_recording(self, on: bool) -> None:
+        """While on, each real request an app serves is dispatched as ``RequestRecorded``
+        (bodies cut at ``[local] record_body_bytes``); requests carrying ``x-wasmdev-replay``
+        (wasmdev's own replays and load tests) are served but not recorded."""
+        ...
+
+
+def loopback_target(url: str) -> tuple[str, dict[str, str]]:
+    """``http://hello.localhost:8081/x`` → (``http://127.0.0.1:8081/x``, ``{"Host": "hello.localhost:8081"}``).
+
+    Targets serve apps at ``*.localhost`` names (one ingress host rule per app), which the
+    system resolver may not map to loopback; other URLs are returned as they are.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if host != "localhost" and not host.endswith(".localhost"):
+        return url, {}
+    netloc = "127.0.0.1" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl(), {"Host": parts.netloc}

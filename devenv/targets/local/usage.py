@@ -7,15 +7,10 @@ linear memory any request of the serving version reached. Updated from worker th
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 
+from devenv.targets.base import UsageCounters
 
-@dataclass(frozen=True)
-class UsageCounters:
-    cpu_seconds_total: float = 0.0  # thread CPU time spent in guests
-    memory_high_water_bytes: int = 0  # largest linear memory of a request since the version went live
-    requests_total: int = 0
-    errors_total: int = 0  # responses with status >= 500
+__all__ = ["UsageCounters", "UsageMeter"]
 
 
 class UsageMeter:
