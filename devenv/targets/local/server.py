@@ -65,8 +65,10 @@ class _OneLineLog:
     def _line(self, msg: object, *args: object, exc_info: object = None, **_: object) -> None:
         text = str(msg) % args if args else str(msg)
         if isinstance(exc_info, BaseException):
-            detail = str(exc_info).strip().splitlines()
-            text += f": {type(exc_info).__name__}" + (f": {detail[0]}" if detail else "")
+            # aiohttp's parse errors carry their reason in ``message``, over several lines.
+            reason = str(getattr(exc_info, "message", "") or exc_info)
+            detail = [line.strip() for line in reason.splitlines() if line.strip()]
+            text += f": {type(exc_info).__name__}" + (f": {' '.join(detail)[:200]}" if detail else "")
         self._note(text)
 
     exception = error = warning = _line
