@@ -12,16 +12,36 @@ the pool, so the first requests don't pay for thread creation either.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 _STOP = object()
+MAX_LENT = 64  # guest threads that may wait on outbound calls at once, each replaced meanwhile
+_worker = threading.local()  # on a guest thread: how to lend its slot (GuestScheduler.lend)
+
+
+@contextlib.contextmanager
+def lend_guest_slot() -> Iterator[None]:
+    """Around a guest's blocking wait on something outside it (an outbound HTTP call): its
+    thread counts as free meanwhile and a spare thread serves in its place. A call into the
+    same app needs a guest thread, and must never wait for the one that waits for it (with
+    every thread a caller, an unrelated request waited out the whole deadline). A no-op off a
+    guest thread."""
+    lend: Callable[[int], bool] | None = getattr(_worker, "lend", None)
+    if lend is None or not lend(+1):
+        yield
+        return
+    try:
+        yield
+    finally:
+        lend(-1)
 
 
 class GuestPool:
@@ -37,10 +57,21 @@ class GuestPool:
         ]
         for t in self._threads:
             t.start()
+        self._name = name
+        self._extra = 0
 
     @property
     def threads(self) -> int:
         return len(self._threads)
+
+    def grow(self) -> None:
+        """One more thread, for a thread lending its slot (any thread may call this)."""
+        t = threading.Thread(target=self._work, name=f"{self._name}-spare", daemon=True)
+        t.start()
+
+    def shrink(self) -> None:
+        """One thread fewer once the queued jobs before it are done (the lent slot is back)."""
+        self._jobs.put(_STOP)
 
     def run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Run ``fn(*args)`` on a pool thread; the future resolves on the calling loop."""
@@ -151,6 +182,9 @@ class GuestScheduler:
         self._running: dict[object, int] = {}
         self._waiting: dict[object, deque[_Waiting]] = {}  # insertion order: round-robin
         self._waiting_count = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lent = 0  # touched on guest threads, under the lock
+        self._lend_lock = threading.Lock()
 
     @property
     def waiting(self) -> int:
@@ -161,7 +195,7 @@ class GuestScheduler:
     ) -> asyncio.Future[T]:
         """Run ``fn(*args)`` on a guest thread when one is free for ``key``; ``on_skip`` runs
         instead if the caller cancelled before it started."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         if self._free > 0 and self._running.get(key, 0) < self._per_key:
             _chain(self._start(key, fn, args), future)
@@ -177,9 +211,42 @@ class GuestScheduler:
         counted free) only when the guest really finished."""
         self._free -= 1
         self._running[key] = self._running.get(key, 0) + 1
-        job = self._pool.run(fn, *args)
+        job = self._pool.run(self._run_as, key, fn, args)
         job.add_done_callback(lambda _: self._finished(key))
         return job
+
+    def _run_as(self, key: object, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        """On the guest thread: ``fn`` may lend this thread's slot (``lend_guest_slot``)."""
+        _worker.lend = lambda delta: self._lend(key, delta)
+        try:
+            return fn(*args)
+        finally:
+            _worker.lend = None
+
+    def _lend(self, key: object, delta: int) -> bool:
+        """On a guest thread: +1 lends its slot (False if too many are lent), -1 takes it back."""
+        with self._lend_lock:
+            if delta > 0 and self._lent >= MAX_LENT:
+                return False
+            self._lent += delta
+        loop = self._loop
+        if loop is None:
+            return False
+        if delta > 0:
+            self._pool.grow()
+        else:
+            self._pool.shrink()
+        loop.call_soon_threadsafe(self._capacity, key, delta)
+        return True
+
+    def _capacity(self, key: object, delta: int) -> None:
+        # The lender's path counts one fewer running meanwhile too: a path calling itself.
+        self._free += delta
+        self._running[key] = self._running.get(key, 0) - delta
+        if self._running[key] == 0:
+            del self._running[key]
+        if delta > 0:
+            self._next()
 
     def _finished(self, key: object) -> None:
         self._free += 1

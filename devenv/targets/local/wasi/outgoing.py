@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from wasmtime.component import ResourceAny
 
+from devenv.targets.local.guest_pool import lend_guest_slot
 from devenv.targets.local.wasi.codec import Case, Err, Ok
 from devenv.targets.local.wasi.host import HostContext, Kind, Resource
 from devenv.targets.local.wasi.http_types import (
@@ -338,7 +339,8 @@ def _future_get(ctx: HostContext, self: ResourceAny) -> Any:
     if future.taken:
         return Err()
     future.taken = True
-    outcome = _send(ctx, future)
+    with lend_guest_slot():  # the call may be into this very app, which needs a guest thread
+        outcome = _send(ctx, future)
     if isinstance(outcome, Case):
         return Ok(Err(outcome))
     return Ok(Ok(ctx.own(outcome)))
