@@ -36,7 +36,11 @@ def built(name: str) -> BuiltApp:
 
 def settings(tmp_path: Path, guest_processes: int) -> Settings:
     local = LocalSettings(
-        host="127.0.0.1", base_port=0, request_timeout_s=60, cache_dir=CACHE_ROOT, guest_processes=guest_processes
+        host="127.0.0.1",
+        base_port=0,
+        request_timeout_s=60,
+        cache_dir=CACHE_ROOT,
+        guest_processes=guest_processes,
     )
     return Settings(root=tmp_path, local=local)
 

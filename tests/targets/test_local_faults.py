@@ -47,14 +47,18 @@ def system_lines(target: LocalTarget) -> list[str]:
 async def test_six_abandoned_loops_do_not_stall_the_other_paths(tmp_path: Path, processes_param: int) -> None:
     # A long deadline: while those loops run (until it), everything else must still be served.
     target = LocalTarget(
-        Store(), local_settings(tmp_path, timeout_s=60, guest_processes=processes_param), app_ports={"demo": 0}
+        Store(),
+        local_settings(tmp_path, timeout_s=60, guest_processes=processes_param),
+        app_ports={"demo": 0},
     )
     try:
         await target.deploy(make_app(tmp_path / "app"))
         url = f"http://127.0.0.1:{target.bound_port('demo')}"
         # Clients that give up: each loop request is abandoned after a moment.
         give_up = aiohttp.ClientTimeout(total=0.5)
-        async with aiohttp.ClientSession(timeout=give_up, connector=aiohttp.TCPConnector(force_close=True)) as s:
+        async with aiohttp.ClientSession(
+            timeout=give_up, connector=aiohttp.TCPConnector(force_close=True)
+        ) as s:
 
             async def abandoned() -> None:
                 try:
@@ -65,7 +69,9 @@ async def test_six_abandoned_loops_do_not_stall_the_other_paths(tmp_path: Path, 
 
             await asyncio.gather(*(abandoned() for _ in range(6)))
         patient = aiohttp.ClientTimeout(total=120)
-        async with aiohttp.ClientSession(timeout=patient, connector=aiohttp.TCPConnector(force_close=True)) as s:
+        async with aiohttp.ClientSession(
+            timeout=patient, connector=aiohttp.TCPConnector(force_close=True)
+        ) as s:
             for _ in range(4):  # fresh connections: whichever process accepts must answer
                 async with s.get(url + "/hello/x") as r:
                     assert r.status == 200
@@ -137,7 +143,9 @@ async def test_redeploys_keep_the_compile_cache_bounded_by_bytes(tmp_path: Path)
         # A budget of about three entries, and keep_builds of two.
         target.cache.keep_builds = 2
         for i in range(8):
-            await target.deploy(make_app(tmp_path / f"app{i}", [Comp(wasm=hello_wasm(f"v{i}"))], digest=f"sha256:{i}"))
+            await target.deploy(
+                make_app(tmp_path / f"app{i}", [Comp(wasm=hello_wasm(f"v{i}"))], digest=f"sha256:{i}")
+            )
             if i == 0:
                 [first] = target.cache.directory.glob("*.cwasm")
                 entry_bytes = first.stat().st_size
@@ -160,7 +168,9 @@ async def test_redeploys_keep_the_compile_cache_bounded_by_bytes(tmp_path: Path)
 async def test_an_obs_text_header_reaches_a_wagi_guest_as_spin_passes_it(
     tmp_path: Path, processes_param: int
 ) -> None:
-    target = LocalTarget(Store(), local_settings(tmp_path, guest_processes=processes_param), app_ports={"demo": 0})
+    target = LocalTarget(
+        Store(), local_settings(tmp_path, guest_processes=processes_param), app_ports={"demo": 0}
+    )
     try:
         await target.deploy(make_app(tmp_path / "app"))
         raw = (
@@ -191,10 +201,14 @@ async def raw_request(port: int | None, data: bytes) -> bytes:
 async def test_a_malformed_request_is_one_line_not_a_traceback(
     tmp_path: Path, processes_param: int, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    target = LocalTarget(Store(), local_settings(tmp_path, guest_processes=processes_param), app_ports={"demo": 0})
+    target = LocalTarget(
+        Store(), local_settings(tmp_path, guest_processes=processes_param), app_ports={"demo": 0}
+    )
     try:
         await target.deploy(make_app(tmp_path / "app"))
-        reply = await raw_request(target.bound_port("demo"), b"GET /hello HTTP/1.1\r\nBad Header Line\r\n\r\n")
+        reply = await raw_request(
+            target.bound_port("demo"), b"GET /hello HTTP/1.1\r\nBad Header Line\r\n\r\n"
+        )
         assert reply.split(b"\r\n", 1)[0].endswith(b" 400 Bad Request"), reply[:200]
         await wait_until(lambda: any("Error handling request" in t for t in system_lines(target)))
         [line] = [t for t in system_lines(target) if "Error handling request" in t]
@@ -222,7 +236,9 @@ def test_a_serving_process_log_is_rotated_past_its_bound(tmp_path: Path) -> None
 # --- 6: messages that say what happened -------------------------------------------------------------
 
 
-async def test_a_guest_cut_short_by_shutdown_is_not_called_timed_out(tmp_path: Path, processes_param: int) -> None:
+async def test_a_guest_cut_short_by_shutdown_is_not_called_timed_out(
+    tmp_path: Path, processes_param: int
+) -> None:
     store = Store()
     target = LocalTarget(store, local_settings(tmp_path, timeout_s=600, guest_processes=processes_param),
                          app_ports={"demo": 0})  # fmt: skip
@@ -230,7 +246,9 @@ async def test_a_guest_cut_short_by_shutdown_is_not_called_timed_out(tmp_path: P
     async with aiohttp.ClientSession() as session:
         stuck = asyncio.create_task(Client(session, target).get("demo", "/hello/loop"))
         await asyncio.sleep(0)
-        await wait_until(lambda: any(ln.text.startswith("GET") for ln in store.logs.since(0).lines) or _running(target))
+        await wait_until(
+            lambda: any(ln.text.startswith("GET") for ln in store.logs.since(0).lines) or _running(target)
+        )
         await target.close()
         stuck.cancel()
         await asyncio.gather(stuck, return_exceptions=True)
@@ -300,11 +318,15 @@ async def test_after_the_fallback_no_serving_process_stays_up(
 
 
 async def test_a_request_body_is_released_after_the_request(tmp_path: Path) -> None:
-    target = LocalTarget(Store(), local_settings(tmp_path, guest_processes=0), app_ports={"demo": 0}, workers=1)
+    target = LocalTarget(
+        Store(), local_settings(tmp_path, guest_processes=0), app_ports={"demo": 0}, workers=1
+    )
     try:
         await target.deploy(make_app(tmp_path / "app"))
         async with aiohttp.ClientSession() as session:
-            reply = await Client(session, target).request("POST", "demo", "/hello/echo", data=b"z" * 8_000_000)
+            reply = await Client(session, target).request(
+                "POST", "demo", "/hello/echo", data=b"z" * 8_000_000
+            )
         assert reply.status == 200
         sizes = [os.fstat(int(fd)).st_size for fd, link in _fds() if "wasmdev-stdin" in link]
         assert sizes and all(size == 0 for size in sizes), sizes
@@ -350,7 +372,9 @@ async def test_a_hung_serving_process_is_replaced(tmp_path: Path) -> None:
 async def test_recording_captures_exchanges_except_replays(tmp_path: Path, processes_param: int) -> None:
     store = Store()
     recorded: list[a.RequestRecorded] = []
-    store.subscribe(lambda _s, action: recorded.append(action) if isinstance(action, a.RequestRecorded) else None)
+    store.subscribe(
+        lambda _s, action: recorded.append(action) if isinstance(action, a.RequestRecorded) else None
+    )
     from dataclasses import replace
 
     settings = local_settings(tmp_path, guest_processes=processes_param)
@@ -367,10 +391,17 @@ async def test_recording_captures_exchanges_except_replays(tmp_path: Path, proce
             target.set_recording(True)
             await asyncio.sleep(0.2)  # the processes hear of it over their control socket
             await client.request("POST", "demo", "/hello/echo?q=2", data=b"b" * 1500)
-            await client.request("POST", "demo", "/hello/echo?q=3", data=b"c", headers={"x-wasmdev-replay": "1"})
+            await client.request(
+                "POST", "demo", "/hello/echo?q=3", data=b"c", headers={"x-wasmdev-replay": "1"}
+            )
             await requests_reported(target, 3)
         [exchange] = [r.exchange for r in recorded]
-        assert (exchange.method, exchange.path, exchange.query, exchange.status) == ("POST", "/hello/echo", "q=2", 200)
+        assert (exchange.method, exchange.path, exchange.query, exchange.status) == (
+            "POST",
+            "/hello/echo",
+            "q=2",
+            200,
+        )
         assert exchange.body == b"b" * 1000 and exchange.body_truncated
         assert exchange.response_body == b"b" * 1000 and exchange.response_truncated
         assert exchange.component == "hello" and exchange.app == "demo"
