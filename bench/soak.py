@@ -76,14 +76,14 @@ def component_app() -> tuple[BuiltApp, Path] | None:
     ), COMPILED.parent
 
 
-# (kind, app, method, path, body, healthy): weights below
+# (weight in 1/943, app, method, path, body, healthy)
 MIX = [
-    (60, "hello-wat", "GET", "/hello/x", None, True),
-    (25, "echo-py", "GET", "/echo-py/status/200", None, True),
-    (6, "hello-wat", "GET", "/hello/trap", None, False),
-    (3, "echo-py", "GET", "/echo-py/trap", None, False),
-    (1, "hello-wat", "GET", "/hello/loop", None, False),
-    (1, "hello-wat", "POST", "/hello/echo", TEN_MB, False),
+    (600, "hello-wat", "GET", "/hello/x", None, True),
+    (250, "echo-py", "GET", "/echo-py/status/200", None, True),
+    (60, "hello-wat", "GET", "/hello/trap", None, False),
+    (30, "echo-py", "GET", "/echo-py/trap", None, False),
+    (1, "hello-wat", "GET", "/hello/loop", None, False),  # each holds a thread for the 1 s deadline
+    (2, "hello-wat", "POST", "/hello/echo", TEN_MB, False),
 ]
 
 
@@ -116,7 +116,8 @@ async def soak(args: argparse.Namespace) -> None:
         def sample() -> None:
             pids = target._processes.pids if target._processes is not None else []
             rss = {"wasmdev": rss_bytes(os.getpid())}
-            rss["serving processes (sum)"] = sum(rss_bytes(p) for p in pids)
+            for pid in pids:  # each process on its own: a replacement starts small
+                rss[f"serving process {pid}"] = rss_bytes(pid)
             samples.append((sent, rss))
 
         async def worker(session: aiohttp.ClientSession) -> None:
@@ -159,14 +160,17 @@ async def soak(args: argparse.Namespace) -> None:
     lost = sum(c for n, c in outcomes.items() if n.startswith("healthy: LOST"))
     cut = outcomes.get("healthy: connection cut", 0)
     print(f"lost on healthy routes: {lost}; connections cut (by kills: {kills}): {cut}")
-    warm = samples[len(samples) // 10] if len(samples) > 10 else samples[0]
-    last = samples[-1]
-    for role in last[1]:
-        after_warm, end = warm[1][role], last[1][role]
-        peak = max(s[1][role] for s in samples[len(samples) // 10 :])
-        ratio = end / after_warm if after_warm else float("nan")
-        print(f"RSS {role:<24} after warm-up {after_warm / 2**20:7.1f} MB, peak {peak / 2**20:7.1f} MB, "
-              f"end {end / 2**20:7.1f} MB, end/warm-up {ratio:.2f}")  # fmt: skip
+    warm_index = len(samples) // 10
+    roles = dict.fromkeys(role for _, rss in samples for role in rss)
+    for role in roles:
+        # After the warm-up, or after the role's own first two samples (a replacement process).
+        series = [rss[role] for _, rss in samples if role in rss]
+        first_seen = next(i for i, (_, rss) in enumerate(samples) if role in rss)
+        start = series[max(0, warm_index - first_seen)] if first_seen < warm_index else series[min(2, len(series) - 1)]
+        end, peak = series[-1], max(series)
+        ratio = peak / start if start else float("nan")
+        print(f"RSS {role:<22} {len(series):>3} samples: after warm-up {start / 2**20:6.1f} MB, "
+              f"peak {peak / 2**20:6.1f} MB, end {end / 2**20:6.1f} MB, peak/warm-up {ratio:.2f}")  # fmt: skip
 
 
 def main() -> None:

@@ -151,6 +151,9 @@ async def test_redeploys_keep_the_compile_cache_bounded_by_bytes(tmp_path: Path)
                 entry_bytes = first.stat().st_size
                 target.cache.disk_bytes = 3 * entry_bytes
                 target.cache.memo_bytes = 2 * entry_bytes
+        # Compiled code is mapped from its entry: each mapping held had kept the file open.
+        open_entries = [link for _, link in _fds() if link.endswith(".cwasm")]
+        assert len(open_entries) <= 3, open_entries
         on_disk = list(target.cache.directory.glob("*.cwasm"))
         assert sum(p.stat().st_size for p in on_disk) <= 3 * entry_bytes
         assert target.cache.memo_size <= 2 * entry_bytes
@@ -405,5 +408,30 @@ async def test_recording_captures_exchanges_except_replays(tmp_path: Path, proce
         assert exchange.body == b"b" * 1000 and exchange.body_truncated
         assert exchange.response_body == b"b" * 1000 and exchange.response_truncated
         assert exchange.component == "hello" and exchange.app == "demo"
+    finally:
+        await target.close()
+
+
+# --- issue 9: a refusal keeps its fix ------------------------------------------------------------------
+
+
+async def test_an_unsupported_component_keeps_its_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from devenv.model import Executor
+    from devenv.targets.base import UnsupportedApp
+    from devenv.targets.local import component_host
+
+    def refuse(**_: object) -> None:
+        raise UnsupportedApp(what="its world is wasi:cli/command", where="component `api`", fix="build it for wasi:http")
+
+    monkeypatch.setattr(component_host, "build_runner", refuse)
+    component_magic = b"\0asm\x0d\x00\x01\x00"  # a component's header: the host is asked to run it
+    app = make_app(tmp_path / "app", [Comp(id="api", routes=("/api",), wasm=component_magic, executor=Executor.HTTP)])
+    target = LocalTarget(Store(), local_settings(tmp_path, guest_processes=0), app_ports={"demo": 0})
+    try:
+        with pytest.raises(UnsupportedApp) as raised:
+            await target.deploy(app)
+        assert raised.value.fix == "build it for wasi:http"
+        assert "its world is wasi:cli/command" in raised.value.what
+        assert "fix: build it for wasi:http" in str(raised.value)
     finally:
         await target.close()

@@ -70,7 +70,7 @@ MAX_RESTARTS = 5  # within RESTART_WINDOW_S restarts are immediate; past that th
 RESTART_WINDOW_S = 60.0
 MAX_RESTART_DELAY_S = 30.0
 HEARTBEAT_S = 1.0  # each process is pinged this often (answered from its server loop)
-HUNG_AFTER_S = 5.0  # no answer for this long: the process is hung (stopped, deadlocked), replaced
+HUNG_AFTER_S = 10.0  # no answer for this long: the process is hung (stopped, deadlocked), replaced
 LOG_MAX_BYTES = 1024 * 1024  # a process's log past this is rotated to .1 (one old file kept)
 # Lines of a traceback that say nothing on their own: carets, tildes, and "|" continuations.
 _NOISE = re.compile(r"^[\s^~|]*$")
@@ -332,6 +332,7 @@ class GuestProcesses:
         self._restarts: list[float] = []
         self._stopping = False
         self._retired = False  # the apps went in-process for good: no process is replaced
+        self._replacing: set[asyncio.Task[None]] = set()
         self._start_task: asyncio.Future[None] | None = None
         # Deploys, removes and a replacement catching up take turns: each sees whole app states.
         self._lock = asyncio.Lock()
@@ -409,7 +410,9 @@ class GuestProcesses:
         if self._apps:
             when = f"in {delay:g} s" if delay else "now"
             self._on_restart(f"a serving process exited ({reason}); starting another {when}")
-        asyncio.get_running_loop().create_task(self._replace(delay))
+        task = asyncio.get_running_loop().create_task(self._replace(delay))
+        self._replacing.add(task)
+        task.add_done_callback(self._replacing.discard)
 
     async def _replace(self, delay: float) -> None:
         """A new process serving what the others serve: each app's current build, then its socket."""
@@ -441,6 +444,8 @@ class GuestProcesses:
         self._stopping = True
         if self._heartbeat is not None:
             self._heartbeat.cancel()
+        for task in list(self._replacing):
+            task.cancel()  # a replacement starting now would only be stopped again
         if self._start_task is not None:
             with contextlib.suppress(Exception):
                 await self._start_task  # spawning only: a process started meanwhile stops too

@@ -1,4 +1,5 @@
-"""A serving process: the local target's HTTP server and WAGI guests, outside wasmdev's GIL.
+"""A serving process: the local target's HTTP server and guests (WAGI modules and wasi:http
+components, loaded from the shared compile cache), outside wasmdev's GIL.
 
 In one process, every request's Python work (aiohttp on the server loop, then WASI set-up, CGI
 parsing and reporting on a guest thread) shares one GIL, which capped the WAGI hello near 1,500

@@ -206,6 +206,10 @@ class LocalServer:
         self._listeners[app] = (bound, listener, server)
         return bound
 
+    def serves(self, app: str) -> bool:
+        """``app`` has a version or a port here (on the server loop)."""
+        return app in self._versions or app in self._listeners
+
     async def swap(self, app: str, version: ServingVersion) -> None:
         """Make ``version`` serve new requests; the old one retires when its last request ends."""
         old = self._versions.get(app)

@@ -27,24 +27,25 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devenv.errors import DeployError, TargetUnavailable
+from devenv.errors import TargetUnavailable
 from devenv.model import BuiltApp, LogLine, LogStream, RequestRecord
 from devenv.store import actions as a
 from devenv.store.store import Store
 from devenv.targets.base import DeployResult
+from devenv.targets.local.backend import (
+    BackendUnavailable,
+    InProcessBackend,
+    ProcessPoolBackend,
+    ServingBackend,
+)
 from devenv.targets.local.compile_cache import CompileCache
 from devenv.targets.local.deploy import VersionStager
 from devenv.targets.local.executor import RequestLimits
-from devenv.targets.local.guest_procs import (
-    GuestProcesses,
-    ProcessDeployFailed,
-    ProcessesUnavailable,
-    freeze_wasm,
-)
-from devenv.targets.local.router import ServingVersion
+from devenv.targets.local.guest_procs import GuestProcesses, freeze_wasm
 from devenv.targets.local.runtime import WasmRuntime
 from devenv.targets.local.server import GuestOutput, LocalServer, ServedRequest, bind_listener
 from devenv.targets.local.usage import UsageCounters, UsageMeter
+from devenv.targets.local.version_builder import VersionPlan
 
 if TYPE_CHECKING:
     from devenv.config import Settings
@@ -129,6 +130,8 @@ class LocalTarget:
             self.host, self, workers=self._workers, record_body_bytes=int(self.settings.local.record_body_bytes)
         )
         self._server.start()
+        if self.recording:  # turned on before the target started
+            self.set_recording(True)
         if self._processes is not None:  # they import wasmtime while the first build compiles
             asyncio.run_coroutine_threadsafe(self._processes.start(), self._server.loop)
 
@@ -144,10 +147,9 @@ class LocalTarget:
             server, stager = self._server, self._stager
             assert server is not None and stager is not None
             notes: list[str] = []
-            plan_notes: tuple[str, ...] = ()
             frozen: Path | None = None
-            plan = None
-            swapped = False
+            plan: VersionPlan | None = None
+            chosen: ServingBackend | None = None
             try:
                 if self._process_dir is not None:
                     # The processes build from a copy: the build output is overwritten by the
@@ -157,71 +159,60 @@ class LocalTarget:
                 # Compiled and checked here in any case: a broken build fails with its message
                 # before any serving process sees it, and their builds are cache hits.
                 plan = await asyncio.to_thread(stager.build, built, f"{app}-{built.short_digest}")
-                plan_notes = plan.notes
                 stager.cache.keep(app, plan.compiled_keys)
                 self._still_open(server, app)
                 sock = self._sockets.get(app)
                 if sock is None:
                     sock = self._sockets[app] = bind_listener(self.host, self.port_for(app), app)
                 port = sock.getsockname()[1]
-                in_processes = await self._deploy_to_processes(server, built, plan.version, sock, notes)
+                backends = self._backends
+                for backend in backends:
+                    try:
+                        await server.run(backend.serve(built, plan, sock))
+                    except BackendUnavailable as err:
+                        notes.append(f"{err}; serving in wasmdev's own process (slower under load)")
+                        continue
+                    chosen = backend
+                    break
                 self._still_open(server, app)
-                if not in_processes:
-                    # The version first, then the port: a connection accepted in between (the
-                    # app moving in from the processes, say) must find a version to serve.
-                    await server.run(server.swap(app, plan.version))
-                    swapped = True
-                    await server.run(server.listen(app, port, sock=sock.dup()))
-                    self._still_open(server, app)
+                # Served by one backend only: an app that moved (processes gone) leaves the other.
+                for other in backends:
+                    if other is not chosen and other.serves(app):
+                        await server.run(other.remove(app))
             except BaseException:
-                if swapped and app not in self._bound:
-                    await server.run(server.remove(app))  # retires it: its files go with it
-                elif not swapped and plan is not None:
-                    plan.version.retire()  # this version never served here: its files go
+                if chosen is not None and app not in self._bound:
+                    await server.run(chosen.remove(app))  # retires it: its files go with it
+                elif chosen is None and plan is not None:
+                    plan.version.retire()  # this version never served: its files go
                 if frozen is not None:
                     shutil.rmtree(frozen, ignore_errors=True)
                 if app not in self._bound and app in self._sockets:
                     self._sockets.pop(app).close()  # the app never served: free its port
                 raise
+            assert chosen is not None  # the in-process backend is never unavailable
             self._bound[app] = port
             previous = self._frozen.pop(app, None)
             if previous is not None:
                 shutil.rmtree(previous, ignore_errors=True)
-            if in_processes:
-                plan.version.retire()  # checked, not served here: its staged files go now
-                if frozen is not None:
-                    self._frozen[app] = frozen
-            elif frozen is not None:
-                shutil.rmtree(frozen, ignore_errors=True)  # compiled already: not read again
+            if frozen is not None:
+                if isinstance(chosen, ProcessPoolBackend):
+                    self._frozen[app] = frozen  # a replacement process builds from it
+                else:
+                    shutil.rmtree(frozen, ignore_errors=True)  # compiled already: not read again
             self._usage.new_version(app)
             base = f"http://{self.host}:{port}"
             urls = tuple(base + p for p in plan.version.url_paths())
-            return DeployResult(urls=urls, notes=tuple(plan_notes) + tuple(notes))
+            return DeployResult(urls=urls, notes=tuple(plan.notes) + tuple(notes))
 
-    async def _deploy_to_processes(
-        self, server: LocalServer, built: BuiltApp, version: ServingVersion, sock: socket.socket, notes: list[str]
-    ) -> bool:
-        """Serve ``built`` from the serving processes if they can; False: serve it in-process.
-        Moves the app between the two when that changes (a WAGI app gains a component, say)."""
-        processes = self._processes
-        app = built.spec.name
-        if processes is not None:
-            try:
-                await server.run(processes.deploy(app, built, sock))
-            except ProcessesUnavailable as err:
-                notes.append(f"{err}; serving in wasmdev's own process (slower under load)")
-            except ProcessDeployFailed as err:
-                raise DeployError(
-                    what=f"a serving process could not deploy this build: {err}",
-                    where=f"app `{app}` on the local target",
-                    fix="save again to redeploy; the previous version keeps serving",
-                ) from None
-            else:
-                await server.run(server.remove(app))  # served in-process until now: not any more
-                return True
-        if processes is not None and processes.serves(app):
-            await server.run(processes.remove(app))
-        return False
+    @property
+    def _backends(self) -> list[ServingBackend]:
+        """Where a build may serve, in order of preference."""
+        assert self._server is not None
+        backends: list[ServingBackend] = []
+        if self._processes is not None:
+            backends.append(ProcessPoolBackend(self._processes))
+        backends.append(InProcessBackend(self._server))
+        return backends
 
     def _serve_here_now(self, apps: dict[str, BuiltApp]) -> None:
         """The serving processes are gone for good (on the server loop): serve their apps here."""
@@ -246,8 +237,7 @@ class LocalTarget:
             plan.version.retire()  # a deploy or remove got there first
             return
         processes.forget(app)
-        await server.swap(app, plan.version)
-        await server.listen(app, sock.getsockname()[1], sock=sock.dup())
+        await InProcessBackend(server).serve(built, plan, sock)
 
     def _note(self, app: str, text: str) -> None:
         line = LogLine(ts=time.time(), app=app, stream=LogStream.SYSTEM, text=text, level="warn")
@@ -273,9 +263,9 @@ class LocalTarget:
         # would open the port again and serve an app the engine removed.
         async with self._deploy_locks.setdefault(app, asyncio.Lock()):
             if self._server is not None:
-                if self._processes is not None and self._processes.serves(app):
-                    await self._server.run(self._processes.remove(app))
-                await self._server.run(self._server.remove(app))
+                for backend in self._backends:
+                    if backend.serves(app):
+                        await self._server.run(backend.remove(app))
             self._bound.pop(app, None)
             sock = self._sockets.pop(app, None)
             if sock is not None:
@@ -349,9 +339,8 @@ class LocalTarget:
         ``x-wasmdev-replay`` are served but not recorded)."""
         self.recording = on
         if self._server is not None:
-            self._server.recording = on
-            if self._processes is not None:
-                self._server.loop.call_soon_threadsafe(self._processes.set_recording, on)
+            for backend in self._backends:
+                self._server.loop.call_soon_threadsafe(backend.set_recording, on)
 
     # --- RequestObserver: called on the server's threads --------------------------------------------
 
