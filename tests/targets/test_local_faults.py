@@ -18,7 +18,7 @@ from devenv.model import LogStream
 from devenv.store import actions as a
 from devenv.store.store import Store
 from devenv.targets.base import RecordsRequests
-from devenv.targets.local import guest_procs
+from devenv.targets.local import guest_procs, serving_process
 from devenv.targets.local import server as server_module
 from devenv.targets.local.target import LocalTarget
 from tests.targets.local_helpers import (
@@ -228,12 +228,12 @@ async def test_a_malformed_request_is_one_line_not_a_traceback(
 
 def test_a_serving_process_log_is_rotated_past_its_bound(tmp_path: Path) -> None:
     log = tmp_path / "guest-process-0.log"
-    log.write_bytes(b"x" * (guest_procs.LOG_MAX_BYTES + 1))
+    log.write_bytes(b"x" * (serving_process.LOG_MAX_BYTES + 1))
     with open(log, "ab") as appending:  # as the process holds it
-        guest_procs.rotate_log(log, copy=True)
+        serving_process.rotate_log(log, copy=True)
         appending.write(b"after\n")
     assert log.read_bytes() == b"after\n"
-    assert (tmp_path / "guest-process-0.log.1").stat().st_size == guest_procs.LOG_MAX_BYTES + 1
+    assert (tmp_path / "guest-process-0.log.1").stat().st_size == serving_process.LOG_MAX_BYTES + 1
 
 
 # --- 6: messages that say what happened -------------------------------------------------------------

@@ -25,7 +25,7 @@ import pytest
 from devenv.errors import DeployError
 from devenv.model import LogStream
 from devenv.store.store import Store
-from devenv.targets.local import guest_procs
+from devenv.targets.local import guest_procs, serving_process
 from devenv.targets.local.target import LocalTarget
 from devenv.targets.local.wagi import WagiRunner
 from tests.targets.local_helpers import (
@@ -220,7 +220,7 @@ async def test_processes_that_cannot_start_leave_the_app_served_in_process_with_
     broken = tmp_path / "python"
     broken.write_text("#!/bin/sh\necho 'ImportError: wasmtime is broken here' >&2\nexit 3\n")
     broken.chmod(broken.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setattr(guest_procs.sys, "executable", str(broken))
+    monkeypatch.setattr(serving_process.sys, "executable", str(broken))
     target = LocalTarget(Store(), local_settings(tmp_path, guest_processes=2), app_ports={"demo": 0})
     await target.start()
     try:
@@ -236,7 +236,7 @@ async def test_processes_that_cannot_start_leave_the_app_served_in_process_with_
 async def test_a_missing_python_also_falls_back_to_in_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(guest_procs.sys, "executable", str(tmp_path / "no-such-python"))
+    monkeypatch.setattr(serving_process.sys, "executable", str(tmp_path / "no-such-python"))
     target = LocalTarget(Store(), local_settings(tmp_path, guest_processes=2), app_ports={"demo": 0})
     await target.start()
     try:
@@ -256,7 +256,7 @@ async def test_when_no_process_can_be_restarted_the_app_moves_into_wasmdev(
     broken = tmp_path / "python"
     broken.write_text("#!/bin/sh\necho 'ImportError: wasmtime is broken here' >&2\nexit 3\n")
     broken.chmod(broken.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setattr(guest_procs.sys, "executable", str(broken))
+    monkeypatch.setattr(serving_process.sys, "executable", str(broken))
     for pid in processes(target).pids:
         os.kill(pid, signal.SIGKILL)
     assert target._server is not None
