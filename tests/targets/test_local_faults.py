@@ -392,7 +392,10 @@ async def test_recording_captures_exchanges_except_replays(tmp_path: Path, proce
             await requests_reported(target, 1)
             assert recorded == []  # off: nothing captured
             target.set_recording(True)
-            await asyncio.sleep(0.2)  # the processes hear of it over their control socket
+            # Turned on over each process's control socket (or on the server loop): wait for it.
+            await wait_until(lambda: target._server is not None and target._server.recording)
+            if target._processes is not None:
+                await wait_until(lambda: target._processes.recording_applied)
             await client.request("POST", "demo", "/hello/echo?q=2", data=b"b" * 1500)
             await client.request(
                 "POST", "demo", "/hello/echo?q=3", data=b"c", headers={"x-wasmdev-replay": "1"}

@@ -93,6 +93,7 @@ class GuestProcesses:
         )
         self.recording = False
         self._pings = itertools.count(1)
+        self._record_seq = 0
         self._heartbeat: asyncio.Task[None] | None = None
         self.broken: str | None = None  # why apps are served in-process instead
         self._observer = observer
@@ -138,8 +139,14 @@ class GuestProcesses:
 
     def set_recording(self, on: bool) -> None:
         self.recording = on
+        self._record_seq = next(self._pings)  # heartbeats after it are sent after the Record
         for process in self._processes:
             process.send(Record(on))
+
+    @property
+    def recording_applied(self) -> bool:
+        """Every running process has handled the last ``set_recording`` (its later ping came back)."""
+        return all(p.pong_seq > self._record_seq for p in self._processes if p.alive and p.ready.done())
 
     async def _start_all(self) -> None:
         for _ in range(self.count):

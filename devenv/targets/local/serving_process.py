@@ -110,6 +110,7 @@ class ServingProcess:
         except OSError:
             self.log_start = 0
         self.last_pong = time.monotonic()
+        self.pong_seq = 0  # the latest Ping answered: every message sent before it was handled
         self.hung = False
         self.replies: dict[tuple[str, str, int], asyncio.Future[str]] = {}
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -190,8 +191,9 @@ class ServingProcess:
         match message:
             case Report(items=items):
                 self.on_report(items)
-            case Pong():
+            case Pong(seq=seq):
                 self.last_pong = time.monotonic()
+                self.pong_seq = max(self.pong_seq, seq)
             case Done(kind=kind, app=app, seq=seq, error=error):
                 future = self.replies.pop((kind, app, seq), None)
                 if future is not None and not future.done():
