@@ -75,11 +75,35 @@ async def test_six_abandoned_loops_do_not_stall_the_other_paths(tmp_path: Path, 
             for _ in range(4):  # fresh connections: whichever process accepts must answer
                 async with s.get(url + "/hello/x") as r:
                     assert r.status == 200
-        # Answered while the loops still run: none of them has reached its 60 s deadline.
-        loops = [r for r in target.store.metrics.requests("demo") if r.path == "/hello/loop"]
-        assert all(r.status != 500 for r in loops), loops
+        # None of the loops waited out its 60 s deadline: those that ran were stopped when their
+        # client left (the next test), those still waiting never started.
+        lines = request_lines(target)
+        assert not any("timed out" in t for t in lines), lines
     finally:
         await target.close()
+
+
+async def test_a_guest_whose_client_left_is_stopped(tmp_path: Path, processes_param: int) -> None:
+    target = LocalTarget(
+        Store(), local_settings(tmp_path, timeout_s=600, guest_processes=processes_param), app_ports={"demo": 0}
+    )
+    try:
+        await target.deploy(make_app(tmp_path / "app"))
+        url = f"http://127.0.0.1:{target.bound_port('demo')}/hello/loop"
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.5)) as s:
+            with pytest.raises(TimeoutError):
+                async with s.get(url) as r:
+                    await r.read()
+        # Reported long before its 600 s deadline, and said why.
+        await wait_until(lambda: any("/hello/loop 500" in t for t in request_lines(target)), timeout=30)
+        [line] = [t for t in request_lines(target) if "/hello/loop" in t]
+        assert "stopped: its client went away" in line, line
+    finally:
+        await target.close()
+
+
+def request_lines(target: LocalTarget) -> list[str]:
+    return [ln.text for ln in target.store.logs.since(0).lines if ln.stream is LogStream.REQUEST]
 
 
 async def test_a_full_waiting_line_is_a_503_with_retry_after(
@@ -100,7 +124,7 @@ async def test_a_full_waiting_line_is_a_503_with_retry_after(
             refused = await client.get("demo", "/hello/loop")
             assert refused.status == 503
             assert refused.headers["Retry-After"] == "1"
-            assert "busy" in refused.text
+            assert "the line is full" in refused.text  # refused at once, not after waiting
             other = await client.get("demo", "/hello/other")  # the spare thread serves it
             assert other.status == 200
             for task in loops:

@@ -16,6 +16,7 @@ functions without re-reading their types on every call.
 
 from __future__ import annotations
 
+import ctypes
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from devenv.targets.local.executor import (
     last_line,
 )
 from devenv.targets.local.file_mounts import Preopen
+from devenv.targets.local.guest_watch import GuestWatch, stopped_reason, unwatch, watch_store
 from devenv.targets.local.runtime import WasmRuntime
 from devenv.targets.local.wasi import REFUSALS, all_interfaces, fastbytes
 from devenv.targets.local.wasi.cli import flush_stdio
@@ -187,12 +189,18 @@ class HttpComponentRunner:
             timeout_s=self._limits.timeout_s,
         )
         store = wasmtime.Store(self._engine)
-        store.set_epoch_deadline(self._runtime.ticks_until(request.deadline, self.timeout_s))
+        runtime = self._runtime
+        watch = GuestWatch(ctx.deadline, request.client_gone, lambda: runtime.stopping)
+        watch_key = watch_store(ctypes.cast(store.ptr(), ctypes.c_void_p).value or 0, watch)
+        store.set_epoch_deadline(watch.first_ticks())
         store.set_limits(memory_size=self._limits.memory_bytes)
         cpu_start = time.thread_time()
         activate(ctx)
         try:
             outcome = self._run(store, ctx, request)
+            stopped = stopped_reason(watch, self.timeout_s)
+            if outcome.failure is not None and stopped is not None:
+                outcome = _Outcome(None, stopped)
             if outcome.failure is not None and outcome.failure.startswith("trapped") and memory_error[0]:
                 mib = self._limits.memory_bytes // (1024 * 1024)
                 outcome = _Outcome(None, f"out of memory: the guest ran out of its {mib} MiB memory cap")
@@ -202,6 +210,7 @@ class HttpComponentRunner:
             report_denials(ctx)
             ctx.table.clear()
             del store  # the Store owns the instance and every handle the guest still held
+            unwatch(watch_key)
         stats = ExecutionStats(cpu_seconds=time.thread_time() - cpu_start, memory_bytes=0)
         if outcome.failure is not None:
             raise GuestError(outcome.failure, stats)

@@ -9,6 +9,7 @@ request in flight keeps the runner it started with.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -39,6 +40,8 @@ class GuestRequest:
     # time.monotonic() by which the guest must be done: its arrival plus the request timeout,
     # so time spent waiting for a guest thread counts. 0: the timeout from when it starts.
     deadline: float = 0.0
+    # Set once the client has gone (it closed the connection): a guest still running is stopped.
+    client_gone: threading.Event | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

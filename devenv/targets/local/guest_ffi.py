@@ -26,6 +26,8 @@ from wasmtime import _ffi as ffi
 from wasmtime._error import WasmtimeError
 from wasmtime._trap import Trap
 
+from devenv.targets.local.guest_watch import GuestWatch, unwatch, watch_store
+
 _V = ctypes.c_void_p
 _TrapOut = ctypes.POINTER(ctypes.POINTER(ffi.wasm_trap_t))
 _InstanceP = ctypes.POINTER(ffi.wasmtime_instance_t)
@@ -153,12 +155,23 @@ class GuestStore:
     """A store for one request: WASI, a deadline in epoch ticks and a memory cap. ``close()`` it."""
 
     def __init__(
-        self, engine: wasmtime.Engine, wasi: WasiSetup, deadline_ticks: int, memory_bytes: int
+        self,
+        engine: wasmtime.Engine,
+        wasi: WasiSetup,
+        deadline_ticks: int,
+        memory_bytes: int,
+        watch: GuestWatch | None = None,
     ) -> None:
+        """``watch``: check the request's limits every few ticks (guest_watch.py) rather than
+        trap at ``deadline_ticks``, so the guest can be stopped early."""
         self._store: int | None = _store_new(ctypes.cast(engine.ptr(), _V), None, None)
         self._ctx = _store_context(self._store)
         config, wasi.ptr = wasi.ptr, None  # the store owns it from here, even on error
         _raise(_set_wasi(self._ctx, config), None)
+        self._watch_key = 0
+        if watch is not None:
+            self._watch_key = watch_store(self._store, watch)
+            deadline_ticks = watch.first_ticks()
         _set_epoch_deadline(self._ctx, deadline_ticks)
         _store_limiter(self._store, memory_bytes, -1, -1, -1, -1)
         self._instance = ffi.wasmtime_instance_t()
@@ -201,6 +214,8 @@ class GuestStore:
         if self._store is not None:
             store, self._store = self._store, None
             _store_delete(store)
+            if self._watch_key:
+                unwatch(self._watch_key)
 
     def __del__(self) -> None:
         self.close()

@@ -91,7 +91,7 @@ class LocalServer:
         *,
         request_id_prefix: str = "",
         shared_accept: bool = False,
-        waiting_per_worker: int = WAITING_PER_WORKER,
+        waiting_per_worker: int | None = None,
         record_body_bytes: int = 1024 * 1024,
     ) -> None:
         """``request_id_prefix``: keeps request ids unique when several processes serve (each
@@ -120,7 +120,8 @@ class LocalServer:
             return
         # One thread more than ``workers``: the one no single path may take (GuestScheduler).
         self._pool = GuestPool(self._workers + 1)
-        waiting = max(MIN_WAITING, self._workers * self._waiting_per_worker)
+        per_worker = WAITING_PER_WORKER if self._waiting_per_worker is None else self._waiting_per_worker
+        waiting = max(MIN_WAITING, self._workers * per_worker)
         self._scheduler = GuestScheduler(self._pool, self._workers, waiting)
         ready = threading.Event()
 
@@ -278,10 +279,14 @@ class LocalServer:
             version.release()
             raise
         # From here the pool thread releases the lease when the guest is done (or the scheduler
-        # does, for a request cancelled before it started): if this handler is cancelled
-        # (client gone, remove/close past their grace period), a running guest still runs on
-        # the version's files until its deadline.
-        response = await job
+        # does, for a request cancelled before it started). If this handler is cancelled (the
+        # client went away), a running guest is told and stops at its next check.
+        try:
+            response = await job
+        except asyncio.CancelledError:
+            if guest_request.client_gone is not None:
+                guest_request.client_gone.set()
+            raise
         return web.Response(status=response.status, headers=response.headers, body=response.body)
 
     def _report_refusal(
@@ -312,6 +317,7 @@ class LocalServer:
             server_host=sock[0] if sock else self.host,
             server_port=sock[1] if sock else 0,
             deadline=arrived + self._timeout_s(entry),
+            client_gone=threading.Event(),
         )
 
     def _execute(

@@ -38,6 +38,7 @@ from devenv.targets.local.executor import (
 )
 from devenv.targets.local.file_mounts import Preopen
 from devenv.targets.local.guest_ffi import GuestStore, WasiSetup
+from devenv.targets.local.guest_watch import GuestWatch, stopped_reason
 from devenv.targets.local.runtime import WasmRuntime
 
 MAX_STDOUT_BYTES = 64 * 1024 * 1024  # a response bigger than this is a guest bug, not a page
@@ -193,7 +194,11 @@ class WagiRunner:
             wasi.discard()
             raise
         ticks = self._runtime.ticks_until(request.deadline, self.timeout_s)
-        store = GuestStore(self._engine, wasi, ticks, self._limits.memory_bytes)
+        runtime = self._runtime
+        watch = GuestWatch(
+            request.deadline or time.monotonic() + self.timeout_s, request.client_gone, lambda: runtime.stopping
+        )
+        store = GuestStore(self._engine, wasi, ticks, self._limits.memory_bytes, watch)
 
         failure: str | None = None
         cpu_start = time.thread_time()
@@ -205,9 +210,9 @@ class WagiRunner:
             if exit_.code != 0:
                 failure = f"exited with status {exit_.code}"
         except wasmtime.Trap as trap:
-            failure = self._trap_reason(trap, store.memory_size())
+            failure = stopped_reason(watch, self.timeout_s) or self._trap_reason(trap, store.memory_size())
         except wasmtime.WasmtimeError as err:  # instantiation: e.g. memory over the cap
-            failure = last_line(str(err))
+            failure = stopped_reason(watch, self.timeout_s) or last_line(str(err))
             if "memory" in failure and "limit" in failure:
                 failure = f"out of memory: the module needs more than the {self._mib()} MiB cap"
         memory = store.memory_size()
