@@ -3,8 +3,9 @@
 Shaped like Skaffold's dev runner: file events become a change set (changeset.py), and each app
 has one worker that acts on its own dirty flag, so an app never builds twice at once:
 
-- a change while the app is building sets the flag again: when the build ends, its result is
-  dropped (a newer edit supersedes it) and exactly one rebuild follows with the newest source;
+- a change while the app is building cancels that build (its whole process group is killed, as
+  Skaffold and Tilt do: a hung or slow build never holds the next one back) and one rebuild
+  follows with the newest source; a build that ends before the cancel lands is dropped the same;
 - a failed build or deploy leaves the version already serving in place (the store marks the
   app degraded and keeps the compiler's output);
 - builds deploy in the order they were made, so a build older than the one serving never goes
@@ -64,6 +65,7 @@ class _AppSlot:
     serving: BuiltApp | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     worker: asyncio.Task[None] | None = None
+    building: asyncio.Task[BuiltApp] | None = None  # the build running now, cancelled by a newer edit
 
     @property
     def rules(self) -> AppRules:
@@ -76,6 +78,8 @@ class _AppSlot:
             self.dirty_since = seen if self.dirty_since is None else min(self.dirty_since, seen)
         self.dirty = True
         self.wake.set()
+        if self.building is not None and not self.building.done():
+            self.building.cancel()
 
 
 class DevLoop:
@@ -279,13 +283,24 @@ class DevLoop:
             try:
                 async with self._build_slots:
                     started = time.monotonic()
-                    built = await self.builder.build(spec, trigger_time=trigger)
+                    slot.building = asyncio.create_task(self.builder.build(spec, trigger_time=trigger))
+                    try:
+                        built = await slot.building
+                    finally:
+                        slot.building = None
                     took_ms = (time.monotonic() - started) * 1000
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the worker itself is stopping (the build was cancelled with it)
+                # A newer edit cancelled this build: build again, counting from the first edit.
+                if trigger is not None:
+                    slot.mark_dirty(trigger)
+                self._system(spec.name, "build cancelled: a newer edit arrived; building again")
+                continue
             except BuildError as err:
                 self._system(spec.name, f"build failed: {one_line(str(err))}", level="error")
                 continue
-            except asyncio.CancelledError:
-                raise
             except Exception as err:  # a bug in a build step must not end the app's worker
                 log.exception("build of %s crashed", spec.name)
                 self._system(spec.name, f"build crashed: {err!r} (run with --debug)", level="error")

@@ -4,6 +4,7 @@ real HTTP. Each test edits files the way a developer does and checks what is ser
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from pathlib import Path
 
@@ -64,7 +65,7 @@ async def test_a_formatter_rewriting_200_files_gives_one_build(tmp_path: Path, c
         assert s.count(a.BuildStarted, "fmt") == 2
 
 
-async def test_edits_during_a_build_queue_exactly_one_rebuild_with_the_newest_source(
+async def test_edits_during_a_build_cancel_it_and_the_newest_source_is_served(
     tmp_path: Path, compile_cache: Path
 ) -> None:
     # The build reads app.wat first, then takes a second: edits land while it runs.
@@ -79,11 +80,49 @@ async def test_edits_during_a_build_queue_exactly_one_rebuild_with_the_newest_so
             await asyncio.sleep(0.1)
         await s.wait_body("slow", "v5")
         await asyncio.sleep(1.5)  # room for a (wrong) extra build
-        assert s.count(a.BuildStarted, "slow") == 3  # first, v2 (superseded), one rebuild for v3..v5
-        # The superseded v2 build never went live: newest source wins.
+        started = s.count(a.BuildStarted, "slow")
+        assert s.count(a.BuildSucceeded, "slow") == 2  # v1, and one build with v5: the rest were cancelled
+        assert started >= 3
+        # No superseded build went live: v1, then the newest source.
         served = [x.digest for x in s.actions if isinstance(x, a.VersionServing) and x.app == "slow"]
         assert len(served) == 2
         assert (await s.get("slow")).text.strip() == "v5"
+
+
+async def test_a_save_cancels_a_hung_build_and_kills_its_process_group(
+    tmp_path: Path, compile_cache: Path
+) -> None:
+    # While `hang` exists the build hangs after reading app.wat (as a stuck compiler would),
+    # recording the pid of its `sleep` so the test can see it killed.
+    manifest = write_wat_app(
+        tmp_path,
+        "hung",
+        body="v1",
+        extra_command=" && if [ -f hang ]; then sh -c 'echo $$ > sleep.pid; exec sleep 3600'; fi",
+    )
+    app = manifest.parent
+    async with dev_session(tmp_path, compile_cache) as s:  # build_timeout_s stays at 600 s
+        await s.wait_body("hung", "v1")
+        (app / "hang").write_text("")
+        set_body(manifest, "v2")
+        await s.wait(
+            lambda _st: (app / "sleep.pid").exists() and (app / "sleep.pid").read_text().strip() != "",
+            "the hung build",
+        )
+        pid = int((app / "sleep.pid").read_text())
+        (app / "hang").unlink()
+        set_body(manifest, "v3")
+        await s.wait_body("hung", "v3")  # without cancelling, the hung build held this for 600 s
+        await s.wait(lambda _st: not _alive(pid), "the hung build's sleep to be killed")
+        assert any("build cancelled" in line.text for line in s.store.logs.tail(100))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 async def test_a_broken_manifest_degrades_the_app_but_it_keeps_serving(

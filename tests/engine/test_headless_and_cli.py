@@ -165,4 +165,4 @@ def test_doctor_reports_a_missing_dotted_python_module_instead_of_crashing(tmp_p
     manifest.write_text(manifest.read_text().replace('"python build.py"', '"python -m nosuchpkg.build"'))
     [check] = check_app_toolchain(load_app(manifest))
     assert check.name == "dotted: python -m nosuchpkg.build"
-    assert not check.ok and check.fix.endswith("pip install nosuchpkg")
+    assert not check.ok and "pip install nosuchpkg" in check.fix
