@@ -9,7 +9,11 @@ has one worker that acts on its own dirty flag, so an app never builds twice at 
 - a failed build or deploy leaves the version already serving in place (the store marks the
   app degraded and keeps the compiler's output);
 - builds deploy in the order they were made, so a build older than the one serving never goes
-  live.
+  live;
+- a change to a file the app grants its guest (``files``) redeploys the version serving, which
+  re-stages the files; an app whose folder vanished (moved out of the workspace) is removed;
+- file events that concern no app (a churning log file, a database) are dropped before the
+  watcher's quiet timer, so they never hold anyone's build.
 
 Intents from the UI (rebuild, restart, pause/resume watching, shutdown) arrive as store actions
 on any thread and are handed to this loop with ``call_soon_threadsafe``.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -60,6 +65,7 @@ class _AppSlot:
     spec: AppSpec | None = None
     dirty: bool = False
     dirty_since: float | None = None  # when the earliest unbuilt edit was seen
+    redeploy_since: float | None = None  # a granted file changed: redeploy what serves (no build)
     restart: bool = False
     disabled: bool = False  # `enabled = false` in wasmdev.toml: read, never built or deployed
     serving: BuiltApp | None = None
@@ -80,6 +86,11 @@ class _AppSlot:
         self.wake.set()
         if self.building is not None and not self.building.done():
             self.building.cancel()
+
+    def mark_redeploy(self, seen: float | None) -> None:
+        stamp = seen if seen is not None else time.time()
+        self.redeploy_since = stamp if self.redeploy_since is None else min(self.redeploy_since, stamp)
+        self.wake.set()
 
 
 class DevLoop:
@@ -153,7 +164,11 @@ class DevLoop:
         if self.watch:
             quiet = max(0.005, self.settings.watch_debounce_ms / 1000)
             self._watcher = Watcher(
-                self.workspace.root, quiet_s=quiet, cap_s=max(1.0, 20 * quiet), on_error=self._watch_failed
+                self.workspace.root,
+                quiet_s=quiet,
+                cap_s=max(1.0, 20 * quiet),
+                on_error=self._watch_failed,
+                relevant=self.relevant_paths,
             )
             await self._watcher.start()
             self._tasks.append(asyncio.create_task(self._consume(self._watcher), name="devloop watch"))
@@ -163,6 +178,11 @@ class DevLoop:
             slot.mark_dirty(None)
         if not self._slots:
             self._system("", f"no spin.toml found under {self.workspace.root}; watching for new apps")
+
+    @property
+    def watcher(self) -> Watcher | None:
+        """The file watcher, once watching has started (None without watching)."""
+        return self._watcher
 
     def stop(self) -> None:
         """Ask the loop to finish (from any thread, before or while it runs)."""
@@ -247,7 +267,7 @@ class DevLoop:
         if slot.worker is None:
             slot.worker = asyncio.create_task(self._work(slot), name=f"app {slot.name}")
 
-    async def _remove(self, manifest: Path) -> None:
+    async def _remove(self, manifest: Path, why: str = "") -> None:
         slot = self._slots.pop(manifest, None)
         if slot is None:
             return
@@ -255,12 +275,12 @@ class DevLoop:
             slot.worker.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await slot.worker
-        self._forget(slot.name)
+        self._forget(slot.name, why)
         with contextlib.suppress(Exception):
             await self.target.remove(slot.name)
 
-    def _forget(self, name: str) -> None:
-        self._system(name, "app removed")
+    def _forget(self, name: str, why: str = "") -> None:
+        self._system(name, f"{why}: app removed" if why else "app removed")
         self.store.dispatch(a.AppRemoved(name=name))
 
     async def _quiet_remove(self, name: str) -> None:
@@ -276,9 +296,14 @@ class DevLoop:
             if slot.restart:
                 slot.restart = False
                 await self._restart(slot)
+            if slot.redeploy_since is not None and not slot.dirty and slot.serving is not None:
+                seen, slot.redeploy_since = slot.redeploy_since, None
+                self._system(slot.name, "granted files changed: redeploying (no build needed)")
+                await self._deploy(slot, dataclasses.replace(slot.serving, trigger_time=seen))
             if not slot.dirty or slot.spec is None or slot.disabled:
                 continue
             slot.dirty, trigger, slot.dirty_since = False, slot.dirty_since, None
+            slot.redeploy_since = None  # the build's deploy stages the files as they are then
             spec = slot.spec
             try:
                 async with self._build_slots:
@@ -370,12 +395,22 @@ class DevLoop:
         rules = {path: slot.rules for path, slot in self._slots.items()}
         return classify(batch.paths, rules, batch.first_seen, self.config_path)
 
+    def relevant_paths(self, paths: list[Path]) -> list[Path]:
+        """The paths some app watches, grants, or is defined by (the rest never start the quiet
+        timer: a log written every 20 ms held every build until the 1 s cap)."""
+        rules = {path: slot.rules for path, slot in self._slots.items()}
+        return [p for p in paths if classify([p], rules, None, self.config_path)]
+
     async def _apply(self, change: ChangeSet, *, forced: bool = False) -> None:
         if self._paused and not forced:
             self._held.merge(change)
             return
         if change.rediscover:
             await self._rediscover(change.config_changed)
+        for manifest in change.vanished - change.reload:
+            if manifest in self._slots and not manifest.exists():
+                folder = manifest.parent
+                await self._remove(manifest, f"app folder {folder} is gone (moved or deleted)")
         for manifest in change.reload:
             slot = self._slots.get(manifest)
             if slot is None:
@@ -389,6 +424,8 @@ class DevLoop:
         for slot in list(self._slots.values()):
             if slot.name in change.rebuild:
                 slot.mark_dirty(change.first_seen)
+            elif slot.name in change.redeploy:
+                slot.mark_redeploy(change.first_seen)
 
     async def _rediscover(self, config_changed: bool = False) -> None:
         try:

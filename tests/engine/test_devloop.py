@@ -314,3 +314,74 @@ async def test_two_manifests_with_one_app_name_leave_the_first_serving(
         manifest.write_text(manifest.read_text().replace('name = "twin"', 'name = "triplet"'))
         await s.wait(lambda st: "triplet" in st.apps and "twin (copy)" not in st.apps, "the rename")
         await s.wait(lambda st: st.apps["triplet"].status is AppStatus.SERVING, "the renamed copy serving")
+
+
+async def test_a_churning_file_outside_every_watch_set_does_not_hold_a_build(
+    tmp_path: Path, compile_cache: Path
+) -> None:
+    # A quiet period of 2 s (so a cap of 40 s): a file written every 20 ms beside the app would,
+    # if it reached the quiet timer, hold the edit's build for the whole cap (WAIT_S is 60 s, and
+    # the assertion below allows 30 s; with the churn dropped it takes the quiet period).
+    manifest = write_wat_app(tmp_path, "calm", body="calm v1")
+    (tmp_path / "calm" / "data").mkdir()
+    stop = asyncio.Event()
+
+    async def churn() -> None:
+        i = 0
+        while not stop.is_set():
+            (tmp_path / "calm" / "app.log").write_text(f"line {i}\n")
+            (tmp_path / "calm" / "data" / "app.db").write_bytes(i.to_bytes(8, "little"))
+            (tmp_path / "server.log").write_text(f"{i}\n")
+            i += 1
+            await asyncio.sleep(0.02)
+
+    async with dev_session(tmp_path, compile_cache, watch_debounce_ms=2000) as s:
+        await s.wait_body("calm", "calm v1")
+        writer = asyncio.create_task(churn())
+        try:
+            await asyncio.sleep(0.5)
+            set_body(manifest, "calm v2")
+            await s.wait_body("calm", "calm v2", timeout=30)
+        finally:
+            stop.set()
+            await writer
+        assert s.count(a.BuildStarted, "calm") == 2  # the churn itself built nothing
+
+
+async def test_an_app_folder_moved_out_of_the_workspace_is_removed_with_a_log_line(
+    tmp_path: Path, compile_cache: Path
+) -> None:
+    workspace = tmp_path / "ws"
+    write_wat_app(workspace, "stays", body="still here")
+    write_wat_app(workspace, "leaves", body="leaving")
+    async with dev_session(workspace, compile_cache) as s:
+        await s.wait_body("leaves", "leaving")
+        await s.wait_body("stays", "still here")
+        (workspace / "leaves").rename(tmp_path / "elsewhere")
+        await s.wait(lambda st: "leaves" not in st.apps, "the moved-out app to be removed")
+        assert any(
+            line.app == "leaves" and "is gone (moved or deleted): app removed" in line.text
+            for line in s.store.logs.tail(100)
+        )
+        assert "still here" in (await s.get("stays")).text
+
+
+async def test_an_edit_to_a_granted_file_redeploys_without_a_build(
+    tmp_path: Path, compile_cache: Path, sample_apps_dir: Path
+) -> None:
+    import shutil
+
+    shutil.copytree(
+        sample_apps_dir / "hello-wat", tmp_path / "hello-wat", ignore=shutil.ignore_patterns("*.wasm")
+    )
+    greeting = tmp_path / "hello-wat" / "greeting.txt"
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait(lambda st: st.apps["hello-wat"].status is AppStatus.SERVING, "hello-wat serving")
+        assert "Hello from a file" in (await s.get("hello-wat", "/file?greeting.txt")).text
+        greeting.write_text("A greeting edited while serving.\n")
+        deadline = asyncio.get_running_loop().time() + 60
+        while "edited while serving" not in (await s.get("hello-wat", "/file?greeting.txt")).text:
+            assert asyncio.get_running_loop().time() < deadline, "the guest kept serving the old copy"
+            await asyncio.sleep(0.05)
+        assert s.count(a.BuildStarted, "hello-wat") == 1  # a redeploy, not a rebuild
+        assert s.count(a.VersionServing, "hello-wat") == 2
