@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devenv.config import load_workspace
+from devenv.config import app_names, folder_app_name, load_workspace
 from devenv.engine.builder import Builder
 from devenv.engine.changeset import AppRules, ChangeSet, classify
 from devenv.engine.samplers import Prober, ResourceSampler
@@ -61,7 +61,8 @@ class _AppSlot:
     """The loop's own bookkeeping for one manifest (the store holds what the user sees)."""
 
     manifest_path: Path
-    name: str
+    name: str  # the name it runs under (the declared one, or its folder's when that clashes)
+    declared: str = ""  # its `[application] name` (guessed until the manifest is read)
     spec: AppSpec | None = None
     dirty: bool = False
     dirty_since: float | None = None  # when the earliest unbuilt edit was seen
@@ -158,8 +159,13 @@ class DevLoop:
 
     async def _start(self) -> None:
         self.store.dispatch(a.WorkspaceLoaded(root=self.workspace.root, target=self.target.name))
-        for manifest in self.workspace.manifests:
-            self._add(Path(manifest))
+        # Every slot first, then every manifest read: apps that share a declared name are all
+        # named after their folders, whichever comes first.
+        manifests = [Path(m).resolve() for m in self.workspace.manifests]
+        names = app_names({m: guess_app_name(m) for m in manifests}, self.workspace.root)
+        slots = [self._add(m, read=False, name=names[m]) for m in manifests]
+        for slot in slots:
+            self._read_manifest(slot)
         await self.target.start()
         if self.watch:
             quiet = max(0.005, self.settings.watch_debounce_ms / 1000)
@@ -211,36 +217,57 @@ class DevLoop:
 
     # --- apps -----------------------------------------------------------------------------------
 
-    def _add(self, manifest: Path) -> _AppSlot:
+    def _add(self, manifest: Path, *, read: bool = True, name: str | None = None) -> _AppSlot:
         manifest = manifest.resolve()
-        slot = _AppSlot(manifest_path=manifest, name=guess_app_name(manifest))
+        declared = guess_app_name(manifest)
+        slot = _AppSlot(manifest_path=manifest, name=name or declared, declared=declared)
+        if name is None and any(s.name == declared for s in self._slots.values()):  # stand-in taken
+            slot.name = folder_app_name(manifest, self.workspace.root, self._names_taken(slot))
         self._slots[manifest] = slot
-        self._read_manifest(slot)
+        if read:
+            self._read_manifest(slot)
         return slot
+
+    def _names_taken(self, slot: _AppSlot) -> set[str]:
+        others = [s for s in self._slots.values() if s is not slot]
+        return {s.name for s in others} | {s.declared for s in self._slots.values()}
+
+    def _name_for(self, slot: _AppSlot, declared: str, previous: str) -> str:
+        """The name the app runs under: its declared name, unless another manifest declares it
+        too (every spin-python-sdk example is called `test`); then its folder's. An app already
+        running keeps its name when a newcomer clashes with it."""
+        if not any(s is not slot and s.declared == declared for s in self._slots.values()):
+            return declared
+        if previous == declared and (slot.spec is not None or slot.name != declared):
+            return slot.name  # running under it, or given it with the workspace (app_names)
+        return folder_app_name(slot.manifest_path, self.workspace.root, self._names_taken(slot))
 
     def _read_manifest(self, slot: _AppSlot) -> bool:
         """Re-read a manifest into its slot; on error the old spec (and version) stays."""
         try:
             spec = load_app(slot.manifest_path)
-            clash = next(
-                (s for s in self._slots.values() if s is not slot and s.spec and s.name == spec.name), None
-            )
-            if clash is not None:
-                # Report it under its own name: the app already called that keeps serving, clean.
-                if slot.spec is None:
-                    slot.name = f"{spec.name} ({slot.manifest_path.parent.name})"
-                raise ManifestError.at(
-                    slot.manifest_path,
-                    "application.name",
-                    f"app name `{spec.name}` is already used by {clash.manifest_path}",
-                    "give each app a unique [application] name",
-                )
         except ManifestError as err:
             self.store.dispatch(
                 a.ManifestFailed(name=slot.name, manifest_path=slot.manifest_path, error=str(err))
             )
             self._system(slot.name, f"manifest error: {one_line(str(err))}", level="error")
             return False
+        previous, slot.declared = slot.declared, spec.name
+        name = self._name_for(slot, spec.name, previous)
+        if name != spec.name:
+            if name != slot.name or slot.spec is None:  # said once, when the name is given
+                others = [
+                    str(s.manifest_path)
+                    for s in self._slots.values()
+                    if s is not slot and s.declared == spec.name
+                ]
+                self._system(
+                    name,
+                    f"app name `{spec.name}` is also declared by {', '.join(others)}: "
+                    f"this app ({slot.manifest_path}) runs as `{name}`, named after its folder",
+                    level="warn",
+                )
+            spec = dataclasses.replace(spec, name=name)
         if slot.spec is not None and spec.name != slot.name:
             # Renamed in the manifest: the old name stops serving, the new one starts fresh.
             self._forget(slot.name)
@@ -248,7 +275,12 @@ class DevLoop:
             self._tasks.append(removal)
             removal.add_done_callback(self._tasks.remove)
             slot.serving = None
-        elif slot.spec is None and spec.name != slot.name and slot.name in self.store.state.apps:
+        elif (
+            slot.spec is None
+            and spec.name != slot.name
+            and slot.name in self.store.state.apps
+            and not any(s is not slot and s.name == slot.name for s in self._slots.values())
+        ):
             # The failure was listed under a stand-in name (folder, clash): drop that entry.
             self.store.dispatch(a.AppRemoved(name=slot.name))
         slot.name = spec.name

@@ -11,7 +11,7 @@ from pathlib import Path
 from devenv.model import AppStatus, BuildStatus
 from devenv.store import actions as a
 from tests.engine.session import dev_session
-from tests.engine.wat_app import break_source, set_body, write_wat_app
+from tests.engine.wat_app import break_source, set_body, wat_source, write_wat_app
 
 
 async def test_first_build_serves_and_an_edit_is_served_with_edit_to_serving(
@@ -292,7 +292,7 @@ async def test_build_outputs_beside_the_sources_never_trigger_a_build(
         assert s.count(a.BuildStarted, "beside") == 2
 
 
-async def test_two_manifests_with_one_app_name_leave_the_first_serving(
+async def test_a_copy_with_the_same_app_name_runs_beside_it_named_after_its_folder(
     tmp_path: Path, compile_cache: Path
 ) -> None:
     write_wat_app(tmp_path, "twin", body="the first twin")
@@ -300,20 +300,36 @@ async def test_two_manifests_with_one_app_name_leave_the_first_serving(
         await s.wait_body("twin", "the first twin")
         copy = tmp_path / "copy"
         copy.mkdir()
-        (copy / "app.wat").write_text((tmp_path / "twin" / "app.wat").read_text())
+        (copy / "app.wat").write_text(wat_source("the copied twin"))
         (copy / "build.py").write_text((tmp_path / "twin" / "build.py").read_text())
         (copy / "spin.toml").write_text((tmp_path / "twin" / "spin.toml").read_text())
-        await s.wait(lambda st: "twin (copy)" in st.apps, "the clash reported")
-        clash = s.store.state.apps["twin (copy)"]
-        assert clash.status is AppStatus.FAILED and "already used by" in clash.error
-        assert s.store.state.apps["twin"].status is AppStatus.SERVING
+        # The app already running keeps its name; the newcomer runs under its folder's.
+        await s.wait_body("copy", "the copied twin")
         assert "the first twin" in (await s.get("twin")).text
+        said = [line.text for line in s.store.logs.tail(200) if "is also declared by" in line.text]
+        assert len(said) == 1 and "runs as `copy`" in said[0]
 
-        # Renaming the copy resolves the clash: it serves under its name, the failure entry goes.
+        # Renaming the copy in its manifest: it serves under that name, the folder name goes.
         manifest = copy / "spin.toml"
         manifest.write_text(manifest.read_text().replace('name = "twin"', 'name = "triplet"'))
-        await s.wait(lambda st: "triplet" in st.apps and "twin (copy)" not in st.apps, "the rename")
+        await s.wait(lambda st: "triplet" in st.apps and "copy" not in st.apps, "the rename")
         await s.wait(lambda st: st.apps["triplet"].status is AppStatus.SERVING, "the renamed copy serving")
+
+
+async def test_apps_sharing_a_name_at_startup_all_run_named_after_their_folders(
+    tmp_path: Path, compile_cache: Path
+) -> None:
+    # Every spin-python-sdk example is called `test`.
+    for folder, body in (("hello", "hello example"), ("kv", "kv example")):
+        manifest = write_wat_app(tmp_path, folder, body=body)
+        manifest.write_text(manifest.read_text().replace(f'name = "{folder}"', 'name = "test"', 1))
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait_body("hello", "hello example")
+        await s.wait_body("kv", "kv example")
+        assert "test" not in s.store.state.apps
+        said = [line for line in s.store.logs.tail(200) if "is also declared by" in line.text]
+        assert sorted(line.app for line in said) == ["hello", "kv"]  # once per app
+        assert s.store.state.apps["hello"].urls != s.store.state.apps["kv"].urls
 
 
 async def test_a_churning_file_outside_every_watch_set_does_not_hold_a_build(
