@@ -15,6 +15,9 @@ conditions, interleaved run by run so machine load affects them alike:
 Prints medians and p90 and the ratios churn / quiet and unfiltered / quiet. Figures only.
 
     python bench/edit_to_serving_churn.py [--runs N]
+
+Builds run with your PATH (as `spin build`): run it with wasmdev's virtualenv activated, since
+the sample's `python build.py` needs wasmtime.
 """
 
 from __future__ import annotations
