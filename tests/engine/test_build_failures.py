@@ -4,6 +4,7 @@ missing toolchain is named with the command that installs it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -140,25 +141,47 @@ async def test_rustc_error_is_summarised_by_its_error_code_line(tmp_path: Path) 
     assert "error[E0308]: mismatched types" in first_line(message)
 
 
-async def test_typescript_errors_are_summarised_by_the_first_one(tmp_path: Path) -> None:
+NODE_TOOLS = ("typescript@5.9", "webpack@5", "webpack-cli@5")
+
+
+def node_tools() -> Path:
+    """tsc and webpack from npm, installed once under the test cache."""
     need("npm")
-    tools = CACHE_ROOT / "node-tools" / "typescript-5.9"
-    if not (tools / "node_modules" / ".bin" / "tsc").exists():
+    tools = CACHE_ROOT / "node-tools" / hashlib.sha256(" ".join(NODE_TOOLS).encode()).hexdigest()[:12]
+    if not (tools / "ready").exists():
         tools.mkdir(parents=True, exist_ok=True)
         done = subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(tools), "typescript@5.9"],
+            ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(tools), *NODE_TOOLS],
             capture_output=True,
             text=True,
         )
-        if done.returncode != 0:
-            pytest.skip(f"npm could not install typescript: {done.stderr[-300:]}")
-    tsc = tools / "node_modules" / ".bin" / "tsc"
+        assert done.returncode == 0, f"npm could not install {NODE_TOOLS}: {done.stderr[-500:]}"
+        (tools / "ready").write_text("")
+    return tools / "node_modules" / ".bin"
+
+
+async def test_typescript_errors_are_summarised_by_the_first_one(tmp_path: Path) -> None:
+    tsc = node_tools() / "tsc"
     source = 'const x: number = "a";\nconsole.log(y);\n'
     manifest = write_app(tmp_path, "tserr", f"{tsc} --noEmit src/index.ts", {"src/index.ts": source})
     message, failed, _ = await failed_build(manifest)
     summary = first_line(message)
     assert "src/index.ts(1,7): error TS2322" in summary
     assert "TS2304" in failed.output
+
+
+async def test_webpack_errors_are_summarised_by_the_module_error_not_the_error_count(tmp_path: Path) -> None:
+    webpack = node_tools() / "webpack"
+    manifest = write_app(
+        tmp_path,
+        "wperr",
+        f"{webpack} --mode production --entry ./src/index.js",
+        {"src/index.js": 'import x from "./missing";\nconsole.log(x);\n'},
+    )
+    message, failed, _ = await failed_build(manifest)
+    summary = first_line(message)
+    assert "ERROR in ./src/index.js" in summary and "Can't resolve './missing'" in summary
+    assert "compiled with 1 error" in failed.output and "compiled with" not in summary
 
 
 async def test_the_whole_output_is_kept_even_when_the_cause_scrolled_far_up(tmp_path: Path) -> None:
