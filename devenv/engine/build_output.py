@@ -20,8 +20,9 @@ from collections.abc import AsyncIterator
 from devenv.engine.toolchains import MissingTool, missing_tool
 
 MAX_LINE_BYTES = 1 << 20  # a line longer than this keeps its first MiB and a note
-HEAD_LINES = 200  # kept from the start of a build's output (where causes are)…
-TAIL_LINES = 800  # …and from its end (where summaries are); the log keeps every line
+HEAD_LINES = 100  # kept for the error panel from the start of a build's output (causes)…
+TAIL_LINES = 300  # …and from its end (summaries); the build log keeps every line
+PANEL_LINE_CHARS = 1000  # a kept line longer than this is shortened for the panel (≤ 400 KB in all)
 _CHUNK = 1 << 16
 
 _DIAGNOSTIC = re.compile(
@@ -83,6 +84,10 @@ def _finish(raw: bytearray, overflow: int) -> str:
     return text + cut_note(len(raw), len(raw) + overflow) if overflow else text
 
 
+def _short(line: str) -> str:
+    return line if len(line) <= PANEL_LINE_CHARS else line[:PANEL_LINE_CHARS] + " …"
+
+
 class BuildOutput:
     """Every line of one build, kept bounded (head and tail), and what it says went wrong."""
 
@@ -101,13 +106,14 @@ class BuildOutput:
 
     def add(self, line: str) -> None:
         self._seen += 1
+        kept = _short(line)
         if len(self._head) < self._head_max:
-            self._head.append(line)
+            self._head.append(kept)
         else:
-            self._tail.append(line)
+            self._tail.append(kept)
         if line.startswith("$ "):  # the command echo, not output
             return
-        stripped = line.strip()
+        stripped = _short(line.strip())  # a summary never holds a megabyte of minified JS
         if not stripped:
             return
         self._last = stripped
@@ -118,12 +124,12 @@ class BuildOutput:
         if self._diagnostic_open and self._diagnostic is not None:
             self._diagnostic = f"{self._diagnostic}: {stripped}"
             self._diagnostic_open = False
-        elif self._diagnostic is None and _DIAGNOSTIC.match(line):
+        elif self._diagnostic is None and _DIAGNOSTIC.match(stripped):
             self._diagnostic = stripped
             self._diagnostic_open = stripped.startswith("ERROR in ")
-        elif _EXCEPTION.match(line) and (self._exception is None or self._in_traceback):
+        elif _EXCEPTION.match(stripped) and (self._exception is None or self._in_traceback):
             self._exception = stripped
-        elif self._generic is None and _GENERIC.search(line) and not _NOISE.search(stripped):
+        elif self._generic is None and _GENERIC.search(stripped) and not _NOISE.search(stripped):
             self._generic = stripped
 
     def summary(self) -> str:

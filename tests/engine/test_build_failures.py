@@ -200,6 +200,14 @@ async def test_the_whole_output_is_kept_even_when_the_cause_scrolled_far_up(tmp_
     assert any("macro 2500" in x.text for x in build_lines)  # the log has every line
 
 
+async def test_the_panel_output_and_summary_stay_small_when_lines_are_huge(tmp_path: Path) -> None:
+    script = "import sys\nfor _ in range(3):\n    print('error: ' + 'x' * (2 << 20))\nsys.exit(1)\n"
+    manifest = write_app(tmp_path, "huge", "python3 build.py", {"build.py": script})
+    message, failed, _ = await failed_build(manifest)
+    assert first_line(message).count("x") < 2_000
+    assert failed.output.count("error: xxx") == 3 and len(failed.output) < 10_000
+
+
 # --- a missing toolchain --------------------------------------------------------------------
 
 
