@@ -80,9 +80,12 @@ def make_target(name: str, store: Store, settings: Settings, app_names: Sequence
 
 
 def _app_names(workspace: Workspace) -> list[str]:
+    from devenv.config import app_names
     from devenv.manifest import guess_app_name
 
-    return [guess_app_name(Path(m)) for m in workspace.manifests]
+    # The names apps run under: apps that share a declared name are named after their folders.
+    declared = {Path(m).resolve(): guess_app_name(Path(m)) for m in workspace.manifests}
+    return list(app_names(declared, workspace.root).values())
 
 
 def make_devloop(store: Store, workspace: Workspace, *, watch: bool = True) -> DevLoop:

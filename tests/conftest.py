@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
         report.longrepr = (
             f"skipped where the environment must be complete (CI=true or WASMDEV_STRICT_ENV=1): {reason}"
         )
+
+
+def _activate_test_environment() -> None:
+    """Builds run with the user's PATH, as Spin runs them; a user activates the virtualenv that
+    has the toolchains. The suite does the same for the interpreter it runs on (CI activates it;
+    `/work/venv/bin/python -m pytest` does not), so a sample's `python` or `componentize-py` is
+    that environment's."""
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if path.split(os.pathsep)[:1] != [bin_dir]:
+        os.environ["PATH"] = bin_dir + (os.pathsep + path if path else "")
+    if sys.prefix != sys.base_prefix:
+        os.environ.setdefault("VIRTUAL_ENV", sys.prefix)
+
+
+_activate_test_environment()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from devenv.config import app_names
 from devenv.engine.builder import Builder
 from devenv.engine.devloop import one_line
 from devenv.errors import BuildError, ManifestError, WasmdevError
@@ -25,17 +27,27 @@ async def build_once(store: Store, workspace: Workspace, app: str | None = None)
     builder = Builder(store, timeout_s=float(workspace.settings.build_timeout_s))
     failures = 0
     matched = False
+    declared = {Path(m): guess_app_name(Path(m)) for m in workspace.manifests}
+    names = app_names(declared, workspace.root)  # shared names: each app named after its folder
     for manifest in map(Path, workspace.manifests):
         try:
             spec = load_app(manifest)
         except ManifestError as err:
-            guessed = guess_app_name(manifest)  # only now: it parses the file again
+            guessed = names[manifest]
             if app is None or guessed == app:
                 matched = True
                 failures += 1
                 store.dispatch(a.ManifestFailed(guessed, manifest, str(err)))
                 _say(store, guessed, f"manifest error: {one_line(str(err))}", "error")
             continue
+        if names[manifest] != spec.name:
+            _say(
+                store,
+                names[manifest],
+                f"app name `{spec.name}` is shared: {manifest} builds as `{names[manifest]}`",
+                "warn",
+            )
+            spec = dataclasses.replace(spec, name=names[manifest])
         if app is not None and spec.name != app:
             continue
         matched = True
@@ -50,11 +62,11 @@ async def build_once(store: Store, workspace: Workspace, app: str | None = None)
             took_ms = (time.monotonic() - started) * 1000
             _say(store, spec.name, f"built {built.short_digest} in {took_ms:.0f} ms")
     if app is not None and not matched:
-        names = ", ".join(sorted(guess_app_name(Path(m)) for m in workspace.manifests)) or "none"
+        listed = ", ".join(sorted(names.values())) or "none"
         raise WasmdevError(
             what=f"no app named `{app}` in the workspace",
             where=str(workspace.root),
-            fix=f"pick one of: {names}",
+            fix=f"pick one of: {listed}",
         )
     return failures
 

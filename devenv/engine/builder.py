@@ -1,12 +1,16 @@
 """Running an app's build commands, as ``spin build`` does, and turning the result into a BuiltApp.
 
 Each component's ``[component.NAME.build]`` commands run in order through the shell, in the
-component's workdir, with the output streamed line by line into the store (LogStream.BUILD). The
-directory of the interpreter wasmdev runs on comes first on PATH, so a sample's ``python -m
-ziglang`` means the Python that has ziglang installed, whatever the user's shell has.
+component's workdir, with the output streamed line by line into the store (LogStream.BUILD).
+Commands run in the user's environment, as Spin runs them: the user's PATH and virtualenv, so
+``python`` or ``componentize-py`` in a build command is the one the user's shell would run (an
+app that pins its toolchain in its virtualenv is built with those pins, not with wasmdev's).
 
 A build that fails, times out or does not produce a component's ``source`` raises ``BuildError``
-after dispatching ``BuildFailed``; the caller keeps the previous version serving.
+after dispatching ``BuildFailed``; the caller keeps the previous version serving. Its summary is
+the output line that names the cause (build_output.py); a tool that is not installed is named,
+with the command that installs it. A build cancelled (a newer save) kills its whole process
+group, so a hung compiler never outlives it.
 """
 
 from __future__ import annotations
@@ -16,28 +20,20 @@ import contextlib
 import hashlib
 import os
 import signal
-import sys
 import time
-from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 
+from devenv.engine.build_output import BuildOutput, read_lines
 from devenv.errors import BuildError
 from devenv.model import AppSpec, BuiltApp, ComponentSpec, LogLine, LogStream
 from devenv.store import actions as a
 from devenv.store.store import Store
 
-OUTPUT_TAIL_LINES = 60  # what a failure shows: compilers print the summary last
-_READ_LIMIT = 1 << 20  # a single output line longer than this is split, not an error
-
 
 def build_env() -> dict[str, str]:
-    """The environment build commands run in: ours, with our interpreter's directory first on PATH."""
+    """The environment build commands run in: the user's, PATH untouched (as ``spin build``)."""
     env = dict(os.environ)
-    bin_dir = str(Path(sys.executable).parent)
-    path = env.get("PATH", "")
-    if path.split(os.pathsep)[:1] != [bin_dir]:
-        env["PATH"] = bin_dir + (os.pathsep + path if path else "")
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
@@ -68,13 +64,13 @@ class Builder:
         """Run the app's build commands and hash the result. Raises BuildError (already reported)."""
         started = time.time()
         self.store.dispatch(a.BuildStarted(app=spec.name, command=describe_commands(spec), ts=started))
-        tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
+        output = BuildOutput()
         current = ""  # the command running, named in BuildFailed
         try:
             for component, command in build_commands(spec):
                 assert component.build is not None  # build_commands only yields components with one
                 current = command
-                await self._run(spec, component, command, component.build.workdir, tail)
+                await self._run(spec, component, command, component.build.workdir, output)
             wasm = _component_sources(spec)
             digest = await asyncio.to_thread(app_digest, spec.manifest_path, wasm.items())
         except BuildError as err:
@@ -82,7 +78,7 @@ class Builder:
                 a.BuildFailed(
                     app=spec.name,
                     command=current or describe_commands(spec),
-                    output="\n".join(tail),
+                    output=output.text(),
                     error=str(err),
                     ts=time.time(),
                 )
@@ -93,7 +89,7 @@ class Builder:
         return built
 
     async def _run(
-        self, spec: AppSpec, component: ComponentSpec, command: str, workdir: Path, tail: deque[str]
+        self, spec: AppSpec, component: ComponentSpec, command: str, workdir: Path, output: BuildOutput
     ) -> None:
         if not workdir.is_dir():
             raise _error(
@@ -113,10 +109,9 @@ class Builder:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
-            limit=_READ_LIMIT,
         )
         try:
-            await asyncio.wait_for(self._stream(spec, component, proc, tail), self.timeout_s)
+            await asyncio.wait_for(self._stream(spec, component, proc, output), self.timeout_s)
             code = await proc.wait()
         except TimeoutError:
             _kill_group(proc)
@@ -133,27 +128,27 @@ class Builder:
                 await asyncio.shield(proc.wait())
             raise
         if code != 0:
-            last = next((line for line in reversed(tail) if line.strip() and not line.startswith("$ ")), "")
+            if output.missing is not None:
+                raise _error(
+                    spec,
+                    command,
+                    f"build command exited with code {code}: {output.missing.what}",
+                    f"{output.missing.fix}; then save or press r (the command ran in {workdir})",
+                )
+            summary = output.summary()
             raise _error(
                 spec,
                 command,
-                f"build command exited with code {code}" + (f": {last.strip()}" if last else ""),
+                f"build command exited with code {code}" + (f": {summary}" if summary else ""),
                 f"fix the error shown in the build output, then save (the command ran in {workdir})",
             )
 
     async def _stream(
-        self, spec: AppSpec, component: ComponentSpec, proc: asyncio.subprocess.Process, tail: deque[str]
+        self, spec: AppSpec, component: ComponentSpec, proc: asyncio.subprocess.Process, output: BuildOutput
     ) -> None:
         assert proc.stdout is not None
-        while True:
-            try:
-                raw = await proc.stdout.readline()
-            except ValueError:  # a line over the limit: take what is buffered as one chunk
-                raw = await proc.stdout.read(_READ_LIMIT)
-            if not raw:
-                return
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            tail.append(line)
+        async for line in read_lines(proc.stdout):
+            output.add(line)
             self._log(spec, component, line)
 
     def _log(self, spec: AppSpec, component: ComponentSpec, text: str) -> None:

@@ -10,8 +10,15 @@ dirty), and the dev loop then acts on it once. The rules per app:
   does anything under a build-output directory (target/, .zig-cache, node_modules, …). A
   component with no build command is the other way round: its ``source`` is the input, and a
   change to it redeploys the app.
+- a file a component grants the guest (``files``) changed: redeploy the version serving, which
+  re-stages the files (no build: the wasm did not change);
+- a folder holding an app's manifest vanished (deleted, or moved out of the workspace): that
+  manifest is checked, and the app removed when it is gone;
 - a ``spin.toml`` or ``wasmdev.toml`` that no app owns appeared or vanished: rediscover the
   workspace (the watcher reports the files of a folder that appears, so a copied app counts).
+
+Anything else (a log file written every 20 ms, a database beside the app) affects no app: the
+dev loop drops such paths before they reach the watcher's quiet timer (``ChangeSet`` is empty).
 """
 
 from __future__ import annotations
@@ -121,6 +128,19 @@ class _ComponentRule:
     source: Path | None  # a build's output, or (with no build) the input that is redeployed
     workdir: Path | None  # where the build runs; None when the component has no build command
     globs: tuple[str, ...] = ()  # `build.watch`, relative to workdir; none = everything under it
+    granted: tuple[str, ...] = ()  # `files` globs and mounted folders, relative to the app root
+    root: Path | None = None  # the app root `granted` is relative to
+
+    def grants(self, path: Path) -> bool:
+        if self.root is None or not self.granted:
+            return False
+        rel = _relative(path, self.root)
+        if rel is None:
+            return False
+        for grant in self.granted:
+            if glob_regex(grant).match(rel) or rel.startswith(grant.rstrip("/") + "/"):
+                return True
+        return False
 
     def wants_build(self, path: Path) -> bool:
         if self.workdir is None:
@@ -144,15 +164,23 @@ class AppRules:
     @classmethod
     def of(cls, spec: AppSpec) -> AppRules:
         rules = tuple(
-            _ComponentRule(c.source, c.build.workdir, c.build.watch)
-            if c.build is not None
-            else _ComponentRule(c.source, None)
+            _ComponentRule(
+                c.source,
+                c.build.workdir if c.build is not None else None,
+                c.build.watch if c.build is not None else (),
+                tuple(m.source for m in c.files),
+                spec.root,
+            )
             for c in spec.components.values()
         )
         return cls(spec.name, spec.manifest_path, rules)
 
     def wants_build(self, path: Path) -> bool:
         return any(rule.wants_build(path) for rule in self.components)
+
+    def wants_redeploy(self, path: Path) -> bool:
+        """A file the guest is granted: the version serving must be redeployed to see it."""
+        return any(rule.grants(path) for rule in self.components)
 
 
 @dataclass
@@ -161,17 +189,21 @@ class ChangeSet:
     time an event was seen, so edit-to-serving counts from the first save."""
 
     rebuild: set[str] = field(default_factory=set)  # app names
+    redeploy: set[str] = field(default_factory=set)  # app names whose granted files changed
     reload: set[Path] = field(default_factory=set)  # manifests of known apps to re-read
+    vanished: set[Path] = field(default_factory=set)  # manifests whose folder was removed or moved
     rediscover: bool = False  # a manifest or wasmdev.toml appeared or vanished
     config_changed: bool = False  # wasmdev.toml itself was written
     first_seen: float | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.rebuild or self.reload or self.rediscover)
+        return bool(self.rebuild or self.redeploy or self.reload or self.vanished or self.rediscover)
 
     def merge(self, other: ChangeSet) -> None:
         self.rebuild |= other.rebuild
+        self.redeploy |= other.redeploy
         self.reload |= other.reload
+        self.vanished |= other.vanished
         self.rediscover = self.rediscover or other.rediscover
         self.config_changed = self.config_changed or other.config_changed
         if other.first_seen is not None:
@@ -200,7 +232,11 @@ def classify(
         if path.name == MANIFEST_NAME:
             change.rediscover = True
             continue
-        for rules in apps.values():
-            if rules.name not in change.rebuild and rules.wants_build(path):
+        for manifest, rules in apps.items():
+            if path in manifest.parents:  # the app's folder (or one above it) changed: moved out?
+                change.vanished.add(manifest)
+            elif rules.name not in change.rebuild and rules.wants_build(path):
                 change.rebuild.add(rules.name)
+            elif rules.wants_redeploy(path):
+                change.redeploy.add(rules.name)
     return change

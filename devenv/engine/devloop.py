@@ -3,12 +3,17 @@
 Shaped like Skaffold's dev runner: file events become a change set (changeset.py), and each app
 has one worker that acts on its own dirty flag, so an app never builds twice at once:
 
-- a change while the app is building sets the flag again: when the build ends, its result is
-  dropped (a newer edit supersedes it) and exactly one rebuild follows with the newest source;
+- a change while the app is building cancels that build (its whole process group is killed, as
+  Skaffold and Tilt do: a hung or slow build never holds the next one back) and one rebuild
+  follows with the newest source; a build that ends before the cancel lands is dropped the same;
 - a failed build or deploy leaves the version already serving in place (the store marks the
   app degraded and keeps the compiler's output);
 - builds deploy in the order they were made, so a build older than the one serving never goes
-  live.
+  live;
+- a change to a file the app grants its guest (``files``) redeploys the version serving, which
+  re-stages the files; an app whose folder vanished (moved out of the workspace) is removed;
+- file events that concern no app (a churning log file, a database) are dropped before the
+  watcher's quiet timer, so they never hold anyone's build.
 
 Intents from the UI (rebuild, restart, pause/resume watching, shutdown) arrive as store actions
 on any thread and are handed to this loop with ``call_soon_threadsafe``.
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -25,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devenv.config import load_workspace
+from devenv.config import app_names, folder_app_name, load_workspace
 from devenv.engine.builder import Builder
 from devenv.engine.changeset import AppRules, ChangeSet, classify
 from devenv.engine.samplers import Prober, ResourceSampler
@@ -55,15 +61,18 @@ class _AppSlot:
     """The loop's own bookkeeping for one manifest (the store holds what the user sees)."""
 
     manifest_path: Path
-    name: str
+    name: str  # the name it runs under (the declared one, or its folder's when that clashes)
+    declared: str = ""  # its `[application] name` (guessed until the manifest is read)
     spec: AppSpec | None = None
     dirty: bool = False
     dirty_since: float | None = None  # when the earliest unbuilt edit was seen
+    redeploy_since: float | None = None  # a granted file changed: redeploy what serves (no build)
     restart: bool = False
     disabled: bool = False  # `enabled = false` in wasmdev.toml: read, never built or deployed
     serving: BuiltApp | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     worker: asyncio.Task[None] | None = None
+    building: asyncio.Task[BuiltApp] | None = None  # the build running now, cancelled by a newer edit
 
     @property
     def rules(self) -> AppRules:
@@ -75,6 +84,13 @@ class _AppSlot:
         if seen is not None:
             self.dirty_since = seen if self.dirty_since is None else min(self.dirty_since, seen)
         self.dirty = True
+        self.wake.set()
+        if self.building is not None and not self.building.done():
+            self.building.cancel()
+
+    def mark_redeploy(self, seen: float | None) -> None:
+        stamp = seen if seen is not None else time.time()
+        self.redeploy_since = stamp if self.redeploy_since is None else min(self.redeploy_since, stamp)
         self.wake.set()
 
 
@@ -143,13 +159,22 @@ class DevLoop:
 
     async def _start(self) -> None:
         self.store.dispatch(a.WorkspaceLoaded(root=self.workspace.root, target=self.target.name))
-        for manifest in self.workspace.manifests:
-            self._add(Path(manifest))
+        # Every slot first, then every manifest read: apps that share a declared name are all
+        # named after their folders, whichever comes first.
+        manifests = [Path(m).resolve() for m in self.workspace.manifests]
+        names = app_names({m: guess_app_name(m) for m in manifests}, self.workspace.root)
+        slots = [self._add(m, read=False, name=names[m]) for m in manifests]
+        for slot in slots:
+            self._read_manifest(slot)
         await self.target.start()
         if self.watch:
             quiet = max(0.005, self.settings.watch_debounce_ms / 1000)
             self._watcher = Watcher(
-                self.workspace.root, quiet_s=quiet, cap_s=max(1.0, 20 * quiet), on_error=self._watch_failed
+                self.workspace.root,
+                quiet_s=quiet,
+                cap_s=max(1.0, 20 * quiet),
+                on_error=self._watch_failed,
+                relevant=self.relevant_paths,
             )
             await self._watcher.start()
             self._tasks.append(asyncio.create_task(self._consume(self._watcher), name="devloop watch"))
@@ -159,6 +184,11 @@ class DevLoop:
             slot.mark_dirty(None)
         if not self._slots:
             self._system("", f"no spin.toml found under {self.workspace.root}; watching for new apps")
+
+    @property
+    def watcher(self) -> Watcher | None:
+        """The file watcher, once watching has started (None without watching)."""
+        return self._watcher
 
     def stop(self) -> None:
         """Ask the loop to finish (from any thread, before or while it runs)."""
@@ -187,36 +217,57 @@ class DevLoop:
 
     # --- apps -----------------------------------------------------------------------------------
 
-    def _add(self, manifest: Path) -> _AppSlot:
+    def _add(self, manifest: Path, *, read: bool = True, name: str | None = None) -> _AppSlot:
         manifest = manifest.resolve()
-        slot = _AppSlot(manifest_path=manifest, name=guess_app_name(manifest))
+        declared = guess_app_name(manifest)
+        slot = _AppSlot(manifest_path=manifest, name=name or declared, declared=declared)
+        if name is None and any(s.name == declared for s in self._slots.values()):  # stand-in taken
+            slot.name = folder_app_name(manifest, self.workspace.root, self._names_taken(slot))
         self._slots[manifest] = slot
-        self._read_manifest(slot)
+        if read:
+            self._read_manifest(slot)
         return slot
+
+    def _names_taken(self, slot: _AppSlot) -> set[str]:
+        others = [s for s in self._slots.values() if s is not slot]
+        return {s.name for s in others} | {s.declared for s in self._slots.values()}
+
+    def _name_for(self, slot: _AppSlot, declared: str, previous: str) -> str:
+        """The name the app runs under: its declared name, unless another manifest declares it
+        too (every spin-python-sdk example is called `test`); then its folder's. An app already
+        running keeps its name when a newcomer clashes with it."""
+        if not any(s is not slot and s.declared == declared for s in self._slots.values()):
+            return declared
+        if previous == declared and (slot.spec is not None or slot.name != declared):
+            return slot.name  # running under it, or given it with the workspace (app_names)
+        return folder_app_name(slot.manifest_path, self.workspace.root, self._names_taken(slot))
 
     def _read_manifest(self, slot: _AppSlot) -> bool:
         """Re-read a manifest into its slot; on error the old spec (and version) stays."""
         try:
             spec = load_app(slot.manifest_path)
-            clash = next(
-                (s for s in self._slots.values() if s is not slot and s.spec and s.name == spec.name), None
-            )
-            if clash is not None:
-                # Report it under its own name: the app already called that keeps serving, clean.
-                if slot.spec is None:
-                    slot.name = f"{spec.name} ({slot.manifest_path.parent.name})"
-                raise ManifestError.at(
-                    slot.manifest_path,
-                    "application.name",
-                    f"app name `{spec.name}` is already used by {clash.manifest_path}",
-                    "give each app a unique [application] name",
-                )
         except ManifestError as err:
             self.store.dispatch(
                 a.ManifestFailed(name=slot.name, manifest_path=slot.manifest_path, error=str(err))
             )
             self._system(slot.name, f"manifest error: {one_line(str(err))}", level="error")
             return False
+        previous, slot.declared = slot.declared, spec.name
+        name = self._name_for(slot, spec.name, previous)
+        if name != spec.name:
+            if name != slot.name or slot.spec is None:  # said once, when the name is given
+                others = [
+                    str(s.manifest_path)
+                    for s in self._slots.values()
+                    if s is not slot and s.declared == spec.name
+                ]
+                self._system(
+                    name,
+                    f"app name `{spec.name}` is also declared by {', '.join(others)}: "
+                    f"this app ({slot.manifest_path}) runs as `{name}`, named after its folder",
+                    level="warn",
+                )
+            spec = dataclasses.replace(spec, name=name)
         if slot.spec is not None and spec.name != slot.name:
             # Renamed in the manifest: the old name stops serving, the new one starts fresh.
             self._forget(slot.name)
@@ -224,7 +275,12 @@ class DevLoop:
             self._tasks.append(removal)
             removal.add_done_callback(self._tasks.remove)
             slot.serving = None
-        elif slot.spec is None and spec.name != slot.name and slot.name in self.store.state.apps:
+        elif (
+            slot.spec is None
+            and spec.name != slot.name
+            and slot.name in self.store.state.apps
+            and not any(s is not slot and s.name == slot.name for s in self._slots.values())
+        ):
             # The failure was listed under a stand-in name (folder, clash): drop that entry.
             self.store.dispatch(a.AppRemoved(name=slot.name))
         slot.name = spec.name
@@ -243,7 +299,7 @@ class DevLoop:
         if slot.worker is None:
             slot.worker = asyncio.create_task(self._work(slot), name=f"app {slot.name}")
 
-    async def _remove(self, manifest: Path) -> None:
+    async def _remove(self, manifest: Path, why: str = "") -> None:
         slot = self._slots.pop(manifest, None)
         if slot is None:
             return
@@ -251,12 +307,12 @@ class DevLoop:
             slot.worker.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await slot.worker
-        self._forget(slot.name)
+        self._forget(slot.name, why)
         with contextlib.suppress(Exception):
             await self.target.remove(slot.name)
 
-    def _forget(self, name: str) -> None:
-        self._system(name, "app removed")
+    def _forget(self, name: str, why: str = "") -> None:
+        self._system(name, f"{why}: app removed" if why else "app removed")
         self.store.dispatch(a.AppRemoved(name=name))
 
     async def _quiet_remove(self, name: str) -> None:
@@ -272,20 +328,36 @@ class DevLoop:
             if slot.restart:
                 slot.restart = False
                 await self._restart(slot)
+            if slot.redeploy_since is not None and not slot.dirty and slot.serving is not None:
+                seen, slot.redeploy_since = slot.redeploy_since, None
+                self._system(slot.name, "granted files changed: redeploying (no build needed)")
+                await self._deploy(slot, dataclasses.replace(slot.serving, trigger_time=seen))
             if not slot.dirty or slot.spec is None or slot.disabled:
                 continue
             slot.dirty, trigger, slot.dirty_since = False, slot.dirty_since, None
+            slot.redeploy_since = None  # the build's deploy stages the files as they are then
             spec = slot.spec
             try:
                 async with self._build_slots:
                     started = time.monotonic()
-                    built = await self.builder.build(spec, trigger_time=trigger)
+                    slot.building = asyncio.create_task(self.builder.build(spec, trigger_time=trigger))
+                    try:
+                        built = await slot.building
+                    finally:
+                        slot.building = None
                     took_ms = (time.monotonic() - started) * 1000
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the worker itself is stopping (the build was cancelled with it)
+                # A newer edit cancelled this build: build again, counting from the first edit.
+                if trigger is not None:
+                    slot.mark_dirty(trigger)
+                self._system(spec.name, "build cancelled: a newer edit arrived; building again")
+                continue
             except BuildError as err:
                 self._system(spec.name, f"build failed: {one_line(str(err))}", level="error")
                 continue
-            except asyncio.CancelledError:
-                raise
             except Exception as err:  # a bug in a build step must not end the app's worker
                 log.exception("build of %s crashed", spec.name)
                 self._system(spec.name, f"build crashed: {err!r} (run with --debug)", level="error")
@@ -355,12 +427,22 @@ class DevLoop:
         rules = {path: slot.rules for path, slot in self._slots.items()}
         return classify(batch.paths, rules, batch.first_seen, self.config_path)
 
+    def relevant_paths(self, paths: list[Path]) -> list[Path]:
+        """The paths some app watches, grants, or is defined by (the rest never start the quiet
+        timer: a log written every 20 ms held every build until the 1 s cap)."""
+        rules = {path: slot.rules for path, slot in self._slots.items()}
+        return [p for p in paths if classify([p], rules, None, self.config_path)]
+
     async def _apply(self, change: ChangeSet, *, forced: bool = False) -> None:
         if self._paused and not forced:
             self._held.merge(change)
             return
         if change.rediscover:
             await self._rediscover(change.config_changed)
+        for manifest in change.vanished - change.reload:
+            if manifest in self._slots and not manifest.exists():
+                folder = manifest.parent
+                await self._remove(manifest, f"app folder {folder} is gone (moved or deleted)")
         for manifest in change.reload:
             slot = self._slots.get(manifest)
             if slot is None:
@@ -374,6 +456,8 @@ class DevLoop:
         for slot in list(self._slots.values()):
             if slot.name in change.rebuild:
                 slot.mark_dirty(change.first_seen)
+            elif slot.name in change.redeploy:
+                slot.mark_redeploy(change.first_seen)
 
     async def _rediscover(self, config_changed: bool = False) -> None:
         try:

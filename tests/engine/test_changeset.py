@@ -92,3 +92,32 @@ def test_a_component_without_a_build_redeploys_when_its_source_changes(tmp_path:
     app = tmp_path / "prebuilt"
     assert classify([app / "prebuilt.wasm"], rules).rebuild == {"prebuilt"}
     assert classify([app / "app.wat"], rules).rebuild == set()  # nothing builds from it
+
+
+def test_granted_files_redeploy_and_unrelated_churn_asks_for_nothing(tmp_path: Path) -> None:
+    manifest = write_wat_app(tmp_path, "files")
+    manifest.write_text(
+        manifest.read_text().replace(
+            'source = "target/app.wasm"',
+            'source = "target/app.wasm"\nfiles = ["static/*.txt", "greeting.txt"]',
+        )
+    )
+    spec = load_app(manifest)
+    rules = {spec.manifest_path: AppRules.of(spec)}
+    app = tmp_path / "files"
+    granted = classify([app / "static" / "a.txt", app / "greeting.txt"], rules)
+    assert granted.redeploy == {"files"} and not granted.rebuild and granted
+    # A log written every 20 ms beside the app, a database under it, a file outside every app:
+    # nothing to do, so the dev loop drops them before they reach the quiet timer.
+    churn = classify([app / "app.log", app / "data" / "app.db", tmp_path / "notes.txt"], rules)
+    assert not churn and churn == ChangeSet()
+    # A source edit rebuilds; the build's deploy re-stages the files, so no redeploy of its own.
+    both = classify([app / "app.wat", app / "greeting.txt"], rules)
+    assert both.rebuild == {"files"}
+
+
+def test_a_vanished_app_folder_asks_to_check_its_manifest(tmp_path: Path) -> None:
+    spec = load_app(write_wat_app(tmp_path / "ws", "moved"))
+    rules = {spec.manifest_path: AppRules.of(spec)}
+    change = classify([tmp_path / "ws" / "moved"], rules)
+    assert change.vanished == {spec.manifest_path} and not change.rebuild

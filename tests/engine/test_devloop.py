@@ -4,13 +4,14 @@ real HTTP. Each test edits files the way a developer does and checks what is ser
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from pathlib import Path
 
 from devenv.model import AppStatus, BuildStatus
 from devenv.store import actions as a
 from tests.engine.session import dev_session
-from tests.engine.wat_app import break_source, set_body, write_wat_app
+from tests.engine.wat_app import break_source, set_body, wat_source, write_wat_app
 
 
 async def test_first_build_serves_and_an_edit_is_served_with_edit_to_serving(
@@ -64,7 +65,7 @@ async def test_a_formatter_rewriting_200_files_gives_one_build(tmp_path: Path, c
         assert s.count(a.BuildStarted, "fmt") == 2
 
 
-async def test_edits_during_a_build_queue_exactly_one_rebuild_with_the_newest_source(
+async def test_edits_during_a_build_cancel_it_and_the_newest_source_is_served(
     tmp_path: Path, compile_cache: Path
 ) -> None:
     # The build reads app.wat first, then takes a second: edits land while it runs.
@@ -79,11 +80,49 @@ async def test_edits_during_a_build_queue_exactly_one_rebuild_with_the_newest_so
             await asyncio.sleep(0.1)
         await s.wait_body("slow", "v5")
         await asyncio.sleep(1.5)  # room for a (wrong) extra build
-        assert s.count(a.BuildStarted, "slow") == 3  # first, v2 (superseded), one rebuild for v3..v5
-        # The superseded v2 build never went live: newest source wins.
+        started = s.count(a.BuildStarted, "slow")
+        assert s.count(a.BuildSucceeded, "slow") == 2  # v1, and one build with v5: the rest were cancelled
+        assert started >= 3
+        # No superseded build went live: v1, then the newest source.
         served = [x.digest for x in s.actions if isinstance(x, a.VersionServing) and x.app == "slow"]
         assert len(served) == 2
         assert (await s.get("slow")).text.strip() == "v5"
+
+
+async def test_a_save_cancels_a_hung_build_and_kills_its_process_group(
+    tmp_path: Path, compile_cache: Path
+) -> None:
+    # While `hang` exists the build hangs after reading app.wat (as a stuck compiler would),
+    # recording the pid of its `sleep` so the test can see it killed.
+    manifest = write_wat_app(
+        tmp_path,
+        "hung",
+        body="v1",
+        extra_command=" && if [ -f hang ]; then sh -c 'echo $$ > sleep.pid; exec sleep 3600'; fi",
+    )
+    app = manifest.parent
+    async with dev_session(tmp_path, compile_cache) as s:  # build_timeout_s stays at 600 s
+        await s.wait_body("hung", "v1")
+        (app / "hang").write_text("")
+        set_body(manifest, "v2")
+        await s.wait(
+            lambda _st: (app / "sleep.pid").exists() and (app / "sleep.pid").read_text().strip() != "",
+            "the hung build",
+        )
+        pid = int((app / "sleep.pid").read_text())
+        (app / "hang").unlink()
+        set_body(manifest, "v3")
+        await s.wait_body("hung", "v3")  # without cancelling, the hung build held this for 600 s
+        await s.wait(lambda _st: not _alive(pid), "the hung build's sleep to be killed")
+        assert any("build cancelled" in line.text for line in s.store.logs.tail(100))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 async def test_a_broken_manifest_degrades_the_app_but_it_keeps_serving(
@@ -253,7 +292,7 @@ async def test_build_outputs_beside_the_sources_never_trigger_a_build(
         assert s.count(a.BuildStarted, "beside") == 2
 
 
-async def test_two_manifests_with_one_app_name_leave_the_first_serving(
+async def test_a_copy_with_the_same_app_name_runs_beside_it_named_after_its_folder(
     tmp_path: Path, compile_cache: Path
 ) -> None:
     write_wat_app(tmp_path, "twin", body="the first twin")
@@ -261,17 +300,104 @@ async def test_two_manifests_with_one_app_name_leave_the_first_serving(
         await s.wait_body("twin", "the first twin")
         copy = tmp_path / "copy"
         copy.mkdir()
-        (copy / "app.wat").write_text((tmp_path / "twin" / "app.wat").read_text())
+        (copy / "app.wat").write_text(wat_source("the copied twin"))
         (copy / "build.py").write_text((tmp_path / "twin" / "build.py").read_text())
         (copy / "spin.toml").write_text((tmp_path / "twin" / "spin.toml").read_text())
-        await s.wait(lambda st: "twin (copy)" in st.apps, "the clash reported")
-        clash = s.store.state.apps["twin (copy)"]
-        assert clash.status is AppStatus.FAILED and "already used by" in clash.error
-        assert s.store.state.apps["twin"].status is AppStatus.SERVING
+        # The app already running keeps its name; the newcomer runs under its folder's.
+        await s.wait_body("copy", "the copied twin")
         assert "the first twin" in (await s.get("twin")).text
+        said = [line.text for line in s.store.logs.tail(200) if "is also declared by" in line.text]
+        assert len(said) == 1 and "runs as `copy`" in said[0]
 
-        # Renaming the copy resolves the clash: it serves under its name, the failure entry goes.
+        # Renaming the copy in its manifest: it serves under that name, the folder name goes.
         manifest = copy / "spin.toml"
         manifest.write_text(manifest.read_text().replace('name = "twin"', 'name = "triplet"'))
-        await s.wait(lambda st: "triplet" in st.apps and "twin (copy)" not in st.apps, "the rename")
+        await s.wait(lambda st: "triplet" in st.apps and "copy" not in st.apps, "the rename")
         await s.wait(lambda st: st.apps["triplet"].status is AppStatus.SERVING, "the renamed copy serving")
+
+
+async def test_apps_sharing_a_name_at_startup_all_run_named_after_their_folders(
+    tmp_path: Path, compile_cache: Path
+) -> None:
+    # Every spin-python-sdk example is called `test`.
+    for folder, body in (("hello", "hello example"), ("kv", "kv example")):
+        manifest = write_wat_app(tmp_path, folder, body=body)
+        manifest.write_text(manifest.read_text().replace(f'name = "{folder}"', 'name = "test"', 1))
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait_body("hello", "hello example")
+        await s.wait_body("kv", "kv example")
+        assert "test" not in s.store.state.apps
+        said = [line for line in s.store.logs.tail(200) if "is also declared by" in line.text]
+        assert sorted(line.app for line in said) == ["hello", "kv"]  # once per app
+        assert s.store.state.apps["hello"].urls != s.store.state.apps["kv"].urls
+
+
+async def test_a_churning_file_outside_every_watch_set_does_not_hold_a_build(
+    tmp_path: Path, compile_cache: Path
+) -> None:
+    # A quiet period of 2 s (so a cap of 40 s): a file written every 20 ms beside the app would,
+    # if it reached the quiet timer, hold the edit's build for the whole cap (WAIT_S is 60 s, and
+    # the assertion below allows 30 s; with the churn dropped it takes the quiet period).
+    manifest = write_wat_app(tmp_path, "calm", body="calm v1")
+    (tmp_path / "calm" / "data").mkdir()
+    stop = asyncio.Event()
+
+    async def churn() -> None:
+        i = 0
+        while not stop.is_set():
+            (tmp_path / "calm" / "app.log").write_text(f"line {i}\n")
+            (tmp_path / "calm" / "data" / "app.db").write_bytes(i.to_bytes(8, "little"))
+            (tmp_path / "server.log").write_text(f"{i}\n")
+            i += 1
+            await asyncio.sleep(0.02)
+
+    async with dev_session(tmp_path, compile_cache, watch_debounce_ms=2000) as s:
+        await s.wait_body("calm", "calm v1")
+        writer = asyncio.create_task(churn())
+        try:
+            await asyncio.sleep(0.5)
+            set_body(manifest, "calm v2")
+            await s.wait_body("calm", "calm v2", timeout=30)
+        finally:
+            stop.set()
+            await writer
+        assert s.count(a.BuildStarted, "calm") == 2  # the churn itself built nothing
+
+
+async def test_an_app_folder_moved_out_of_the_workspace_is_removed_with_a_log_line(
+    tmp_path: Path, compile_cache: Path
+) -> None:
+    workspace = tmp_path / "ws"
+    write_wat_app(workspace, "stays", body="still here")
+    write_wat_app(workspace, "leaves", body="leaving")
+    async with dev_session(workspace, compile_cache) as s:
+        await s.wait_body("leaves", "leaving")
+        await s.wait_body("stays", "still here")
+        (workspace / "leaves").rename(tmp_path / "elsewhere")
+        await s.wait(lambda st: "leaves" not in st.apps, "the moved-out app to be removed")
+        assert any(
+            line.app == "leaves" and "is gone (moved or deleted): app removed" in line.text
+            for line in s.store.logs.tail(100)
+        )
+        assert "still here" in (await s.get("stays")).text
+
+
+async def test_an_edit_to_a_granted_file_redeploys_without_a_build(
+    tmp_path: Path, compile_cache: Path, sample_apps_dir: Path
+) -> None:
+    import shutil
+
+    shutil.copytree(
+        sample_apps_dir / "hello-wat", tmp_path / "hello-wat", ignore=shutil.ignore_patterns("*.wasm")
+    )
+    greeting = tmp_path / "hello-wat" / "greeting.txt"
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait(lambda st: st.apps["hello-wat"].status is AppStatus.SERVING, "hello-wat serving")
+        assert "Hello from a file" in (await s.get("hello-wat", "/file?greeting.txt")).text
+        greeting.write_text("A greeting edited while serving.\n")
+        deadline = asyncio.get_running_loop().time() + 60
+        while "edited while serving" not in (await s.get("hello-wat", "/file?greeting.txt")).text:
+            assert asyncio.get_running_loop().time() < deadline, "the guest kept serving the old copy"
+            await asyncio.sleep(0.05)
+        assert s.count(a.BuildStarted, "hello-wat") == 1  # a redeploy, not a rebuild
+        assert s.count(a.VersionServing, "hello-wat") == 2

@@ -12,6 +12,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from devenv.config import load_workspace
 from devenv.engine.devloop import DevLoop
 from devenv.engine.doctor import check_app_toolchain, failed, format_checks, parse_version
@@ -165,4 +167,20 @@ def test_doctor_reports_a_missing_dotted_python_module_instead_of_crashing(tmp_p
     manifest.write_text(manifest.read_text().replace('"python build.py"', '"python -m nosuchpkg.build"'))
     [check] = check_app_toolchain(load_app(manifest))
     assert check.name == "dotted: python -m nosuchpkg.build"
-    assert not check.ok and check.fix.endswith("pip install nosuchpkg")
+    assert not check.ok and "pip install nosuchpkg" in check.fix
+
+
+def test_doctor_looks_for_toolchains_in_the_users_python_on_path(
+    repo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The user's active environment: a `python` (Debian's, without ziglang) first on PATH. The
+    # hello-c build runs `python -m ziglang` with that PATH, so doctor must ask that python.
+    user_bin = tmp_path / "user-bin"
+    user_bin.mkdir()
+    (user_bin / "python").symlink_to("/usr/bin/python3")
+    monkeypatch.setenv("PATH", f"{user_bin}{os.pathsep}{os.environ['PATH']}")
+    spec = load_app(repo_root / "sample-apps" / "hello-c" / "spin.toml")
+    [check] = check_app_toolchain(spec)
+    assert check.name == "hello-c: python -m ziglang"
+    assert not check.ok and str(user_bin / "python") in check.detail
+    assert "pip install ziglang" in check.fix

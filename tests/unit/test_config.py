@@ -287,3 +287,22 @@ def test_empty_registry_name_selects_image_import(tmp_path: Path) -> None:
     assert load_workspace(tmp_path).settings.cluster.registry_name == ""
     error = config_error(tmp_path, '[cluster]\nregistry_name = "Bad_Name"\n')
     assert "cluster.registry_name" in str(error)
+
+
+def test_apps_sharing_a_declared_name_are_named_after_their_folders(tmp_path: Path) -> None:
+    from devenv.config import app_names
+
+    root = tmp_path
+    declared = {
+        root / "examples" / "hello" / "spin.toml": "test",
+        root / "examples" / "KV Store" / "spin.toml": "test",
+        root / "other" / "hello" / "spin.toml": "test",  # the same folder name as the first
+        root / "api" / "spin.toml": "api",
+        root / "clash" / "spin.toml": "hello",  # declares what a folder name would be
+    }
+    names = app_names(declared, root)
+    assert names[root / "api" / "spin.toml"] == "api"
+    assert names[root / "clash" / "spin.toml"] == "hello"
+    shared = [names[m] for m in list(declared)[:3]]
+    assert shared == ["examples-hello", "kv-store", "other-hello"]
+    assert len(set(names.values())) == len(declared)
