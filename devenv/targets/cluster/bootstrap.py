@@ -32,6 +32,16 @@ from devenv.targets.cluster.k3d import (
     RegistryInfo,
     format_version,
 )
+from devenv.targets.cluster.node_image import (
+    DEFAULT_K3S,
+    DEFAULT_SHIM,
+    NodeImage,
+    NodeRuntime,
+    Progress,
+    ensure_node_image,
+    inspect_runtime,
+    server_image_id,
+)
 from devenv.targets.cluster.node_readiness import (
     RECREATE,
     KubeProbe,
@@ -50,7 +60,9 @@ class ClusterSettingsLike(Protocol):
     """The fields of ``devenv.config.ClusterSettings`` that the cluster target reads."""
 
     name: str
-    image: str
+    image: str  # "" = build the node image from shim + k3s
+    shim: str
+    k3s: str
     agents: int
     http_port: int
     api_port: int | None
@@ -65,6 +77,7 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("docker", "Docker engine"),
     ("k3d", "k3d CLI"),
     ("ports", "Host ports"),
+    ("nodeimage", "Node image"),
     ("registry", "Image registry"),
     ("cluster", "k3d cluster"),
     ("kubeconfig", "Kubeconfig"),
@@ -154,6 +167,7 @@ class ClusterEndpoint:
     http_port: int
     registry: RegistryInfo | None
     created_cluster: bool = False
+    node_runtime: NodeRuntime | None = None  # which shim and Spin the nodes run, when known
     created_registry: bool = False
     notes: tuple[str, ...] = ()
 
@@ -168,6 +182,11 @@ class BootstrapOptions:
     port_in_use: Callable[[int, str], bool] = port_in_use
     start_container: Callable[[str], None] = start_docker_container
     probe_factory: ProbeFactory | None = None  # default: the kubernetes client
+    # Blocking, run in a thread: build (or reuse) the node image; say what image a node runs.
+    node_image: Callable[[str, str, Progress], NodeImage] = lambda shim, k3s, progress: ensure_node_image(
+        shim, k3s, progress=progress
+    )
+    node_runtime: Callable[[str], NodeRuntime] = inspect_runtime
 
 
 def default_probe(kubeconfig: Path, context: str) -> KubeProbe:
@@ -320,6 +339,7 @@ async def _create_and_wait(
     made: _Undo,
 ) -> ClusterEndpoint:
     notes: list[str] = []
+    image, runtime = await _node_image(settings, steps, opts, cluster)
     async with steps.step("registry", "Image registry") as s:
         if not settings.registry_name:
             s.skip("none configured: images go in with `k3d image import`")
@@ -335,14 +355,14 @@ async def _create_and_wait(
 
     async with steps.step("cluster", "k3d cluster") as s:
         if cluster is None:
-            s.note(f"creating {settings.name} from {settings.image} (pulls the node image on first use)")
+            s.note(f"creating {settings.name} from {image} (pulls the node image on first use)")
             made.kubeconfig_existed = settings.kubeconfig.exists()
             made.cluster = settings.name  # before the call: k3d may leave pieces if it is killed
             reg_use = [f"{registry.name}:{registry.host_port}"] if registry else []
             try:
                 await cli.create_cluster(
                     settings.name,
-                    image=settings.image,
+                    image=image,
                     http_port=settings.http_port,
                     agents=settings.agents,
                     registry_use=reg_use,
@@ -356,7 +376,7 @@ async def _create_and_wait(
                 raise TargetUnavailable(
                     what=err.what,
                     where=err.where,
-                    fix=f"check that Docker can pull the node image (`docker pull {settings.image}`) "
+                    fix=f"check that Docker can pull the node image (`docker pull {image}`) "
                     "and has disk space, then run `wasmdev cluster create` again",
                 ) from err
             cluster = await cli.get_cluster(settings.name)
@@ -406,7 +426,34 @@ async def _create_and_wait(
         created_cluster=made.cluster is not None,
         created_registry=made.registry is not None,
         notes=tuple(notes),
+        node_runtime=runtime,
     )
+
+
+async def _node_image(
+    settings: ClusterSettingsLike, steps: StepReporter, opts: BootstrapOptions, cluster: ClusterInfo | None
+) -> tuple[str, NodeRuntime]:
+    """The image a new cluster's nodes are made from (built here unless [cluster].image names
+    one), or, for an existing cluster, the image its server node runs; and that image's runtime."""
+    async with steps.step("nodeimage", "Node image") as s:
+        if cluster is not None:
+            image = server_image_id(cluster.raw) or settings.image or "unknown"
+            runtime = await asyncio.to_thread(opts.node_runtime, image)
+            s.done(f"existing nodes run {runtime.describe()}")
+            return image, runtime
+        if settings.image:
+            runtime = await asyncio.to_thread(opts.node_runtime, settings.image)
+            s.done(f"{settings.image}: {runtime.describe()}")
+            return settings.image, runtime
+        loop = asyncio.get_running_loop()
+
+        def progress(text: str) -> None:  # called on the builder's thread
+            loop.call_soon_threadsafe(s.note, text)
+
+        shim, k3s = settings.shim or DEFAULT_SHIM, settings.k3s or DEFAULT_K3S
+        built = await asyncio.to_thread(opts.node_image, shim, k3s, progress)
+        s.done(f"{'built' if built.built else 'reusing'} {built.ref}: {built.runtime.describe()}")
+        return built.ref, built.runtime
 
 
 async def _ensure_registry(
