@@ -172,8 +172,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     specs = []
     unreadable: list[str] = []
+    cluster_settings = None
     try:
         workspace = load(args)
+        cluster_settings = workspace.settings.cluster
         for manifest in workspace.manifests:
             try:
                 specs.append(load_app(Path(manifest)))
@@ -181,7 +183,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 unreadable.append(str(err))
     except WasmdevError as err:
         unreadable.append(str(err))
-    checks = run_checks(specs)
+    checks = run_checks(specs, cluster_settings=cluster_settings)
     print(format_checks(checks))
     for problem in unreadable:
         print(f"MISSING  manifest: {problem}")

@@ -18,9 +18,13 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from devenv.engine.builder import build_commands, build_env
 from devenv.model import AppSpec
+
+if TYPE_CHECKING:
+    from devenv.targets.cluster.bootstrap import ClusterSettingsLike
 
 K3D_MIN = (5, 8, 3)
 PIP = f"{Path(sys.executable).name} -m pip install"
@@ -210,12 +214,40 @@ def _install_hint(tool: str) -> str:
     return hints.get(tool, f"install `{tool}` and put it on PATH")
 
 
-def run_checks(specs: Iterable[AppSpec] = (), *, cluster: bool = True) -> list[Check]:
+def check_node_image(settings: ClusterSettingsLike) -> Check:
+    """Which Spin the k3d target's nodes run: the image `cluster create` would use, read from its
+    labels or the published images' table, and whether it still has to be built."""
+    from devenv.targets.cluster.node_image import DEFAULT_K3S, DEFAULT_SHIM, built_image_ref, inspect_runtime
+
+    shim = settings.shim or DEFAULT_SHIM
+    image = settings.image or built_image_ref(shim, settings.k3s or DEFAULT_K3S)
+    runtime = inspect_runtime(image)
+    if runtime.shim is None and not settings.image:
+        return Check(
+            "cluster node image",
+            False,
+            f"{image} not built yet (containerd-shim-spin {shim})",
+            f"wasmdev cluster image{'' if shim == DEFAULT_SHIM else f' --shim {shim}'}",
+            required=False,
+        )
+    return Check(
+        "cluster node image", runtime.shim is not None, f"{image}: {runtime.describe()}", required=False
+    )
+
+
+def run_checks(
+    specs: Iterable[AppSpec] = (),
+    *,
+    cluster: bool = True,
+    cluster_settings: ClusterSettingsLike | None = None,
+) -> list[Check]:
     checks = check_core()
     for spec in specs:
         checks += check_app_toolchain(spec)
     if cluster:
         checks += [check_docker(), check_k3d(), check_kubectl()]
+        if cluster_settings is not None:
+            checks.append(check_node_image(cluster_settings))
     return checks
 
 

@@ -246,7 +246,7 @@ def test_k3d_cluster_create_up_edit_and_delete_through_the_cli(
     http_port, registry_port = free_port(), free_port()
     (user.workspace / "wasmdev.toml").write_text(
         f"[cluster]\nhttp_port = {http_port}\nregistry_port = {registry_port}\n"
-        f"image = \"{PUBLISHED_NODE_IMAGE}\"\n"  # the published node image: nothing to build
+        f'image = "{PUBLISHED_NODE_IMAGE}"\n'  # the published node image: nothing to build
         "[local]\nprobe_interval_s = 0.2\n"  # latency probes, which must reach *.localhost too
     )
 

@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 
 from devenv.config import ClusterSettings
+from devenv.engine.doctor import check_node_image
 from devenv.errors import TargetUnavailable
 from devenv.model import StepState, StepStatus
 from devenv.targets.cluster.bootstrap import BootstrapOptions, bootstrap_cluster
+from devenv.targets.cluster.commands import cluster_status
 from devenv.targets.cluster.node_image import (
     LABEL_K3S,
     LABEL_SHIM,
@@ -70,8 +72,14 @@ def test_builds_the_node_image_from_k3s_and_the_kind_images_shim(standins: Stand
     ref = built_image_ref(shim, k3s)
     standins.made.append(ref)
     notes: list[str] = []
+    settings = ClusterSettings(shim=shim, k3s=k3s)
+    before = check_node_image(settings)
+    assert not before.ok and before.fix == "wasmdev cluster image" and "not built yet" in before.detail
 
     image = ensure_node_image(shim, k3s, client=client, progress=notes.append)
+
+    after = check_node_image(settings)
+    assert after.ok and after.detail == f"{ref}: Spin 4.0.1 (shim v0.25.1)"
 
     assert image.built and image.ref == ref
     assert image.runtime.shim == "v0.25.1" and image.runtime.spin == "4.0.1"
@@ -180,3 +188,9 @@ async def test_cluster_create_builds_the_node_image_and_knows_its_runtime(
     assert not again.created_cluster
     assert again.node_runtime is not None and again.node_runtime.shim == "v0.25.1"
     assert len(fake_k3d.calls_of("cluster", "create")) == 1
+
+    lines: list[str] = []
+    await cluster_status(
+        settings, lines.append, cli=fake_k3d.cli(settings.kubeconfig), docker_ping=lambda: None
+    )
+    assert "node runtime Spin 4.0.1 (shim v0.25.1)" in lines

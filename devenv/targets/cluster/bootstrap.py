@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from devenv.errors import TargetUnavailable, WasmdevError
+from devenv.model import NodeRuntime
 from devenv.targets.cluster.k3d import (
     INSTALL_K3D,
     MIN_K3D_VERSION,
@@ -36,7 +37,6 @@ from devenv.targets.cluster.node_image import (
     DEFAULT_K3S,
     DEFAULT_SHIM,
     NodeImage,
-    NodeRuntime,
     Progress,
     ensure_node_image,
     inspect_runtime,

@@ -29,7 +29,13 @@ from devenv.targets.cluster.bootstrap import (
     ping_docker,
 )
 from devenv.targets.cluster.k3d import ClusterInfo, K3dCli, RegistryInfo
-from devenv.targets.cluster.node_image import DEFAULT_K3S, DEFAULT_SHIM, ensure_node_image
+from devenv.targets.cluster.node_image import (
+    DEFAULT_K3S,
+    DEFAULT_SHIM,
+    ensure_node_image,
+    inspect_runtime,
+    server_image_id,
+)
 from devenv.targets.cluster.node_readiness import KubernetesProbe, first_line
 from devenv.targets.cluster.resources import managed_selector
 
@@ -225,6 +231,10 @@ async def cluster_status(
             say(f"  fix: {err.fix}")
         return 1
     say(_cluster_line(settings, cluster))
+    if cluster is not None:
+        image = server_image_id(cluster.raw) or settings.image
+        runtime = await asyncio.to_thread(inspect_runtime, image) if image else None
+        say(f"node runtime {runtime.describe() if runtime else 'unknown (k3d reports no node image)'}")
     say(_registry_line(settings, registry))
     if cluster is None or not cluster.running:
         return 1

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from devenv.errors import TargetUnavailable
+from devenv.model import NodeRuntime
 
 SHIM_REPOSITORY = "ghcr.io/spinframework/containerd-shim-spin"
 KIND_IMAGE = SHIM_REPOSITORY + "/kind:{shim}"
@@ -66,28 +67,6 @@ _K3S_TAG = re.compile(r"^v\d+\.\d+\.\d+-k3s\d+$")
 _PUBLISHED = re.compile(
     r"^(?:ghcr\.io/(?:spinframework|spinkube)/containerd-shim-spin/k3d):(v\d+\.\d+\.\d+)$"
 )
-
-
-@dataclass(frozen=True)
-class NodeRuntime:
-    """Which shim, and so which Spin, a node image runs."""
-
-    image: str
-    shim: str | None
-    spin: str | None
-
-    @property
-    def spin_version(self) -> tuple[int, int] | None:
-        if not self.spin:
-            return None
-        major, minor, *_ = (int(p) for p in re.findall(r"\d+", self.spin)[:2] + ["0", "0"])
-        return major, minor
-
-    def describe(self) -> str:
-        if self.shim is None:
-            return f"unknown shim (node image {self.image})"
-        spin = f"Spin {self.spin}" if self.spin else "Spin version unknown"
-        return f"{spin} (shim {self.shim})"
 
 
 @dataclass(frozen=True)
