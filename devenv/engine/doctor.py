@@ -214,6 +214,26 @@ def _install_hint(tool: str) -> str:
     return hints.get(tool, f"install `{tool}` and put it on PATH")
 
 
+def check_spin() -> Check:
+    """An installed Spin serves locally what the embedded runtime cannot (WASI 0.3 / Spin 4 apps)."""
+    from devenv.targets.local.spin_cli import INSTALL_SPIN, MIN_SPIN, find_spin
+
+    spin = find_spin(build_env()["PATH"])
+    if spin is None:
+        return Check(
+            "spin",
+            False,
+            "not on PATH (needed only for Spin 4 / WASI 0.3 apps locally)",
+            INSTALL_SPIN,
+            required=False,
+        )
+    if spin.spin_version < MIN_SPIN:
+        return Check(
+            "spin", False, f"{spin.version} at {spin.path} is older than 3", INSTALL_SPIN, required=False
+        )
+    return Check("spin", True, f"{spin.version} at {spin.path}", required=False)
+
+
 def check_node_image(settings: ClusterSettingsLike) -> Check:
     """Which Spin the k3d target's nodes run: the image `cluster create` would use, read from its
     labels or the published images' table, and whether it still has to be built."""
@@ -244,6 +264,7 @@ def run_checks(
     checks = check_core()
     for spec in specs:
         checks += check_app_toolchain(spec)
+    checks.append(check_spin())
     if cluster:
         checks += [check_docker(), check_k3d(), check_kubectl()]
         if cluster_settings is not None:

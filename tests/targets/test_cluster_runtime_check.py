@@ -13,7 +13,7 @@ from devenv.config import ClusterSettings
 from devenv.errors import DeployError
 from devenv.model import NodeRuntime
 from devenv.store.store import Store
-from devenv.targets.cluster.runtime_check import newest_shim_for
+from devenv.targets.cluster.node_image import newest_shim_for
 from tests.fakes import apiserver
 from tests.fakes.apiserver import FakeApiServer
 from tests.fakes.k3d import harness

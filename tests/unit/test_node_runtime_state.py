@@ -3,6 +3,10 @@ by `wasmdev doctor`."""
 
 from __future__ import annotations
 
+import os
+
+import pytest
+
 from devenv.config import ClusterSettings
 from devenv.engine.doctor import check_node_image
 from devenv.model import EngineState, NodeRuntime
@@ -36,3 +40,16 @@ def test_a_local_spin_and_an_unknown_node_describe_themselves() -> None:
 def test_doctor_names_the_published_images_spin_without_docker() -> None:
     check = check_node_image(ClusterSettings(image=SPIN3.image))
     assert check.ok and check.detail == f"{SPIN3.image}: Spin 3.6.3 (shim v0.24.0)"
+
+
+def test_doctor_reports_the_installed_spins_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    from devenv.engine.doctor import check_spin
+    from tests.fakes.spin.harness import FAKE_SPIN_DIR
+
+    monkeypatch.setenv("PATH", f"{FAKE_SPIN_DIR}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SPIN_VERSION", "4.0.1")
+    check = check_spin()
+    assert check.ok and check.detail == f"4.0.1 at {FAKE_SPIN_DIR / 'spin'}"
+    monkeypatch.setenv("PATH", "/nonexistent")
+    missing = check_spin()
+    assert not missing.ok and not missing.required and "spinframework.dev/install" in missing.fix

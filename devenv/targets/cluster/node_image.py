@@ -76,6 +76,16 @@ class NodeImage:
     built: bool  # False when an image already there was reused
 
 
+def newest_shim_for(need: tuple[int, int]) -> str | None:
+    """The newest shim release wasmdev knows whose Spin is at least ``need``."""
+    fits = [
+        shim
+        for shim, spin in SHIM_SPIN_VERSIONS.items()
+        if tuple(int(p) for p in spin.split(".")[:2]) >= need
+    ]
+    return max(fits, key=lambda tag: tuple(int(p) for p in tag[1:].split("."))) if fits else None
+
+
 def check_shim_tag(shim: str) -> str:
     if not _SHIM_TAG.match(shim):
         raise TargetUnavailable(

@@ -10,17 +10,7 @@ from __future__ import annotations
 from devenv.component_world import NotWasm, read_world, spin_serves
 from devenv.errors import DeployError
 from devenv.model import BuiltApp, NodeRuntime
-from devenv.targets.cluster.node_image import DEFAULT_SHIM, SHIM_SPIN_VERSIONS
-
-
-def newest_shim_for(need: tuple[int, int]) -> str | None:
-    """The newest shim release wasmdev knows whose Spin is at least ``need``."""
-    fits = [
-        shim
-        for shim, spin in SHIM_SPIN_VERSIONS.items()
-        if tuple(int(p) for p in spin.split(".")[:2]) >= need
-    ]
-    return max(fits, key=lambda tag: tuple(int(p) for p in tag[1:].split("."))) if fits else None
+from devenv.targets.cluster.node_image import DEFAULT_SHIM, SHIM_SPIN_VERSIONS, newest_shim_for
 
 
 def check_app_runs_on(built: BuiltApp, runtime: NodeRuntime) -> None:
