@@ -206,3 +206,12 @@ async def test_a_component_the_installed_spin_does_not_serve_fails_with_spins_wo
     finally:
         await server.close()
     assert "Expected component to export one of" in err.value.what
+
+
+async def test_a_spin_process_that_dies_is_logged_and_answered_with_502(served, tmp_path: Path) -> None:  # noqa: ANN001
+    server, rec = served
+    await server.deploy(write_spin_app(tmp_path / "app", P3))
+    os.kill(server._current.proc.pid, 9)  # noqa: SLF001 - the test kills the process wasmdev started
+    await wait_for(lambda: any("exited with code -9" in t for t in rec.texts(LogStream.SYSTEM)))
+    status, body = await get(server.port, "/")
+    assert status == 502 and "spin did not answer" in body

@@ -47,6 +47,7 @@ class _SpinProcess:
     readers: list[asyncio.Task[None]] = field(default_factory=list)
     in_flight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    stopping: bool = False  # set when wasmdev stops it: its exit is then no news
 
 
 def free_loopback_port() -> int:
@@ -152,7 +153,17 @@ class SpinServer:
         for stream, pipe in ((LogStream.STDOUT, proc.stdout), (LogStream.STDERR, proc.stderr)):
             assert pipe is not None
             made.readers.append(asyncio.create_task(self._read_output(made, stream, pipe)))
+        made.readers.append(asyncio.create_task(self._watch_exit(made)))
         return made
+
+    async def _watch_exit(self, made: _SpinProcess) -> None:
+        code = await made.proc.wait()
+        if made is self._current and not made.stopping:
+            self._log(
+                LogStream.SYSTEM,
+                f"Error: `spin up` serving {made.digest.split(':')[-1][:12]} exited with code {code}; "
+                "requests get 502 until the next deploy (save a file to redeploy)",
+            )
 
     async def _read_output(self, made: _SpinProcess, stream: LogStream, pipe: asyncio.StreamReader) -> None:
         while raw := await pipe.readline():
@@ -202,6 +213,7 @@ class SpinServer:
         await self._stop(old)
 
     async def _stop(self, made: _SpinProcess) -> None:
+        made.stopping = True
         if made.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(made.proc.pid, signal.SIGTERM)
