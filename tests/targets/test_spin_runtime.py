@@ -146,6 +146,7 @@ async def test_serves_through_the_proxy_with_request_records_and_logs(served, tm
     await wait_for(lambda: "hello: GET /greet?x=1" in rec.texts(LogStream.STDOUT))
     assert any(t.startswith("Serving http://127.0.0.1:") for t in rec.texts(LogStream.STDOUT))
     assert "Available Routes:" in rec.texts(LogStream.STDOUT)
+    assert 'Logging component stdio to ".spin/logs/"' in rec.texts(LogStream.STDERR)
 
 
 async def test_a_redeploy_keeps_serving_until_the_new_process_answers(
@@ -215,3 +216,21 @@ async def test_a_spin_process_that_dies_is_logged_and_answered_with_502(served, 
     await wait_for(lambda: any("exited with code -9" in t for t in rec.texts(LogStream.SYSTEM)))
     status, body = await get(server.port, "/")
     assert status == 502 and "spin did not answer" in body
+
+
+@pytest.mark.slow
+def test_a_real_spin_sdk_5_component_is_chosen_for_spin_and_refused_without_it(tmp_path: Path) -> None:
+    from tests.targets.spin4_build import spin4_wasm
+
+    root = tmp_path / "app"
+    root.mkdir()
+    (root / "spin.toml").write_text(
+        'spin_manifest_version = 2\n\n[application]\nname = "py4"\n\n'
+        '[[trigger.http]]\nroute = "/..."\ncomponent = "py4"\n\n'
+        f'[component.py4]\nsource = "{spin4_wasm()}"\n'
+    )
+    built = built_app(root)
+    assert choose_runtime(built, "auto", SPIN_41) is RuntimeChoice.SPIN
+    with pytest.raises(DeployError) as err:
+        choose_runtime(built, "auto", None)
+    assert "exports wasi:http/handler@0.3.0" in err.value.what and "install Spin ≥ 4.1" in err.value.fix
