@@ -234,3 +234,16 @@ def test_a_real_spin_sdk_5_component_is_chosen_for_spin_and_refused_without_it(t
     with pytest.raises(DeployError) as err:
         choose_runtime(built, "auto", None)
     assert "exports wasi:http/handler@0.3.0" in err.value.what and "install Spin ≥ 4.1" in err.value.fix
+
+
+async def test_a_busy_app_port_is_one_clear_error(fake_spin_on_path: str) -> None:
+    spin = find_spin()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        server = SpinServer(spin, "hello", port, on_log=lambda _l: None, on_request=lambda _r: None)
+        with pytest.raises(DeployError) as err:
+            await server.start()
+    assert f"cannot listen on 127.0.0.1:{port}" in err.value.what and "another port" in err.value.fix
+    await server.close()

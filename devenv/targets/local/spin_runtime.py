@@ -102,7 +102,19 @@ class SpinServer:
         runner = web.ServerRunner(server, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as err:
+            await runner.cleanup()
+            await self._session.close()
+            self._session = None
+            raise DeployError(
+                what=f"app {self.app}: cannot listen on {self.host}:{self.port}: {err.strerror or err}",
+                where=f"the app's port ([apps.{self.app}].port or [local].base_port)",
+                fix="stop what uses that port, or give the app another port in wasmdev.toml",
+            ) from err
+        if self.port == 0:  # an ephemeral port: say which one was given
+            self.port = runner.addresses[0][1]
         self._runner = runner
 
     async def deploy(self, built: BuiltApp) -> None:
