@@ -107,3 +107,21 @@ async def test_a_spin_4_1_component_is_refused_with_the_honest_fix(
     assert "needs Spin 4.1 or later" in err.value.what and "Spin 4.0.1 (shim v0.25.1)" in err.value.what
     assert "no containerd-shim-spin release wasmdev knows embeds Spin 4.1" in err.value.fix
     assert '[local] runtime = "spin"' in err.value.fix
+
+
+async def test_a_node_of_unknown_spin_deploys_and_says_it_was_not_checked(
+    fake_k3d: FakeK3d, cluster_settings: ClusterSettings, fake_apiserver: FakeApiServer, tmp_path: Path
+) -> None:
+    cluster = dataclasses.replace(cluster_settings, registry_name="", image="example.org/my-node:1")
+    unknown = NodeRuntime(image=cluster.image, shim=None, spin=None)
+    options = dataclasses.replace(FAST_BOOTSTRAP, node_runtime=lambda image: unknown)
+    target = make_k3d_target(fake_k3d, cluster, tmp_path, Store(), options)
+    await target.start()
+    try:
+        result = await target.deploy(oci_fixtures.write_app(tmp_path / "shop", api=http_component(RC)))
+    finally:
+        await target.close()
+    assert fake_apiserver.cluster.get("deployments", "default", "shop") is not None
+    assert any(
+        "which Spin the nodes run is unknown (node image example.org/my-node:1)" in n for n in result.notes
+    )

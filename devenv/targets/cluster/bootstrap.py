@@ -34,13 +34,11 @@ from devenv.targets.cluster.k3d import (
     format_version,
 )
 from devenv.targets.cluster.node_image import (
-    DEFAULT_K3S,
-    DEFAULT_SHIM,
     NodeImage,
     Progress,
     ensure_node_image,
     inspect_runtime,
-    server_image_id,
+    node_image_for_cluster,
 )
 from devenv.targets.cluster.node_readiness import (
     RECREATE,
@@ -339,7 +337,15 @@ async def _create_and_wait(
     made: _Undo,
 ) -> ClusterEndpoint:
     notes: list[str] = []
-    image, runtime = await _node_image(settings, steps, opts, cluster)
+    async with steps.step("nodeimage", "Node image") as s:
+        image, runtime = await node_image_for_cluster(
+            settings, s, cluster.raw if cluster else None, opts.node_image, opts.node_runtime
+        )
+    if runtime.spin is None:
+        notes.append(
+            f"which Spin the nodes run is unknown (node image {image}), so apps are not checked "
+            "against it before a rollout; `wasmdev cluster image` builds a node image that says"
+        )
     async with steps.step("registry", "Image registry") as s:
         if not settings.registry_name:
             s.skip("none configured: images go in with `k3d image import`")
@@ -428,32 +434,6 @@ async def _create_and_wait(
         notes=tuple(notes),
         node_runtime=runtime,
     )
-
-
-async def _node_image(
-    settings: ClusterSettingsLike, steps: StepReporter, opts: BootstrapOptions, cluster: ClusterInfo | None
-) -> tuple[str, NodeRuntime]:
-    """The image a new cluster's nodes are made from (built here unless [cluster].image names
-    one), or, for an existing cluster, the image its server node runs; and that image's runtime."""
-    async with steps.step("nodeimage", "Node image") as s:
-        if cluster is not None:
-            image = server_image_id(cluster.raw) or settings.image or "unknown"
-            runtime = await asyncio.to_thread(opts.node_runtime, image)
-            s.done(f"existing nodes run {runtime.describe()}")
-            return image, runtime
-        if settings.image:
-            runtime = await asyncio.to_thread(opts.node_runtime, settings.image)
-            s.done(f"{settings.image}: {runtime.describe()}")
-            return settings.image, runtime
-        loop = asyncio.get_running_loop()
-
-        def progress(text: str) -> None:  # called on the builder's thread
-            loop.call_soon_threadsafe(s.note, text)
-
-        shim, k3s = settings.shim or DEFAULT_SHIM, settings.k3s or DEFAULT_K3S
-        built = await asyncio.to_thread(opts.node_image, shim, k3s, progress)
-        s.done(f"{'built' if built.built else 'reusing'} {built.ref}: {built.runtime.describe()}")
-        return built.ref, built.runtime
 
 
 async def _ensure_registry(

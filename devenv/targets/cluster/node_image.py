@@ -11,16 +11,21 @@ Kind image's binary, and labels it with the shim and Spin versions so a node say
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 import tarfile
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devenv.errors import TargetUnavailable
 from devenv.model import NodeRuntime
+from devenv.targets.cluster.steps import StepHandle
+
+if TYPE_CHECKING:
+    from devenv.targets.cluster.bootstrap import ClusterSettingsLike
 
 SHIM_REPOSITORY = "ghcr.io/spinframework/containerd-shim-spin"
 KIND_IMAGE = SHIM_REPOSITORY + "/kind:{shim}"
@@ -177,6 +182,36 @@ def inspect_runtime(image: str, client: Any | None = None) -> NodeRuntime:
     finally:
         if own and client is not None:
             client.close()
+
+
+async def node_image_for_cluster(
+    settings: ClusterSettingsLike,
+    step: StepHandle,
+    existing_cluster: Mapping[str, Any] | None,
+    build: Callable[[str, str, Progress], NodeImage],
+    inspect: Callable[[str], NodeRuntime],
+) -> tuple[str, NodeRuntime]:
+    """The image a new cluster's nodes are made from (built unless [cluster].image names one),
+    or, for an existing cluster (its k3d JSON), the image its server node runs; and that image's
+    runtime. ``build`` and ``inspect`` are blocking (``ensure_node_image``, ``inspect_runtime``)."""
+    if existing_cluster is not None:
+        image = server_image_id(existing_cluster) or settings.image or "unknown"
+        runtime = await asyncio.to_thread(inspect, image)
+        step.done(f"existing nodes run {runtime.describe()}")
+        return image, runtime
+    if settings.image:
+        runtime = await asyncio.to_thread(inspect, settings.image)
+        step.done(f"{settings.image}: {runtime.describe()}")
+        return settings.image, runtime
+    loop = asyncio.get_running_loop()
+
+    def progress(text: str) -> None:  # called on the builder's thread
+        loop.call_soon_threadsafe(step.note, text)
+
+    shim, k3s = settings.shim or DEFAULT_SHIM, settings.k3s or DEFAULT_K3S
+    built = await asyncio.to_thread(build, shim, k3s, progress)
+    step.done(f"{'built' if built.built else 'reusing'} {built.ref}: {built.runtime.describe()}")
+    return built.ref, built.runtime
 
 
 def ensure_node_image(
