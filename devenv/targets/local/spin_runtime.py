@@ -9,7 +9,12 @@ exits or never answers is stopped and the deploy fails with its output, while th
 serving. Spin's stdout and stderr (its own messages and the guests' output) become log lines.
 
 Self-contained on purpose: it needs a ``BuiltApp`` (its manifest and routes), a port and two
-callbacks, so the local target's serving backend can hold one per app that needs Spin.
+callbacks, so the local target's serving backend can hold one per app that needs Spin:
+``spin_cli.choose_runtime`` decides per build (before any compile); for ``RuntimeChoice.SPIN`` the
+backend makes one ``SpinServer`` per app (``start()`` once: it binds the app's port, so the
+embedded server must not), then ``deploy(built)`` on every build and ``close()`` on removal.
+``on_log`` and ``on_request`` are called on the event loop's thread, with the model's
+``LogLine`` and ``RequestRecord`` (dispatch them as ``LogEmitted`` / ``RequestServed``).
 """
 
 from __future__ import annotations
