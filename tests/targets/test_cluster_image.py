@@ -194,3 +194,31 @@ async def test_cluster_create_builds_the_node_image_and_knows_its_runtime(
         settings, lines.append, cli=fake_k3d.cli(settings.kubeconfig), docker_ping=lambda: None
     )
     assert "node runtime Spin 4.0.1 (shim v0.25.1)" in lines
+
+
+@pytest.mark.docker
+def test_the_cli_says_a_failed_pull_once_with_the_fix(standins: StandIns, tmp_path: Path) -> None:
+    k3s = unique_k3s()
+    standins.k3s(k3s)
+    shim = f"v0.99.{uuid.uuid4().int % 100000}"
+    run = [
+        sys.executable,
+        "-m",
+        "devenv",
+        "-C",
+        str(tmp_path),
+        "cluster",
+        "image",
+        "--shim",
+        shim,
+        "--k3s",
+        k3s,
+    ]
+    done = subprocess.run(run, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[-2].startswith(
+        f"error: could not pull ghcr.io/spinframework/containerd-shim-spin/kind:{shim}"
+    )
+    assert lines[-1].startswith("  fix: connect to the network") and "docker pull" in lines[-1]
+    assert "Traceback" not in done.stdout + done.stderr
