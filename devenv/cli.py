@@ -4,7 +4,7 @@
                [--context NAME] [--registry HOST/REPO] [--namespace NS] [cluster flags]
     wasmdev build [APP]
     wasmdev doctor
-    wasmdev cluster create|delete|status [--name N] [--image IMG] [--agents N] [--http-port N] ...
+    wasmdev cluster create|delete|status|image [--name N] [--image IMG] [--shim V] [--k3s TAG] ...
     wasmdev screenshot [--layout NAME] [-o FILE]
 
 ``up`` opens the Textual dashboard (devenv.ui) on the main thread with the dev loop on an
@@ -175,8 +175,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     specs = []
     unreadable: list[str] = []
+    cluster_settings = None
     try:
         workspace = load(args)
+        cluster_settings = workspace.settings.cluster
         for manifest in workspace.manifests:
             try:
                 specs.append(load_app(Path(manifest)))
@@ -184,7 +186,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 unreadable.append(str(err))
     except WasmdevError as err:
         unreadable.append(str(err))
-    checks = run_checks(specs)
+    checks = run_checks(specs, cluster_settings=cluster_settings)
     print(format_checks(checks))
     for problem in unreadable:
         print(f"MISSING  manifest: {problem}")
@@ -192,10 +194,21 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
-    from devenv.targets.cluster.commands import cluster_create, cluster_delete, cluster_status, run
+    from devenv.targets.cluster.commands import (
+        cluster_create,
+        cluster_delete,
+        cluster_image,
+        cluster_status,
+        run,
+    )
 
     workspace = load(args)
-    action = {"create": cluster_create, "delete": cluster_delete, "status": cluster_status}[args.action]
+    action = {
+        "create": cluster_create,
+        "delete": cluster_delete,
+        "status": cluster_status,
+        "image": cluster_image,
+    }[args.action]
     return run(action, workspace.settings.cluster)
 
 
@@ -229,6 +242,8 @@ _SETTING_FLAGS = {
     "http_port": "cluster_http_port",
     "api_port": "cluster_api_port",
     "registry_port": "cluster_registry_port",
+    "shim": "cluster_shim",
+    "k3s": "cluster_k3s",
 }
 
 
@@ -241,6 +256,8 @@ def _cluster_flags() -> argparse.ArgumentParser:
     group.add_argument("--http-port", type=_port, metavar="N", help="host port of the cluster's ingress")
     group.add_argument("--api-port", type=_port, metavar="N", help="host port of the Kubernetes API")
     group.add_argument("--registry-port", type=_port, metavar="N", help="host port of the k3d registry")
+    group.add_argument("--shim", metavar="VERSION", help="containerd-shim-spin release of a built node image")
+    group.add_argument("--k3s", metavar="TAG", help="rancher/k3s tag of a built node image")
     return flags
 
 
@@ -305,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     cluster = sub.add_parser(
         "cluster", parents=[common, _cluster_flags()], help="create, delete or inspect the local k3d cluster"
     )
-    cluster.add_argument("action", choices=("create", "delete", "status"))
+    cluster.add_argument("action", choices=("create", "delete", "status", "image"))
     cluster.set_defaults(func=cmd_cluster)
     shot = sub.add_parser(
         "screenshot", parents=[common], help="render a seeded dashboard session to SVG (and PNG)"

@@ -8,8 +8,8 @@ wasmdev.toml, at the workspace root, is optional::
     build_timeout_s = 600
 
     [local]    host, base_port, request_timeout_s, memory_limit_mb, probe_interval_s, cache_dir,
-               guest_processes, keep_builds, record_body_bytes
-    [cluster]  name, image, agents, http_port, api_port, registry_name, registry_port,
+               guest_processes, keep_builds, record_body_bytes, runtime
+    [cluster]  name, image, shim, k3s, agents, http_port, api_port, registry_name, registry_port,
                runtime_class, namespace, kubeconfig
     [kube]     context, kubeconfig, registry ("HOST[:PORT]/REPO"), namespace, runtime_class,
                insecure_registry
@@ -90,12 +90,20 @@ class LocalSettings:
     keep_builds: int = 10
     # When request recording is on, each recorded request/response body is cut at this size.
     record_body_bytes: int = 1024 * 1024
+    # Which host serves apps: the embedded wasmtime host, an installed `spin` (≥ 3), or "auto":
+    # embedded where it can, Spin for what it cannot (WASI 0.3 worlds); see spin_runtime.py.
+    runtime: str = "auto"
 
 
 @dataclass(frozen=True)
 class ClusterSettings:
     name: str = "wasmdev"
-    image: str = "ghcr.io/spinframework/containerd-shim-spin/k3d:v0.24.0"
+    # "" builds the node image from rancher/k3s:<k3s> + the shim of <shim> (`wasmdev cluster
+    # image`); a name uses that image as is, e.g. the published
+    # ghcr.io/spinframework/containerd-shim-spin/k3d:v0.24.0 (Spin 3.6.3).
+    image: str = ""
+    shim: str = ""  # "" = the newest shim release wasmdev knows (node_image.DEFAULT_SHIM)
+    k3s: str = ""  # "" = the k3s tag chosen for that release (node_image.DEFAULT_K3S)
     agents: int = 0
     http_port: int = 8081
     api_port: int | None = None
@@ -325,10 +333,13 @@ _LOCAL_FIELDS: dict[str, Check] = {
     "guest_processes": _integer(0, 32),
     "keep_builds": _integer(1, 1000),
     "record_body_bytes": _integer(0, 1024 * 1024 * 1024),
+    "runtime": _choice(("auto", "embedded", "spin")),
 }
 _CLUSTER_FIELDS: dict[str, Check] = {
     "name": _k8s_name,
     "image": _string,
+    "shim": _string,
+    "k3s": _string,
     "agents": _integer(0, 16),
     "http_port": _port,
     "api_port": _port,

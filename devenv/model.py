@@ -3,6 +3,7 @@ produced, and the state the store holds. Nothing here does I/O."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -218,11 +219,34 @@ class StepState:
 
 
 @dataclass(frozen=True)
+class NodeRuntime:
+    """Which Spin serves the target's apps: a cluster node's containerd-shim-spin (``shim`` set)
+    or an installed ``spin`` CLI (``shim`` None, ``image`` ""). Unknown parts are None."""
+
+    image: str  # the node image (name or ID) it was read from; "" for a local Spin
+    shim: str | None
+    spin: str | None
+
+    @property
+    def spin_version(self) -> tuple[int, int] | None:
+        """(major, minor) of the Spin, or None when unknown."""
+        parts = [int(p) for p in re.findall(r"\d+", self.spin or "")[:2]]
+        return (parts[0], parts[1] if len(parts) > 1 else 0) if parts else None
+
+    def describe(self) -> str:
+        spin = f"Spin {self.spin}" if self.spin else "Spin version unknown"
+        if self.shim is None:
+            return spin if not self.image else f"unknown shim (node image {self.image})"
+        return f"{spin} (shim {self.shim})"
+
+
+@dataclass(frozen=True)
 class EngineState:
     apps: Mapping[str, AppState] = field(default_factory=lambda: MappingProxyType({}))
     target: str = "local"
     watching: bool = True  # False while the user paused watching
     bootstrap: tuple[StepState, ...] = ()
+    node_runtime: NodeRuntime | None = None  # the Spin serving the target's apps, once known
     workspace: Path | None = None
     generation: int = 0  # bumped on every reduced action
 

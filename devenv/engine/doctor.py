@@ -23,10 +23,14 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from devenv.engine.builder import build_commands, build_env
 from devenv.engine.toolchains import PYTHON_MODULES, install_hint, module_install_hint
 from devenv.model import AppSpec
+
+if TYPE_CHECKING:
+    from devenv.targets.cluster.bootstrap import ClusterSettingsLike
 
 K3D_MIN = (5, 8, 3)
 PIP = f"{Path(sys.executable).name} -m pip install"
@@ -229,12 +233,61 @@ def _user_python_module(label: str, python: str, module: str) -> Check:
     return Check(label, True, f"{version} ({python})")
 
 
-def run_checks(specs: Iterable[AppSpec] = (), *, cluster: bool = True) -> list[Check]:
+def check_spin() -> Check:
+    """An installed Spin serves locally what the embedded runtime cannot (WASI 0.3 / Spin 4 apps)."""
+    from devenv.targets.local.spin_cli import INSTALL_SPIN, MIN_SPIN, find_spin
+
+    spin = find_spin(build_env()["PATH"])
+    if spin is None:
+        return Check(
+            "spin",
+            False,
+            "not on PATH (needed only for Spin 4 / WASI 0.3 apps locally)",
+            INSTALL_SPIN,
+            required=False,
+        )
+    if spin.spin_version < MIN_SPIN:
+        return Check(
+            "spin", False, f"{spin.version} at {spin.path} is older than 3", INSTALL_SPIN, required=False
+        )
+    return Check("spin", True, f"{spin.version} at {spin.path}", required=False)
+
+
+def check_node_image(settings: ClusterSettingsLike) -> Check:
+    """Which Spin the k3d target's nodes run: the image `cluster create` would use, read from its
+    labels or the published images' table, and whether it still has to be built."""
+    from devenv.targets.cluster.node_image import DEFAULT_K3S, DEFAULT_SHIM, built_image_ref, inspect_runtime
+
+    shim = settings.shim or DEFAULT_SHIM
+    image = settings.image or built_image_ref(shim, settings.k3s or DEFAULT_K3S)
+    runtime = inspect_runtime(image)
+    if runtime.shim is None and not settings.image:
+        return Check(
+            "cluster node image",
+            False,
+            f"{image} not built yet (containerd-shim-spin {shim})",
+            f"wasmdev cluster image{'' if shim == DEFAULT_SHIM else f' --shim {shim}'}",
+            required=False,
+        )
+    return Check(
+        "cluster node image", runtime.shim is not None, f"{image}: {runtime.describe()}", required=False
+    )
+
+
+def run_checks(
+    specs: Iterable[AppSpec] = (),
+    *,
+    cluster: bool = True,
+    cluster_settings: ClusterSettingsLike | None = None,
+) -> list[Check]:
     checks = check_core()
     for spec in specs:
         checks += check_app_toolchain(spec)
+    checks.append(check_spin())
     if cluster:
         checks += [check_docker(), check_k3d(), check_kubectl()]
+        if cluster_settings is not None:
+            checks.append(check_node_image(cluster_settings))
     return checks
 
 

@@ -13,6 +13,7 @@ from devenv.model import (
     AppSpec,
     BuiltApp,
     LogLine,
+    NodeRuntime,
     PodState,
     RecordedExchange,
     RequestRecord,
@@ -138,6 +139,13 @@ class MetricsUnavailable(Action):
 @dataclass(frozen=True)
 class BootstrapStepChanged(Action):
     step: StepState
+
+
+@dataclass(frozen=True)
+class NodeRuntimeDetected(Action):
+    """The target found which Spin (and shim) serves its apps."""
+
+    runtime: NodeRuntime
 
 
 # --- streams ------------------------------------------------------------------------------------

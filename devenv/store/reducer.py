@@ -172,6 +172,9 @@ def _reduce(state: EngineState, action: a.Action) -> EngineState:  # noqa: C901 
                 steps.append(step)
             return replace(state, bootstrap=tuple(steps))
 
+        case a.NodeRuntimeDetected(runtime=runtime):
+            return state if state.node_runtime == runtime else replace(state, node_runtime=runtime)
+
         case a.WatchPaused():
             return state if not state.watching else replace(state, watching=False)
 

@@ -35,7 +35,14 @@ import yaml
 from tests.child_output import Lines
 from tests.conftest import SAMPLE_APPS
 from tests.fakes.apiserver import FakeApiServer, fake_apiserver_fixture  # noqa: F401 - fixture
-from tests.fakes.k3d.harness import FAKE_DIR, USER_KUBECONFIG, FakeK3d, free_port, make_fake_k3d
+from tests.fakes.k3d.harness import (
+    FAKE_DIR,
+    PUBLISHED_NODE_IMAGE,
+    USER_KUBECONFIG,
+    FakeK3d,
+    free_port,
+    make_fake_k3d,
+)
 from tests.oci import conftest as oci_fixtures
 
 registry = oci_fixtures.registry  # the session-wide real distribution registry
@@ -239,6 +246,7 @@ def test_k3d_cluster_create_up_edit_and_delete_through_the_cli(
     http_port, registry_port = free_port(), free_port()
     (user.workspace / "wasmdev.toml").write_text(
         f"[cluster]\nhttp_port = {http_port}\nregistry_port = {registry_port}\n"
+        f'image = "{PUBLISHED_NODE_IMAGE}"\n'  # the published node image: nothing to build
         "[local]\nprobe_interval_s = 0.2\n"  # latency probes, which must reach *.localhost too
     )
 

@@ -34,7 +34,7 @@ IMAGE = "ghcr.io/spinframework/containerd-shim-spin/k3d:v0.24.0"
 
 @pytest.fixture
 def settings(cluster_settings: ClusterSettings) -> ClusterSettings:
-    assert cluster_settings.name == "wasmdev" and cluster_settings.image == IMAGE  # the documented defaults
+    assert cluster_settings.name == "wasmdev" and cluster_settings.image == IMAGE  # the published image
     return cluster_settings
 
 
@@ -73,7 +73,7 @@ async def test_happy_path_creates_registry_cluster_kubeconfig_and_runtime_class(
     code = await cluster_create(settings, store, cli=fake_k3d.cli(settings.kubeconfig), options=fast())
 
     assert code == 0
-    keys = ["docker", "k3d", "ports", "registry", "cluster", "kubeconfig", "nodes", "runtimeclass"]
+    keys = ["docker", "k3d", "ports", "nodeimage", "registry", "cluster", "kubeconfig", "nodes", "runtimeclass"]
     assert [s.key for s in store.state.bootstrap] == keys
     for s in store.state.bootstrap:
         assert s.status is StepStatus.DONE, s
@@ -127,7 +127,8 @@ async def test_happy_path_creates_registry_cluster_kubeconfig_and_runtime_class(
     rc = fake_apiserver.cluster.get("runtimeclasses", "", "wasmtime-spin-v2")
     assert rc is not None and rc["handler"] == "spin"
     assert rc["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "wasmdev"
-    assert "k3d-wasmdev-registry:5000" in store.state.bootstrap[3].detail
+    assert "k3d-wasmdev-registry:5000" in store.state.bootstrap[4].detail
+    assert store.state.bootstrap[3].detail == f"{IMAGE}: Spin 3.6.3 (shim v0.24.0)"
 
 
 async def test_second_create_reuses_cluster_and_registry(

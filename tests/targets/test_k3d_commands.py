@@ -153,6 +153,7 @@ async def test_status_lists_nodes_runtime_classes_registry_and_apps(
     assert f"wasmdev: running, 1 server(s), 0 agent(s), http :{cluster_settings.http_port}" in text
     assert f"k3d-wasmdev-registry: running, push 127.0.0.1:{cluster_settings.registry_port}" in text
     assert "k3d-wasmdev-server-0" in text and "Ready" in text
+    assert "node runtime " in text  # which Spin: test_cluster_image.py checks it on a real image
     assert "wasmtime-spin-v2" in text and "handler spin" in text
     assert "hello" in text and image in text
     assert "someone-elses" not in text

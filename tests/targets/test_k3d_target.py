@@ -69,10 +69,11 @@ async def test_pushes_to_the_host_port_and_pods_pull_the_in_cluster_name(
         assert resp.status == 200
     assert result.urls == (f"http://shop.localhost:{cluster.http_port}/",)
     keys = [s.key for s in store.state.bootstrap]
-    assert keys[:8] == [
+    assert keys[:9] == [
         "docker",
         "k3d",
         "ports",
+        "nodeimage",
         "registry",
         "cluster",
         "kubeconfig",

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from devenv.errors import TargetUnavailable, WasmdevError
+from devenv.model import NodeRuntime
 from devenv.targets.cluster.k3d import (
     INSTALL_K3D,
     MIN_K3D_VERSION,
@@ -31,6 +32,13 @@ from devenv.targets.cluster.k3d import (
     K3dCommandError,
     RegistryInfo,
     format_version,
+)
+from devenv.targets.cluster.node_image import (
+    NodeImage,
+    Progress,
+    ensure_node_image,
+    inspect_runtime,
+    node_image_for_cluster,
 )
 from devenv.targets.cluster.node_readiness import (
     RECREATE,
@@ -50,7 +58,9 @@ class ClusterSettingsLike(Protocol):
     """The fields of ``devenv.config.ClusterSettings`` that the cluster target reads."""
 
     name: str
-    image: str
+    image: str  # "" = build the node image from shim + k3s
+    shim: str
+    k3s: str
     agents: int
     http_port: int
     api_port: int | None
@@ -65,6 +75,7 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("docker", "Docker engine"),
     ("k3d", "k3d CLI"),
     ("ports", "Host ports"),
+    ("nodeimage", "Node image"),
     ("registry", "Image registry"),
     ("cluster", "k3d cluster"),
     ("kubeconfig", "Kubeconfig"),
@@ -154,6 +165,7 @@ class ClusterEndpoint:
     http_port: int
     registry: RegistryInfo | None
     created_cluster: bool = False
+    node_runtime: NodeRuntime | None = None  # which shim and Spin the nodes run, when known
     created_registry: bool = False
     notes: tuple[str, ...] = ()
 
@@ -168,6 +180,11 @@ class BootstrapOptions:
     port_in_use: Callable[[int, str], bool] = port_in_use
     start_container: Callable[[str], None] = start_docker_container
     probe_factory: ProbeFactory | None = None  # default: the kubernetes client
+    # Blocking, run in a thread: build (or reuse) the node image; say what image a node runs.
+    node_image: Callable[[str, str, Progress], NodeImage] = lambda shim, k3s, progress: ensure_node_image(
+        shim, k3s, progress=progress
+    )
+    node_runtime: Callable[[str], NodeRuntime] = inspect_runtime
 
 
 def default_probe(kubeconfig: Path, context: str) -> KubeProbe:
@@ -320,6 +337,15 @@ async def _create_and_wait(
     made: _Undo,
 ) -> ClusterEndpoint:
     notes: list[str] = []
+    async with steps.step("nodeimage", "Node image") as s:
+        image, runtime = await node_image_for_cluster(
+            settings, s, cluster.raw if cluster else None, opts.node_image, opts.node_runtime
+        )
+    if runtime.spin is None:
+        notes.append(
+            f"which Spin the nodes run is unknown (node image {image}), so apps are not checked "
+            "against it before a rollout; `wasmdev cluster image` builds a node image that says"
+        )
     async with steps.step("registry", "Image registry") as s:
         if not settings.registry_name:
             s.skip("none configured: images go in with `k3d image import`")
@@ -335,14 +361,14 @@ async def _create_and_wait(
 
     async with steps.step("cluster", "k3d cluster") as s:
         if cluster is None:
-            s.note(f"creating {settings.name} from {settings.image} (pulls the node image on first use)")
+            s.note(f"creating {settings.name} from {image} (pulls the node image on first use)")
             made.kubeconfig_existed = settings.kubeconfig.exists()
             made.cluster = settings.name  # before the call: k3d may leave pieces if it is killed
             reg_use = [f"{registry.name}:{registry.host_port}"] if registry else []
             try:
                 await cli.create_cluster(
                     settings.name,
-                    image=settings.image,
+                    image=image,
                     http_port=settings.http_port,
                     agents=settings.agents,
                     registry_use=reg_use,
@@ -356,7 +382,7 @@ async def _create_and_wait(
                 raise TargetUnavailable(
                     what=err.what,
                     where=err.where,
-                    fix=f"check that Docker can pull the node image (`docker pull {settings.image}`) "
+                    fix=f"check that Docker can pull the node image (`docker pull {image}`) "
                     "and has disk space, then run `wasmdev cluster create` again",
                 ) from err
             cluster = await cli.get_cluster(settings.name)
@@ -406,6 +432,7 @@ async def _create_and_wait(
         created_cluster=made.cluster is not None,
         created_registry=made.registry is not None,
         notes=tuple(notes),
+        node_runtime=runtime,
     )
 
 

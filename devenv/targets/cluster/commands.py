@@ -1,4 +1,4 @@
-"""``wasmdev cluster create | delete | status``: the cluster's lifecycle from the command line.
+"""``wasmdev cluster create | delete | status | image``: the cluster's lifecycle from the command line.
 
 Each returns a process exit code and prints plain text (one line per step, no colours or cursor
 tricks) so it reads the same in a terminal, a CI log or a pipe. ``cluster_create`` can instead
@@ -29,6 +29,13 @@ from devenv.targets.cluster.bootstrap import (
     ping_docker,
 )
 from devenv.targets.cluster.k3d import ClusterInfo, K3dCli, RegistryInfo
+from devenv.targets.cluster.node_image import (
+    DEFAULT_K3S,
+    DEFAULT_SHIM,
+    ensure_node_image,
+    inspect_runtime,
+    server_image_id,
+)
 from devenv.targets.cluster.node_readiness import KubernetesProbe, first_line
 from devenv.targets.cluster.resources import managed_selector
 
@@ -87,7 +94,11 @@ async def cluster_create(
 ) -> int:
     """Create or reuse the cluster and wait until it can run Spin pods; 0 on success, 1 if not."""
     sink, printer = _sink_for(out)
-    printer(f"wasmdev cluster {settings.name} (k3d, node image {settings.image})")
+    image = (
+        settings.image
+        or f"built from shim {settings.shim or DEFAULT_SHIM}, k3s {settings.k3s or DEFAULT_K3S}"
+    )
+    printer(f"wasmdev cluster {settings.name} (k3d, node image {image})")
     try:
         endpoint = await bootstrap_cluster(settings, sink, cli=cli, options=options)
     except WasmdevError as err:
@@ -100,6 +111,26 @@ async def cluster_create(
     return 0
 
 
+async def cluster_image(settings: ClusterSettingsLike, printer: Printer | None = None) -> int:
+    """Build (or reuse) the k3d node image for [cluster].shim and .k3s; the last word printed is
+    its reference, so scripts can take it: ``k3d cluster create --image $(wasmdev cluster image | tail -1 | awk '{print $NF}')``."""
+    say = printer or print_line
+    shim, k3s = settings.shim or DEFAULT_SHIM, settings.k3s or DEFAULT_K3S
+    say(f"k3d node image: rancher/k3s:{k3s} + containerd-shim-spin {shim}")
+    try:
+        image = await asyncio.to_thread(ensure_node_image, shim, k3s, progress=lambda text: say(f"  {text}"))
+    except WasmdevError as err:
+        say(f"error: {err.what}")
+        if err.fix:
+            say(f"  fix: {err.fix}")
+        return 1
+    if settings.image:
+        say(f"note: [cluster].image = {settings.image} is set, so `cluster create` uses that, not this image")
+    verb = "built" if image.built else "reused"
+    say(f"{verb} node image ({image.runtime.describe()}): {image.ref}")
+    return 0
+
+
 def summary_lines(endpoint: ClusterEndpoint) -> list[str]:
     verb = "created" if endpoint.created_cluster else "ready (reused)"
     lines = [
@@ -108,6 +139,8 @@ def summary_lines(endpoint: ClusterEndpoint) -> list[str]:
         f"  kubeconfig: {endpoint.kubeconfig} (context {endpoint.context})",
         f"  kubectl:    kubectl --kubeconfig {endpoint.kubeconfig} get pods -A",
     ]
+    if endpoint.node_runtime is not None:
+        lines.append(f"  nodes run:  {endpoint.node_runtime.describe()}")
     if endpoint.registry is not None:
         lines.append(
             f"  registry:   push to {endpoint.registry.push_host}, pods pull from {endpoint.registry.pull_host}"
@@ -198,6 +231,10 @@ async def cluster_status(
             say(f"  fix: {err.fix}")
         return 1
     say(_cluster_line(settings, cluster))
+    if cluster is not None:
+        image = server_image_id(cluster.raw) or settings.image
+        runtime = await asyncio.to_thread(inspect_runtime, image) if image else None
+        say(f"node runtime {runtime.describe() if runtime else 'unknown (k3d reports no node image)'}")
     say(_registry_line(settings, registry))
     if cluster is None or not cluster.running:
         return 1

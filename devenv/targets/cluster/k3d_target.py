@@ -20,12 +20,13 @@ from typing import Any
 
 from devenv.errors import DeployError, TargetUnavailable
 from devenv.model import BuiltApp, StepState
-from devenv.store.actions import BootstrapStepChanged
+from devenv.store.actions import BootstrapStepChanged, NodeRuntimeDetected
 from devenv.store.store import Store
 from devenv.targets.base import DeployResult
 from devenv.targets.cluster.bootstrap import BootstrapOptions, ClusterEndpoint, bootstrap_cluster
 from devenv.targets.cluster.k3d import K3dCli, K3dCommandError
 from devenv.targets.cluster.kube import KubeTarget, Packager, PublishedImage, oci_packager
+from devenv.targets.cluster.runtime_check import check_app_runs_on
 
 # Pods name imported images with this host; nothing resolves it, so nothing is ever pulled from it.
 IMPORTED_IMAGE_HOST = "wasmdev.local"
@@ -103,13 +104,19 @@ class K3dTarget:
         self.endpoint = await bootstrap_cluster(
             self.cluster, self._dispatch_step, cli=self.cli, options=self.bootstrap_options
         )
+        if self.endpoint.node_runtime is not None:
+            self.store.dispatch(NodeRuntimeDetected(self.endpoint.node_runtime))
         self.kube = self.kube_target_factory(
             self.store, self.settings, **await self._kube_arguments(self.endpoint)
         )
         await self.kube.start()
 
     async def deploy(self, built: BuiltApp) -> DeployResult:
-        result = await self._started().deploy(built)
+        kube = self._started()
+        if self.endpoint is not None and self.endpoint.node_runtime is not None:
+            # Before packaging or rollout: what the node cannot run must not replace what serves.
+            await asyncio.to_thread(check_app_runs_on, built, self.endpoint.node_runtime)
+        result = await kube.deploy(built)
         # The cluster's own notes (a registry the nodes may not mirror, another HTTP port) are
         # said once per app, not again on every edit's redeploy.
         notes: tuple[str, ...] = ()

@@ -11,6 +11,8 @@ def status_text(state: EngineState, layout: str) -> Text:
     text = Text()
     text.append("wasmdev", "bold")
     text.append(f"  target {state.target}")
+    if state.node_runtime is not None:
+        text.append(f" ({state.node_runtime.describe()})")
     if state.watching:
         text.append("  ● watching", "green")
     else:

@@ -118,6 +118,9 @@ def make_fake_k3d(root: Path, *, api_server: str | None = None, version: str = "
 # --- pytest fixtures (import them into a test module) --------------------------------------------
 
 
+PUBLISHED_NODE_IMAGE = "ghcr.io/spinframework/containerd-shim-spin/k3d:v0.24.0"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -135,8 +138,11 @@ def fake_k3d(tmp_path: Path, fake_apiserver: FakeApiServer, monkeypatch: pytest.
 
 @pytest.fixture
 def cluster_settings(tmp_path: Path) -> ClusterSettings:
-    """Default settings on free ports, with the kubeconfig in the test's folder."""
+    """Default settings on free ports, with the kubeconfig in the test's folder, and the shim
+    project's published k3d node image, so no node image is built (test_cluster_image.py builds
+    one for real)."""
     return ClusterSettings(
+        image=PUBLISHED_NODE_IMAGE,
         http_port=free_port(),
         registry_port=free_port(),
         kubeconfig=tmp_path / "wasmdev" / "kubeconfig-wasmdev.yaml",
