@@ -194,6 +194,11 @@ def test_a_pending_pod_is_not_a_failure_until_scheduling_is_stuck():
     assert stuck is not None and stuck.reason == "Unschedulable"
 
 
+def _available(fake_apiserver, name: str) -> int:
+    status = fake_apiserver.cluster.get("deployments", "default", name).get("status") or {}
+    return min(int(status.get(k) or 0) for k in ("updatedReplicas", "availableReplicas", "replicas"))
+
+
 async def test_a_new_session_rolls_back_to_what_an_earlier_one_left_serving(fake_apiserver):
     v1, v2 = build("hello", "v1"), build("hello", "v2")
     earlier = make_target(fake_apiserver, Store())
@@ -201,6 +206,9 @@ async def test_a_new_session_rolls_back_to_what_an_earlier_one_left_serving(fake
         await earlier.deploy(v1)
     finally:
         await earlier.close()
+    # The deploy returns once v1's pod is Ready; the controller reports the Deployment available
+    # a tick later. "Left serving" means settled, as a session started seconds later finds it.
+    wait_until(lambda: _available(fake_apiserver, "hello") == 1, what="v1's Deployment to settle")
 
     store = Store()
     target = make_target(fake_apiserver, store)  # knows nothing of v1
