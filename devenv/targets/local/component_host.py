@@ -17,14 +17,16 @@ functions without re-reading their types on every call.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import wasmtime
 from wasmtime.component import Component, ExportIndex, Linker
 
-from devenv.model import ComponentSpec, LogStream
+from devenv.errors import DeployError
+from devenv.model import AppSpec, ComponentSpec, LogStream
+from devenv.runtime_config import RuntimeConfig
 from devenv.targets.base import UnsupportedApp
 from devenv.targets.local.compile_cache import CompileCache
 from devenv.targets.local.executor import (
@@ -39,6 +41,10 @@ from devenv.targets.local.executor import (
 )
 from devenv.targets.local.file_mounts import Preopen
 from devenv.targets.local.runtime import WasmRuntime
+from devenv.targets.local.spin.imports import HOSTED, REFUSED_FIX, describe, spin_imports, split_unhosted
+from devenv.targets.local.spin.interfaces import spin_interfaces
+from devenv.targets.local.spin.resolve import build_spin_host
+from devenv.targets.local.spin.state import SpinHost, SqliteFile
 from devenv.targets.local.wasi import REFUSALS, all_interfaces, fastbytes
 from devenv.targets.local.wasi.cli import flush_stdio
 from devenv.targets.local.wasi.filesystem import report_denials
@@ -49,10 +55,10 @@ from devenv.targets.local.wasi.http_types import (
     OutgoingResponse,
     ResponseOutparam,
 )
-from devenv.targets.local.wasi.registry import LinkReport, link_imports, unknown_import_note
+from devenv.targets.local.wasi.registry import Interface, LinkReport, link_imports, unknown_import_note
 from devenv.targets.local.wasi.worlds import World, classify
 
-__all__ = ["HttpComponentRunner", "build_runner"]
+__all__ = ["HttpComponentRunner", "SpinAppSettings", "build_runner"]
 
 
 def build_runner(
@@ -63,14 +69,20 @@ def build_runner(
     limits: RequestLimits,
     preopens: Sequence[Preopen] = (),
     wasm: bytes | None = None,
+    spin_app: SpinAppSettings | None = None,
 ) -> ComponentRunner:
     """A runner for one wasi:http component of one build.
 
     ``preopens`` are the component's granted files (``file_mounts.prepare_preopens``); without
     them the guest sees no files. ``wasm`` is the file's content when the caller has already read
     it (a componentize-py component is ~18 MB: reading it again costs a restart milliseconds).
+    ``spin_app`` carries what Spin's host APIs need from the app (its manifest for variables and
+    ``.spin/``, the runtime config file, the app's own address for ``self``); without it a
+    component importing them is refused at deploy.
     Raises ``UnsupportedApp`` for a world this host cannot run
-    (Spin 4 / WASI 0.3, a command, a core module) and for imports that do not link.
+    (Spin 4 / WASI 0.3, a command, a core module) and for imports that do not link, and
+    ``DeployError`` for an import it will never serve, a required variable without a value or a
+    store label without a store (the previous version keeps serving).
     """
     where = f"component `{component.id}` ({wasm_path})"
     engine = runtime.engine
@@ -87,16 +99,89 @@ def build_runner(
     world = classify(compiled, engine)
     if world.handler is None:
         raise UnsupportedApp(what=world.reason, where=where, fix=world.fix)
+    interfaces = host_interfaces()
+    notes = check_imports(component, world, interfaces, spin_app)
+    spin = spin_host(component, world, interfaces, spin_app)
     fastbytes.install()
     config = HostConfig(
         component_id=component.id,
         environment=tuple(component.environment.items()),
         preopens=tuple(preopens),
         allowed_outbound_hosts=tuple(component.allowed_outbound_hosts),
+        spin=spin,
+        self_origin=spin_app.self_origin if spin_app is not None else None,
     )
-    runner = HttpComponentRunner(component.id, compiled, runtime, limits, config, world)
+    runner = HttpComponentRunner(component.id, compiled, runtime, limits, config, world, interfaces)
     runner.check_links()
+    runner.deploy_notes = notes
     return runner
+
+
+# -- Spin's host APIs: what a deploy checks and gives the component ------------------------------
+
+
+@dataclass(frozen=True)
+class SpinAppSettings:
+    """What the serving side passes ``build_runner`` for Spin's host APIs, per app and deploy.
+
+    ``env`` is where ``SPIN_VARIABLE_*`` are read (``wasmdev up``'s environment); ``files`` is one
+    dict shared by every component of one deploy, so components granted the same store share
+    one SQLite connection; ``self_origin`` is the app's own "host:port" (``http://self``)."""
+
+    app: AppSpec
+    env: Mapping[str, str] = field(default_factory=dict)
+    runtime_config: RuntimeConfig | None = None
+    self_origin: str | None = None
+    files: dict[Path | None, SqliteFile] = field(default_factory=dict)
+
+
+def host_interfaces() -> list[Interface]:
+    return [*all_interfaces(), *spin_interfaces()]
+
+
+def check_imports(
+    component: ComponentSpec, world: World, interfaces: Sequence[Interface], spin_app: SpinAppSettings | None
+) -> tuple[str, ...]:
+    """Refuse, at deploy, a component importing what this host never serves (MySQL, MQTT, LLM,
+    ...): the request that first calls it would only ever trap. Imports that came with Spin 2's
+    whole platform world (componentize-py imports all of it to call any of it) cannot refuse
+    the deploy: they are returned as notes for the deploy result instead."""
+    refused, bundled = split_unhosted(world.imports, interfaces)
+    app = f"app `{spin_app.app.name}`, " if spin_app is not None else ""
+    notes = [
+        f"{app}component `{component.id}` imports {describe(i)} (with the rest of Spin's platform "
+        f"world), which the local target does not host: a call to it fails that request. Fix: {REFUSED_FIX}"
+        for i in bundled
+    ]
+    if not refused:
+        return tuple(notes)
+    raise DeployError(
+        what=f"{app}component `{component.id}` imports "
+        + ", ".join(describe(i) for i in refused)
+        + f", which the local target does not host (it hosts {HOSTED})",
+        where=f"{spin_app.app.manifest_path} [component.{component.id}]" if spin_app else component.id,
+        fix=REFUSED_FIX,
+    )
+
+
+def spin_host(
+    component: ComponentSpec, world: World, interfaces: Sequence[Interface], spin_app: SpinAppSettings | None
+) -> SpinHost | None:
+    """The component's variables and stores, resolved now so that a missing required variable or
+    an undefined store fails this deploy, not a request."""
+    uses = spin_imports(world.imports, spin_interfaces())
+    if spin_app is None:
+        if uses:
+            raise DeployError(
+                what=f"component `{component.id}` imports {', '.join(uses)}, but the local target was "
+                "not given the app's settings for Spin's host APIs",
+                where=component.id,
+                fix="a wasmdev bug: the serving side must pass spin_app to build_runner",
+            )
+        return None
+    return build_spin_host(
+        spin_app.app, component, spin_app.env, spin_app.runtime_config, spin_app.files
+    )
 
 
 @dataclass(frozen=True)
@@ -119,9 +204,12 @@ class HttpComponentRunner:
         limits: RequestLimits,
         config: HostConfig,
         world: World,
+        interfaces: Sequence[Interface] | None = None,
     ) -> None:
         self.component_id = component_id
         self.world = world
+        # What the deploy should tell the user about this component (imports it will not serve)
+        self.deploy_notes: tuple[str, ...] = ()
         self._component = component
         engine = self._engine = runtime.engine
         self._limits = limits
@@ -131,7 +219,12 @@ class HttpComponentRunner:
         self._deadline_ticks = runtime.deadline_ticks(limits.timeout_s)
         self._linker = Linker(engine)
         self.link_report: LinkReport = link_imports(
-            self._linker, component, engine, all_interfaces(), REFUSALS, import_names=world.imports
+            self._linker,
+            component,
+            engine,
+            interfaces if interfaces is not None else host_interfaces(),
+            REFUSALS,
+            import_names=world.imports,
         )
         assert world.handler is not None
         iface = component.get_export_index(world.handler)

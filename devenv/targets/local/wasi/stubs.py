@@ -9,8 +9,8 @@ from __future__ import annotations
 REFUSALS = {
     "wasi:sockets": "sockets are denied (Spin grants components no sockets; use outbound HTTP "
     "to a host in allowed_outbound_hosts)",
-    "fermyon:spin": "Spin's host APIs (key-value, sqlite, redis, mqtt, postgres, mysql, llm, variables) "
-    "are not provided by the local target; run the app on the cluster target",
+    "fermyon:spin": "not hosted by the local target (it hosts variables, key-value and SQLite); "
+    "run the app on the cluster target (`wasmdev up --target k3d`)",
     "spin": "Spin 3/4 host APIs are not provided by the local target; run the app on the cluster target",
     "wasi:keyvalue": "wasi:keyvalue is not provided by the local target; run the app on the cluster target",
     "wasi:config": "wasi:config is not provided by the local target; run the app on the cluster target",

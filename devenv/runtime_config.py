@@ -1,0 +1,93 @@
+"""Spin's runtime configuration file (``spin up --runtime-config-file``), the parts the local
+target uses: where key-value stores and SQLite databases other than ``default`` live.
+
+    [key_value_store.cache]
+    type = "spin"            # Spin's SQLite-backed store
+    path = "data/cache.db"   # relative to this file's folder, as Spin resolves it
+
+    [sqlite_database.reports]
+    type = "spin"
+    path = "data/reports.db"
+
+A store or database without ``path`` is in memory, as in Spin. Other backends (redis, azure,
+libsql, ...) are refused here, naming the table and the fix, rather than at the first request.
+Tables this module does not read (``[variable_provider]``, ``[llm_compute]``, ...) are left alone:
+Spin's file may carry them for other targets.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from devenv.errors import ManifestError
+
+KV_TYPES = ("spin",)
+SQLITE_TYPES = ("spin",)
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """One ``[key_value_store.NAME]`` or ``[sqlite_database.NAME]``: a SQLite file, or None for an
+    in-memory one."""
+
+    label: str
+    path: Path | None
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    path: Path | None = None  # the file it was read from
+    key_value_stores: MappingProxyType[str, StoreConfig] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    sqlite_databases: MappingProxyType[str, StoreConfig] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+
+def load_runtime_config(path: Path) -> RuntimeConfig:
+    """Read ``path``; raise ``ManifestError`` naming the file, the table and the fix."""
+    try:
+        doc = tomllib.loads(path.read_text())
+    except OSError as err:
+        raise ManifestError.at(
+            path, "", f"cannot read the runtime config file: {err.strerror or err}", "check --runtime-config-file"
+        ) from None
+    except tomllib.TOMLDecodeError as err:
+        raise ManifestError.at(path, "", f"not valid TOML: {err}", "fix the TOML syntax") from None
+    base = path.resolve().parent
+    kv = _stores(path, base, doc, "key_value_store", KV_TYPES)
+    sql = _stores(path, base, doc, "sqlite_database", SQLITE_TYPES)
+    return RuntimeConfig(path=path, key_value_stores=MappingProxyType(kv), sqlite_databases=MappingProxyType(sql))
+
+
+def _stores(
+    path: Path, base: Path, doc: dict[str, Any], table: str, types: tuple[str, ...]
+) -> dict[str, StoreConfig]:
+    section = doc.get(table, {})
+    if not isinstance(section, dict):
+        raise ManifestError.at(path, table, "must be a table of named stores", f"write [{table}.NAME] tables")
+    stores: dict[str, StoreConfig] = {}
+    for label, spec in section.items():
+        key = f"{table}.{label}"
+        if not isinstance(spec, dict):
+            raise ManifestError.at(path, key, "must be a table", f'write [{key}] with type = "spin"')
+        kind = spec.get("type")
+        if kind not in types:
+            raise ManifestError.at(
+                path,
+                key,
+                f"type {kind!r} is not supported by the local target (supported: "
+                + ", ".join(repr(t) for t in types)
+                + ")",
+                'use type = "spin" with a path for local runs, or run the app on the cluster target',
+            )
+        raw = spec.get("path")
+        if raw is not None and not isinstance(raw, str):
+            raise ManifestError.at(path, f"{key}.path", "must be a string", 'write path = "data/store.db"')
+        stores[label] = StoreConfig(label, None if raw is None else base / Path(raw).expanduser())
+    return stores

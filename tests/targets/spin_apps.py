@@ -1,0 +1,158 @@
+"""Test apps that call Spin's host APIs (tests/apps/*), built once with their own spin.toml build
+command and kept by source hash like the samples, and served by the real ``LocalServer`` over
+real HTTP.
+
+The deploy is done here, the way the serving side must do it: ``build_runner(...,
+spin_app=SpinAppSettings(app, env, runtime_config, self_origin))``, each runner in a
+``RunnerTable``, swapped into the server. Everything below the deploy (server, runners, host
+functions, stores on disk) is the product's own code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+from devenv.manifest import load_app
+from devenv.model import AppSpec, LogStream
+from devenv.runtime_config import RuntimeConfig
+from devenv.targets.local.compile_cache import CompileCache
+from devenv.targets.local.component_host import SpinAppSettings, build_runner
+from devenv.targets.local.executor import RequestLimits, RunnerTable
+from devenv.targets.local.router import ServingVersion
+from devenv.targets.local.runtime import WasmRuntime
+from devenv.targets.local.server import LocalServer, ServedRequest
+from tests.targets.component_builds import BUILDS, COMPILED
+
+APPS = Path(__file__).resolve().parents[1] / "apps"
+
+
+def _source_key(app_dir: Path) -> str:
+    h = hashlib.sha256()
+    for tool in ("componentize-py", "spin-sdk"):
+        h.update(f"{tool}={version(tool)}\n".encode())
+    for path in sorted([app_dir / "spin.toml", *(app_dir / "src").rglob("*.py")]):
+        h.update(path.relative_to(app_dir).as_posix().encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:24]
+
+
+def app_wasm(name: str) -> Path:
+    """The built component of ``tests/apps/NAME`` (its only component, also named NAME)."""
+    if shutil.which("componentize-py", path=str(Path(sys.executable).parent)) is None and not shutil.which(
+        "componentize-py"
+    ):
+        pytest.skip("componentize-py is not installed (pip install -e '.[samples]')")
+    app_dir = APPS / name
+    cached = BUILDS / f"{name}-{_source_key(app_dir)}.wasm"
+    if cached.exists():
+        return cached
+    manifest = tomllib.loads((app_dir / "spin.toml").read_text())
+    component = manifest["component"][name]
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    BUILDS.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=BUILDS) as tmp:
+        work = Path(tmp) / name
+        shutil.copytree(app_dir, work, ignore=shutil.ignore_patterns("target", "__pycache__", ".spin"))
+        done = subprocess.run(
+            component["build"]["command"], shell=True, cwd=work, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, f"building {name} failed:\n{done.stdout}\n{done.stderr}"
+        partial = cached.with_suffix(".partial")
+        shutil.copyfile(work / component["source"], partial)
+        partial.replace(cached)
+    return cached
+
+
+def copy_app(name: str, dest: Path, manifest: str | None = None) -> AppSpec:
+    """A private copy of ``tests/apps/NAME`` (its ``.spin/`` is the test's), optionally with a
+    different spin.toml, loaded as the product loads it."""
+    work = dest / name
+    shutil.copytree(APPS / name, work, ignore=shutil.ignore_patterns("target", "__pycache__", ".spin"))
+    if manifest is not None:
+        (work / "spin.toml").write_text(manifest)
+    return load_app(work / "spin.toml")
+
+
+@dataclass
+class Recorder:
+    """The server's observer: what the guest printed and what the host noted, per request."""
+
+    lines: list[tuple[LogStream, str]] = field(default_factory=list)
+    served: list[ServedRequest] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def request_served(self, served: ServedRequest, ts: float | None = None) -> None:
+        with self.lock:
+            self.served.append(served)
+
+    def guest_output(
+        self, app: str, component: str, request_id: str, stream: LogStream, text: str, ts: float | None = None
+    ) -> None:
+        with self.lock:
+            self.lines.append((stream, text))
+
+    def text(self) -> str:
+        with self.lock:
+            return "\n".join(t for _, t in self.lines)
+
+
+class SpinServing:
+    """One ``LocalServer`` serving one app; ``deploy`` builds and swaps in a version."""
+
+    def __init__(self, runtime: WasmRuntime) -> None:
+        self.runtime = runtime
+        self.recorder = Recorder()
+        self.server = LocalServer("127.0.0.1", self.recorder, workers=2)
+        self.server.start()
+        self.port = 0
+
+    async def listen(self, app: str) -> int:
+        self.port = await self.server.run(self.server.listen(app, 0))
+        return self.port
+
+    async def deploy(
+        self,
+        app: AppSpec,
+        wasm: Mapping[str, Path],
+        env: Mapping[str, str] | None = None,
+        runtime_config: RuntimeConfig | None = None,
+    ) -> None:
+        settings = SpinAppSettings(
+            app=app,
+            env=dict(env or {}),
+            runtime_config=runtime_config,
+            self_origin=f"127.0.0.1:{self.port}",
+        )
+        routes = []
+        for trigger in app.http_triggers:
+            component = app.components[trigger.component]
+            runner = build_runner(
+                component=component,
+                wasm_path=wasm[component.id],
+                runtime=self.runtime,
+                cache=CompileCache(COMPILED, self.runtime.config_key),
+                limits=RequestLimits(timeout_s=120),
+                spin_app=settings,
+            )
+            routes.append((trigger.route, runner))
+        table = RunnerTable(digest="sha256:test", routes=routes)
+        await self.server.run(self.server.swap(app.name, ServingVersion(app.name, table, app.http_base)))
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def stop(self) -> None:
+        self.server.stop()
