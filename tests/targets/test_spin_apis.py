@@ -206,3 +206,27 @@ async def test_self_routes_back_into_the_app(
     await deploy(serving, app)
     async with http.get(serving.url("/self/plain")) as r:
         assert (r.status, await r.text()) == (200, "200 plain")
+
+
+async def test_self_needs_http_self_in_allowed_outbound_hosts(
+    serving: SpinServing, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    manifest = (Path(__file__).parents[1] / "apps" / APP / "spin.toml").read_text()
+    app = copy_app(APP, tmp_path, manifest.replace('allowed_outbound_hosts = ["http://self"]\n', ""))
+    await deploy(serving, app)
+    async with http.get(serving.url("/self/plain")) as r:
+        assert r.status == 500  # the guest's outgoing-handler.handle got HTTP-request-denied
+    assert 'add "http://self" to allowed_outbound_hosts' in serving.recorder.text()
+
+
+async def test_a_python_traceback_is_not_reported_as_denied_file_access(
+    serving: SpinServing, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    app = copy_app(APP, tmp_path)
+    await deploy(serving, app)
+    async with http.post(serving.url("/sql/default"), data=b"not json") as r:
+        assert r.status == 500  # json.loads raised in the guest: a traceback, then a trap
+    logs = serving.recorder.text()
+    assert "JSONDecodeError" in logs
+    assert "/0/app.py" in logs  # the traceback names componentize-py's bundled module path
+    assert "denied file access" not in logs

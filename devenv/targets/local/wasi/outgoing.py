@@ -238,6 +238,8 @@ def _timeout_setter(key: str) -> Any:
 def _handle(ctx: HostContext, request: ResourceAny, options: ResourceAny | None) -> Any:
     req = ctx.take(request, OutgoingRequest)
     opts = ctx.take(options, RequestOptions) if options is not None else None
+    if not req.authority or req.authority.split(":", 1)[0].lower() == "self":
+        return _handle_self(ctx, req, opts)
     scheme = req.scheme or "https"
     authority = req.authority or ""
     url = f"{scheme}://{authority}{req.path_with_query or '/'}"
@@ -257,6 +259,25 @@ def _handle(ctx: HostContext, request: ResourceAny, options: ResourceAny | None)
         return Err(Case("HTTP-request-denied"))
     dial = port if port is not None else _DEFAULT_PORTS.get(scheme, 0)
     return Ok(ctx.own(FutureIncomingResponse(req, opts, host, dial)))
+
+
+def _handle_self(ctx: HostContext, req: OutgoingRequest, opts: RequestOptions | None) -> Any:
+    """A relative URL or ``http://self``: back into this app, as Spin routes it, when
+    allowed_outbound_hosts has ``http://self`` (or ``*://self``)."""
+    path = req.path_with_query or "/"
+    if not allowed(ctx.config.allowed_outbound_hosts, "http", "self", None):
+        ctx.note(
+            f"denied outbound HTTP {req.method} {path} to this app (a relative URL or http://self): "
+            f'add "http://self" to allowed_outbound_hosts in [component.{ctx.config.component_id}] in spin.toml'
+        )
+        return Err(Case("HTTP-request-denied"))
+    origin = ctx.config.self_origin
+    if origin is None:
+        ctx.note(f"outbound HTTP {req.method} {path} to this app: the app's own address is not known here")
+        return Err(Case("destination-unavailable"))
+    host, _, port = origin.rpartition(":")
+    req.scheme, req.authority = "http", origin
+    return Ok(ctx.own(FutureIncomingResponse(req, opts, host.strip("[]"), int(port))))
 
 
 def _send(ctx: HostContext, future: FutureIncomingResponse) -> Any:
