@@ -212,7 +212,7 @@ async def test_self_needs_http_self_in_allowed_outbound_hosts(
     serving: SpinServing, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     manifest = (Path(__file__).parents[1] / "apps" / APP / "spin.toml").read_text()
-    app = copy_app(APP, tmp_path, manifest.replace('allowed_outbound_hosts = ["http://self"]\n', ""))
+    app = copy_app(APP, tmp_path, manifest.replace('"http://self", ', ""))
     await deploy(serving, app)
     async with http.get(serving.url("/self/plain")) as r:
         assert r.status == 500  # the guest's outgoing-handler.handle got HTTP-request-denied

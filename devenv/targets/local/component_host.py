@@ -258,6 +258,7 @@ class HttpComponentRunner:
             ) from None
         finally:
             activate(None)
+            ctx.close_all()
             ctx.table.clear()
 
     def handle(self, request: GuestRequest, log: GuestLog) -> tuple[GuestResponse, ExecutionStats]:
@@ -291,6 +292,7 @@ class HttpComponentRunner:
             activate(None)
             flush_stdio(ctx)
             report_denials(ctx)
+            ctx.close_all()
             ctx.table.clear()
             del store  # the Store owns the instance and every handle the guest still held
         stats = ExecutionStats(cpu_seconds=time.thread_time() - cpu_start, memory_bytes=0)

@@ -28,7 +28,7 @@ REFUSED_FIX = (
     "or remove the calls that need it from the component"
 )
 HOSTED = (
-    "variables, key-value and SQLite (fermyon:spin@2.0.0, spin:up@3.x), "
+    "variables, key-value, SQLite, outbound Redis and PostgreSQL (fermyon:spin@2.0.0, spin:up@3.x), "
     "WASI 0.2"
 )
 

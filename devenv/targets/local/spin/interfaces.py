@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from devenv.targets.local.spin import key_value, sqlite, variables
+from devenv.targets.local.spin import key_value, outbound_db, sqlite, variables
 from devenv.targets.local.wasi.registry import Interface
 
 
 def spin_interfaces() -> list[Interface]:
-    return [*variables.INTERFACES, *key_value.INTERFACES, *sqlite.INTERFACES]
+    return [*variables.INTERFACES, *key_value.INTERFACES, *sqlite.INTERFACES, *outbound_db.INTERFACES]

@@ -125,6 +125,9 @@ class HostContext:
     stdout: Any = None  # line-buffered log sinks (see io)
     stderr: Any = None
     held_bytes: int = 0
+    # Run when the request ends (close_all): connections a host function opened for the guest
+    # (Redis, PostgreSQL) must not outlive the request even if the guest never dropped them.
+    closers: list[Callable[[], None]] = field(default_factory=list)
     _next_rep: int = 1
 
     # -- handles ---------------------------------------------------------------------------
@@ -161,6 +164,14 @@ class HostContext:
 
     def dropped(self, rep: int) -> None:
         self.table.pop(rep, None)
+
+    def close_all(self) -> None:
+        closers, self.closers = self.closers, []
+        for close in closers:
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - a connection failing to close must not fail the request
+                pass
 
     # -- outcomes --------------------------------------------------------------------------
 

@@ -36,7 +36,8 @@ from devenv.targets.local.wasi.http_types import (
 from devenv.targets.local.wasi.io import Pollable
 from devenv.targets.local.wasi.registry import Interface
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+# Spin's well-known ports: an allowed host without a port means the scheme's default.
+_DEFAULT_PORTS = {"http": 80, "https": 443, "redis": 6379, "postgres": 5432, "mysql": 3306, "mqtt": 1883}
 
 
 def _host_key(host: str) -> object:

@@ -8,6 +8,8 @@ DELETE /kv/STORE/KEY        key-value delete
 GET  /kv/STORE              key-value get-keys
 POST /sql/DB                SQLite execute: body {"sql": ..., "params": [[type, value], ...]}
 GET  /self/PATH             outbound HTTP to a relative URL (this app, via `self`)
+POST /redis                 {"address", "set": [key, hex], "get": key, "incr": key, "execute": [cmd, arg...]}
+POST /pg                    {"address", "execute": sql, "query": sql, "params": [[type, value], ...]}
 Errors from the host come back as 500 {"error": "<ErrorClassName>", "detail": ...}.
 """
 
@@ -16,6 +18,9 @@ import json
 from componentize_py_types import Err, Ok
 from spin_sdk.wit import exports
 from spin_sdk.wit.imports import fermyon_spin_key_value_2_0_0 as kv
+from spin_sdk.wit.imports import fermyon_spin_postgres_2_0_0 as postgres
+from spin_sdk.wit.imports import fermyon_spin_rdbms_types_2_0_0 as rdbms
+from spin_sdk.wit.imports import fermyon_spin_redis_2_0_0 as redis
 from spin_sdk.wit.imports import fermyon_spin_sqlite_2_0_0 as sqlite
 from spin_sdk.wit.imports import fermyon_spin_variables_2_0_0 as variables
 from spin_sdk.wit.imports import wasi_http_outgoing_handler_0_2_0 as outgoing
@@ -49,7 +54,9 @@ def read_body(request: IncomingRequest) -> bytes:
     return data
 
 
-def respond(response_out: ResponseOutparam, status: int, data: bytes, ctype: str = "application/json") -> None:
+def respond(
+    response_out: ResponseOutparam, status: int, data: bytes, ctype: str = "application/json"
+) -> None:
     response = OutgoingResponse(Fields.from_list([("content-type", ctype.encode())]))
     response.set_status_code(status)
     body = response.body()
@@ -85,6 +92,67 @@ def from_value(value):
     if isinstance(value, sqlite.Value_Blob):
         return ["blob", bytes(value.value).hex()]
     return ["null", None]
+
+
+def redis_ops(query):
+    conn = redis.Connection.open(query["address"])
+    out = {}
+    if "set" in query:
+        conn.set(query["set"][0], bytes.fromhex(query["set"][1]))
+    if "get" in query:
+        value = conn.get(query["get"])
+        out["get"] = None if value is None else bytes(value).hex()
+    if "incr" in query:
+        out["incr"] = conn.incr(query["incr"])
+    if "execute" in query:
+        command, *args = query["execute"]
+        params = [
+            redis.RedisParameter_Int64(a) if isinstance(a, int) else redis.RedisParameter_Binary(a.encode())
+            for a in args
+        ]
+        out["execute"] = [
+            [type(r).__name__, r.value.hex() if isinstance(r.value, bytes) else r.value]
+            if hasattr(r, "value")
+            else [type(r).__name__, None]
+            for r in conn.execute(command, params)
+        ]
+    return out
+
+
+def pg_param(pair):
+    kind, value = pair
+    if kind == "int32":
+        return rdbms.ParameterValue_Int32(value)
+    if kind == "int64":
+        return rdbms.ParameterValue_Int64(value)
+    if kind == "str":
+        return rdbms.ParameterValue_Str(value)
+    if kind == "bool":
+        return rdbms.ParameterValue_Boolean(value)
+    if kind == "float64":
+        return rdbms.ParameterValue_Floating64(value)
+    if kind == "binary":
+        return rdbms.ParameterValue_Binary(bytes.fromhex(value))
+    return rdbms.ParameterValue_DbNull()
+
+
+def pg_value(value):
+    name = type(value).__name__.removeprefix("DbValue_")
+    payload = getattr(value, "value", None)
+    return [name, bytes(payload).hex() if isinstance(payload, bytes) else payload]
+
+
+def pg_ops(query):
+    conn = postgres.Connection.open(query["address"])
+    params = [pg_param(p) for p in query.get("params", [])]
+    out = {}
+    if "execute" in query:
+        out["execute"] = conn.execute(query["execute"], params)
+    if "query" in query:
+        rows = conn.query(query["query"], params)
+        out["columns"] = [[c.name, c.data_type.name] for c in rows.columns]
+        out["rows"] = [[pg_value(v) for v in row] for row in rows.rows]
+    return out
 
 
 def error_json(err: Err) -> bytes:
@@ -146,6 +214,10 @@ class WasiHttpIncomingHandler020(exports.WasiHttpIncomingHandler020):
                     result = conn.execute(query["sql"], [to_value(p) for p in query.get("params", [])])
                 rows = [[from_value(v) for v in row.values] for row in result.rows]
                 respond(response_out, 200, json.dumps({"columns": result.columns, "rows": rows}).encode())
+            elif parts == ["redis"] and isinstance(method, Method_Post):
+                respond(response_out, 200, json.dumps(redis_ops(json.loads(read_body(request)))).encode())
+            elif parts == ["pg"] and isinstance(method, Method_Post):
+                respond(response_out, 200, json.dumps(pg_ops(json.loads(read_body(request)))).encode())
             elif parts and parts[0] == "self" and isinstance(method, Method_Get):
                 respond(response_out, 200, fetch_self("/" + "/".join(parts[1:])), "text/plain")
             else:
