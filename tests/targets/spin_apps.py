@@ -30,7 +30,7 @@ from devenv.model import AppSpec, LogStream
 from devenv.runtime_config import RuntimeConfig
 from devenv.targets.local.compile_cache import CompileCache
 from devenv.targets.local.component_host import SpinAppSettings, build_runner
-from devenv.targets.local.executor import RequestLimits, RunnerTable
+from devenv.targets.local.executor import ComponentRunner, RequestLimits, RunnerTable
 from devenv.targets.local.router import ServingVersion
 from devenv.targets.local.runtime import WasmRuntime
 from devenv.targets.local.server import LocalServer, ServedRequest
@@ -118,6 +118,7 @@ class SpinServing:
         self.server = LocalServer("127.0.0.1", self.recorder, workers=2)
         self.server.start()
         self.port = 0
+        self.last_runners: dict[str, ComponentRunner] = {}  # component id -> runner of the last deploy
 
     async def listen(self, app: str) -> int:
         self.port = await self.server.run(self.server.listen(app, 0))
@@ -147,6 +148,7 @@ class SpinServing:
                 limits=RequestLimits(timeout_s=120),
                 spin_app=settings,
             )
+            self.last_runners[component.id] = runner
             routes.append((trigger.route, runner))
         table = RunnerTable(digest="sha256:test", routes=routes)
         await self.server.run(self.server.swap(app.name, ServingVersion(app.name, table, app.http_base)))

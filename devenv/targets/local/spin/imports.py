@@ -47,6 +47,20 @@ PLATFORM_2 = frozenset(
     for name in ("llm", "redis", "mqtt", "rdbms-types", "postgres", "mysql", "sqlite", "key-value", "variables")
 )
 
+# Spin 3's platform worlds (fermyon:spin@3.0.0, spin:up@3.2.0 and @3.4.0) add these to Spin 2's;
+# componentize-py imports them all too for a component built for spin:up/http-trigger@3.x.
+PLATFORM_3 = PLATFORM_2 | frozenset(
+    {
+        "wasi:keyvalue/store@0.2.0-draft2",
+        "wasi:keyvalue/atomics@0.2.0-draft2",
+        "wasi:keyvalue/batch@0.2.0-draft2",
+        "wasi:config/store@0.2.0-draft-2024-09-27",
+        "spin:postgres/postgres@3.0.0",
+        "spin:postgres/postgres@4.0.0",
+        "spin:sqlite/sqlite@3.0.0",
+    }
+)
+
 
 def unhosted_imports(imports: Iterable[str], interfaces: Iterable[Interface]) -> list[str]:
     """The imports that would only ever trap: neither defined by ``interfaces`` nor a WASI 0.2
@@ -67,12 +81,12 @@ def unhosted_imports(imports: Iterable[str], interfaces: Iterable[Interface]) ->
 
 def split_unhosted(imports: Iterable[str], interfaces: Iterable[Interface]) -> tuple[list[str], list[str]]:
     """(refused, bundled): unhosted imports that refuse the deploy, and unhosted imports that
-    came with the whole Spin 2 platform world (the component may never call them: the deploy
+    came with a whole Spin 2/3 platform world (the component may never call them: the deploy
     goes on with a note, and a call traps with the same words)."""
     imports = list(imports)
     unhosted = unhosted_imports(imports, interfaces)
     whole_platform = PLATFORM_2 <= set(imports)
-    bundled = [i for i in unhosted if whole_platform and i in PLATFORM_2]
+    bundled = [i for i in unhosted if whole_platform and i in PLATFORM_3]
     return [i for i in unhosted if i not in bundled], bundled
 
 

@@ -11,7 +11,10 @@ REFUSALS = {
     "to a host in allowed_outbound_hosts)",
     "fermyon:spin": "not hosted by the local target (it hosts variables, key-value, SQLite, outbound Redis and PostgreSQL); "
     "run the app on the cluster target (`wasmdev up --target k3d`)",
-    "spin": "Spin 3/4 host APIs are not provided by the local target; run the app on the cluster target",
-    "wasi:keyvalue": "wasi:keyvalue is not provided by the local target; run the app on the cluster target",
-    "wasi:config": "wasi:config is not provided by the local target; run the app on the cluster target",
+    "spin": "not hosted by the local target (it hosts spin:sqlite/sqlite@3.0.0 of the spin: packages); "
+    "run the app on the cluster target (`wasmdev up --target k3d`)",
+    "wasi:keyvalue": "only wasi:keyvalue@0.2.0-draft2 (store, atomics, batch) is hosted by the local target; "
+    "run the app on the cluster target (`wasmdev up --target k3d`)",
+    "wasi:config": "only wasi:config/store@0.2.0-draft-2024-09-27 is hosted by the local target; "
+    "run the app on the cluster target (`wasmdev up --target k3d`)",
 }
