@@ -8,7 +8,7 @@ wasmdev.toml, at the workspace root, is optional::
     build_timeout_s = 600
 
     [local]    host, base_port, request_timeout_s, memory_limit_mb, probe_interval_s, cache_dir,
-               guest_processes
+               guest_processes, runtime_config
     [cluster]  name, image, agents, http_port, api_port, registry_name, registry_port,
                runtime_class, namespace, kubeconfig
     [kube]     context, kubeconfig, registry ("HOST[:PORT]/REPO"), namespace, runtime_class,
@@ -85,6 +85,10 @@ class LocalSettings:
     # WAGI guests run in this many worker processes, outside wasmdev's GIL; 0 runs them on
     # threads of wasmdev's own process (see devenv/targets/local/guest_procs.py).
     guest_processes: int = field(default_factory=default_guest_processes)
+    # Spin's runtime-config.toml (`spin up --runtime-config-file`): where key-value stores and
+    # SQLite databases other than `default` live (devenv/runtime_config.py). Relative to the
+    # workspace root.
+    runtime_config: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -318,6 +322,7 @@ _LOCAL_FIELDS: dict[str, Check] = {
     "probe_interval_s": _number(0),
     "cache_dir": _path,
     "guest_processes": _integer(0, 32),
+    "runtime_config": _path,
 }
 _CLUSTER_FIELDS: dict[str, Check] = {
     "name": _k8s_name,

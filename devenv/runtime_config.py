@@ -91,3 +91,11 @@ def _stores(
             raise ManifestError.at(path, f"{key}.path", "must be a string", 'write path = "data/store.db"')
         stores[label] = StoreConfig(label, None if raw is None else base / Path(raw).expanduser())
     return stores
+
+
+def workspace_runtime_config(setting: Path | None, root: Path) -> RuntimeConfig | None:
+    """The runtime config a workspace's local target uses: ``[local] runtime_config`` (or
+    ``--runtime-config-file``), relative to the workspace root; None when not set."""
+    if setting is None:
+        return None
+    return load_runtime_config(setting if setting.is_absolute() else root / setting)
