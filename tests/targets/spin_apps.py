@@ -39,22 +39,45 @@ from tests.targets.component_builds import BUILDS, COMPILED
 APPS = Path(__file__).resolve().parents[1] / "apps"
 
 
+def _is_js(app_dir: Path) -> bool:
+    return (app_dir / "package.json").exists()
+
+
 def _source_key(app_dir: Path) -> str:
     h = hashlib.sha256()
-    for tool in ("componentize-py", "spin-sdk"):
-        h.update(f"{tool}={version(tool)}\n".encode())
-    for path in sorted([app_dir / "spin.toml", *(app_dir / "src").rglob("*.py")]):
+    if _is_js(app_dir):
+        node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout
+        h.update(f"node={node}".encode())
+        sources = [
+            app_dir / "package.json",
+            *(app_dir / "src").rglob("*.js"),
+            *(app_dir / "wit").rglob("*.wit"),
+        ]
+    else:
+        for tool in ("componentize-py", "spin-sdk"):
+            h.update(f"{tool}={version(tool)}\n".encode())
+        sources = list((app_dir / "src").rglob("*.py"))
+    for path in sorted([app_dir / "spin.toml", *sources]):
         h.update(path.relative_to(app_dir).as_posix().encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:24]
 
 
-def app_wasm(name: str) -> Path:
-    """The built component of ``tests/apps/NAME`` (its only component, also named NAME)."""
-    if shutil.which("componentize-py", path=str(Path(sys.executable).parent)) is None and not shutil.which(
+def _require_toolchain(app_dir: Path) -> None:
+    if _is_js(app_dir):
+        if not shutil.which("npm"):
+            pytest.skip("npm is not installed (apt-get install nodejs npm; .ci/run installs it)")
+    elif shutil.which("componentize-py", path=str(Path(sys.executable).parent)) is None and not shutil.which(
         "componentize-py"
     ):
         pytest.skip("componentize-py is not installed (pip install -e '.[samples]')")
+
+
+def app_wasm(name: str) -> Path:
+    """The built component of ``tests/apps/NAME`` (its only component, also named NAME): a
+    Python app with componentize-py, a JavaScript one with npm and @spinframework/build-tools
+    (npm install + componentize-js take ~40 s, so the cache matters even more)."""
     app_dir = APPS / name
+    _require_toolchain(app_dir)
     cached = BUILDS / f"{name}-{_source_key(app_dir)}.wasm"
     if cached.exists():
         return cached
@@ -65,7 +88,11 @@ def app_wasm(name: str) -> Path:
     BUILDS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=BUILDS) as tmp:
         work = Path(tmp) / name
-        shutil.copytree(app_dir, work, ignore=shutil.ignore_patterns("target", "__pycache__", ".spin"))
+        shutil.copytree(
+            app_dir,
+            work,
+            ignore=shutil.ignore_patterns("target", "__pycache__", ".spin", "node_modules", "dist", "build"),
+        )
         done = subprocess.run(
             component["build"]["command"], shell=True, cwd=work, env=env, capture_output=True, text=True
         )
@@ -80,7 +107,11 @@ def copy_app(name: str, dest: Path, manifest: str | None = None) -> AppSpec:
     """A private copy of ``tests/apps/NAME`` (its ``.spin/`` is the test's), optionally with a
     different spin.toml, loaded as the product loads it."""
     work = dest / name
-    shutil.copytree(APPS / name, work, ignore=shutil.ignore_patterns("target", "__pycache__", ".spin"))
+    shutil.copytree(
+        APPS / name,
+        work,
+        ignore=shutil.ignore_patterns("target", "__pycache__", ".spin", "node_modules", "dist", "build"),
+    )
     if manifest is not None:
         (work / "spin.toml").write_text(manifest)
     return load_app(work / "spin.toml")
