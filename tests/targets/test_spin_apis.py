@@ -5,6 +5,7 @@ through the SDK's own bindings, served by the real server over real HTTP."""
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -13,9 +14,11 @@ import aiohttp
 import pytest
 
 from devenv.errors import DeployError
+from devenv.manifest import load_app
 from devenv.model import AppSpec
 from devenv.runtime_config import load_runtime_config
 from devenv.targets.local.runtime import WasmRuntime
+from tests.targets.component_builds import SAMPLES, sample_wasm
 from tests.targets.spin_apps import SpinServing, app_wasm, copy_app
 
 pytestmark = pytest.mark.slow
@@ -230,3 +233,34 @@ async def test_a_python_traceback_is_not_reported_as_denied_file_access(
     assert "JSONDecodeError" in logs
     assert "/0/app.py" in logs  # the traceback names componentize-py's bundled module path
     assert "denied file access" not in logs
+
+
+async def test_the_kv_counter_sample_counts_across_a_restart(
+    runtime: WasmRuntime, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    name = "kv-counter-py"
+    shutil.copytree(SAMPLES / name, tmp_path / name, ignore=shutil.ignore_patterns("target", ".spin"))
+    app = load_app(tmp_path / name / "spin.toml")
+    env = {"SPIN_VARIABLE_ADMIN_TOKEN": SECRET, "SPIN_VARIABLE_GREETING": "Hi"}
+    for expected in ("Hi, visitor number 1\n", "Hi, visitor number 2\n"):
+        s = SpinServing(runtime)  # a new server each time: a restart of wasmdev up
+        await s.listen(name)
+        try:
+            await s.deploy(app, {name: sample_wasm(name)}, env=env)
+            async with http.get(s.url(f"/{name}/")) as r:
+                assert (r.status, await r.text()) == (200, expected)
+        finally:
+            s.stop()
+    s = SpinServing(runtime)
+    await s.listen(name)
+    try:
+        await s.deploy(app, {name: sample_wasm(name)}, env=env)
+        async with http.delete(s.url(f"/{name}/"), headers={"x-admin-token": "wrong"}) as r:
+            assert r.status == 403
+        async with http.delete(s.url(f"/{name}/"), headers={"x-admin-token": SECRET}) as r:
+            assert r.status == 200
+        async with http.get(s.url(f"/{name}/")) as r:
+            assert await r.text() == "Hi, visitor number 1\n"
+        assert SECRET not in s.recorder.text()
+    finally:
+        s.stop()
