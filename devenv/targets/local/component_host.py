@@ -41,7 +41,7 @@ from devenv.targets.local.executor import (
 )
 from devenv.targets.local.file_mounts import Preopen
 from devenv.targets.local.runtime import WasmRuntime
-from devenv.targets.local.spin.imports import HOSTED, REFUSED_FIX, describe, spin_imports, split_unhosted
+from devenv.targets.local.spin.imports import HOSTED, REFUSED_FIX, describe, split_unhosted
 from devenv.targets.local.spin.interfaces import spin_interfaces
 from devenv.targets.local.spin.resolve import build_spin_host
 from devenv.targets.local.spin.state import SpinHost, SqliteFile
@@ -77,8 +77,8 @@ def build_runner(
     them the guest sees no files. ``wasm`` is the file's content when the caller has already read
     it (a componentize-py component is ~18 MB: reading it again costs a restart milliseconds).
     ``spin_app`` carries what Spin's host APIs need from the app (its manifest for variables and
-    ``.spin/``, the runtime config file, the app's own address for ``self``); without it a
-    component importing them is refused at deploy.
+    ``.spin/``, the runtime config file, the app's own address for ``self``); without it the
+    component sees no variables and no stores.
     Raises ``UnsupportedApp`` for a world this host cannot run
     (Spin 4 / WASI 0.3, a command, a core module) and for imports that do not link, and
     ``DeployError`` for an import it will never serve, a required variable without a value or a
@@ -101,7 +101,7 @@ def build_runner(
         raise UnsupportedApp(what=world.reason, where=where, fix=world.fix)
     interfaces = host_interfaces()
     notes = check_imports(component, world, interfaces, spin_app)
-    spin = spin_host(component, world, interfaces, spin_app)
+    spin = spin_host(component, spin_app)
     fastbytes.install()
     config = HostConfig(
         component_id=component.id,
@@ -148,11 +148,16 @@ def check_imports(
     the deploy: they are returned as notes for the deploy result instead."""
     refused, bundled = split_unhosted(world.imports, interfaces)
     app = f"app `{spin_app.app.name}`, " if spin_app is not None else ""
-    notes = [
-        f"{app}component `{component.id}` imports {describe(i)} (with the rest of Spin's platform "
-        f"world), which the local target does not host: a call to it fails that request. Fix: {REFUSED_FIX}"
-        for i in bundled
-    ]
+    notes = (
+        [
+            f"{app}component `{component.id}` imports "
+            + ", ".join(describe(i) for i in bundled)
+            + " with the rest of Spin's platform world; the local target does not host them, so a "
+            f"call to one fails its request. Fix: {REFUSED_FIX}"
+        ]
+        if bundled
+        else []
+    )
     if not refused:
         return tuple(notes)
     raise DeployError(
@@ -164,24 +169,15 @@ def check_imports(
     )
 
 
-def spin_host(
-    component: ComponentSpec, world: World, interfaces: Sequence[Interface], spin_app: SpinAppSettings | None
-) -> SpinHost | None:
+def spin_host(component: ComponentSpec, spin_app: SpinAppSettings | None) -> SpinHost:
     """The component's variables and stores, resolved now so that a missing required variable or
     an undefined store fails this deploy, not a request."""
-    uses = spin_imports(world.imports, spin_interfaces())
     if spin_app is None:
-        if uses:
-            raise DeployError(
-                what=f"component `{component.id}` imports {', '.join(uses)}, but the local target was "
-                "not given the app's settings for Spin's host APIs",
-                where=component.id,
-                fix="a wasmdev bug: the serving side must pass spin_app to build_runner",
-            )
-        return None
-    return build_spin_host(
-        spin_app.app, component, spin_app.env, spin_app.runtime_config, spin_app.files
-    )
+        # No app settings from the serving side: componentize-py imports Spin's whole platform
+        # world even for an app that never calls it, so this must not refuse. The component
+        # sees no variables and no stores (undefined / access-denied, each logged).
+        return SpinHost(component.id)
+    return build_spin_host(spin_app.app, component, spin_app.env, spin_app.runtime_config, spin_app.files)
 
 
 @dataclass(frozen=True)

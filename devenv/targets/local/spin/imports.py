@@ -88,9 +88,3 @@ def split_unhosted(imports: Iterable[str], interfaces: Iterable[Interface]) -> t
     whole_platform = PLATFORM_2 <= set(imports)
     bundled = [i for i in unhosted if whole_platform and i in PLATFORM_3]
     return [i for i in unhosted if i not in bundled], bundled
-
-
-def spin_imports(imports: Iterable[str], interfaces: Iterable[Interface]) -> list[str]:
-    """The imports served from Spin's host APIs (need the app's settings: a ``SpinHost``)."""
-    spin_names = {i.name for i in interfaces}
-    return [i for i in imports if i in spin_names]

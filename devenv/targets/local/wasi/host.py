@@ -92,8 +92,7 @@ class HostConfig:
     environment: tuple[tuple[str, str], ...] = ()
     preopens: tuple[Preopen, ...] = ()
     allowed_outbound_hosts: tuple[str, ...] = ()
-    # Spin's host APIs for this component (variables, stores, databases); None when the serving
-    # side gave no app settings, and then a component importing them is refused at deploy.
+    # Spin's host APIs for this component (variables, stores, databases)
     spin: SpinHost | None = None
     # Where `self` / relative outbound URLs go: the app's own "host:port" on this machine.
     self_origin: str | None = None
