@@ -53,6 +53,8 @@ def _source_key(app_dir: Path) -> str:
             *(app_dir / "src").rglob("*.js"),
             *(app_dir / "wit").rglob("*.wit"),
         ]
+    elif (app_dir / "requirements.txt").exists():  # its own pinned toolchain (see app_venv)
+        sources = [app_dir / "requirements.txt", *app_dir.glob("*.py"), *(app_dir / "src").rglob("*.py")]
     else:
         for tool in ("componentize-py", "spin-sdk"):
             h.update(f"{tool}={version(tool)}\n".encode())
@@ -62,7 +64,30 @@ def _source_key(app_dir: Path) -> str:
     return h.hexdigest()[:24]
 
 
+def app_venv(app_dir: Path) -> Path:
+    """A virtualenv with the app's requirements.txt (a Spin 3-era app pins spin-sdk 3.4.1 and
+    componentize-py 0.17.2, which cannot share wasmdev's venv), made once per requirements and
+    kept beside the builds."""
+    requirements = (app_dir / "requirements.txt").read_bytes()
+    venv = BUILDS.parent / "venvs" / hashlib.sha256(requirements).hexdigest()[:16]
+    if (venv / "ready").exists():
+        return venv
+    shutil.rmtree(venv, ignore_errors=True)
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+    done = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", "-r", str(app_dir / "requirements.txt")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, f"installing {app_dir.name}'s requirements failed:\n{done.stderr}"
+    (venv / "ready").write_text("")
+    return venv
+
+
 def _require_toolchain(app_dir: Path) -> None:
+    if (app_dir / "requirements.txt").exists():
+        return  # installed by app_venv
     if _is_js(app_dir):
         if not shutil.which("npm"):
             pytest.skip("npm is not installed (apt-get install nodejs npm; .ci/run installs it)")
@@ -85,6 +110,8 @@ def app_wasm(name: str) -> Path:
     component = manifest["component"][name]
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    if (app_dir / "requirements.txt").exists():
+        env["PATH"] = f"{app_venv(app_dir) / 'bin'}{os.pathsep}{env['PATH']}"
     BUILDS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=BUILDS) as tmp:
         work = Path(tmp) / name

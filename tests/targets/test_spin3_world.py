@@ -40,7 +40,9 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def get(http: aiohttp.ClientSession, serving: SpinServing, path: str, method: str = "GET", data: bytes = b""):
+async def get(
+    http: aiohttp.ClientSession, serving: SpinServing, path: str, method: str = "GET", data: bytes = b""
+):
     async with http.request(method, serving.url(path), data=data) as r:
         return r.status, await r.json()
 
@@ -63,3 +65,20 @@ async def test_wasi_keyvalue_store_atomics_batch(serving: SpinServing, http: aio
 async def test_spin_sqlite_3(serving: SpinServing, http: aiohttp.ClientSession) -> None:
     assert await get(http, serving, "/sql", "POST") == (200, {"rowid": 2, "changes": 2})
     assert await get(http, serving, "/sql", "POST") == (200, {"rowid": 4, "changes": 2})
+
+
+async def test_a_spin3_era_sdk_app_with_its_pinned_toolchain(runtime: WasmRuntime, tmp_path: Path) -> None:
+    # tests/apps/spin3-sdk-py pins spin-sdk 3.4.1 + componentize-py 0.17.2 and builds with
+    # `-w spin-http`, as the Spin 3 templates do; it uses the SDK's high-level modules.
+    name = "spin3-sdk-py"
+    s = SpinServing(runtime)
+    await s.listen(name)
+    try:
+        await s.deploy(copy_app(name, tmp_path), {name: app_wasm(name)}, env={"SPIN_VARIABLE_WHO": "spin 3"})
+        async with aiohttp.ClientSession() as http:
+            async with http.get(s.url("/var")) as r:
+                assert (r.status, await r.text()) == (200, "hello, spin 3")
+            async with http.put(s.url("/kv"), data=b"\x01\x02") as r:
+                assert (r.status, await r.read()) == (200, b"\x01\x02")
+    finally:
+        s.stop()
