@@ -28,9 +28,10 @@ sys.path.insert(0, str(REPO))
 
 from devenv.model import LogStream, Route  # noqa: E402
 from devenv.targets.local.compile_cache import CompileCache  # noqa: E402
-from devenv.targets.local.component_host import SpinAppSettings, build_runner  # noqa: E402
+from devenv.targets.local.component_host import build_runner  # noqa: E402
 from devenv.targets.local.executor import ComponentRunner, GuestRequest, RequestLimits  # noqa: E402
 from devenv.targets.local.runtime import WasmRuntime  # noqa: E402
+from devenv.targets.local.spin.deploy import SpinAppSettings  # noqa: E402
 from tests.targets.component_builds import COMPILED  # noqa: E402
 from tests.targets.spin_apps import app_wasm, copy_app  # noqa: E402
 

@@ -29,11 +29,12 @@ from devenv.manifest import load_app
 from devenv.model import AppSpec, LogStream
 from devenv.runtime_config import RuntimeConfig
 from devenv.targets.local.compile_cache import CompileCache
-from devenv.targets.local.component_host import SpinAppSettings, build_runner
+from devenv.targets.local.component_host import build_runner
 from devenv.targets.local.executor import ComponentRunner, RequestLimits, RunnerTable
 from devenv.targets.local.router import ServingVersion
 from devenv.targets.local.runtime import WasmRuntime
 from devenv.targets.local.server import LocalServer, ServedRequest
+from devenv.targets.local.spin.deploy import SpinAppSettings
 from tests.targets.component_builds import BUILDS, COMPILED
 
 APPS = Path(__file__).resolve().parents[1] / "apps"

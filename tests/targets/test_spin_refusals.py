@@ -10,13 +10,9 @@ import pytest
 
 from devenv.errors import DeployError
 from devenv.manifest import load_app
-from devenv.targets.local.component_host import (
-    HttpComponentRunner,
-    SpinAppSettings,
-    check_imports,
-    host_interfaces,
-)
+from devenv.targets.local.component_host import HttpComponentRunner
 from devenv.targets.local.runtime import WasmRuntime
+from devenv.targets.local.spin.deploy import SpinAppSettings, check_imports, host_interfaces
 from devenv.targets.local.spin.imports import PLATFORM_2
 from devenv.targets.local.wasi.worlds import World
 from tests.targets.spin_apps import APPS, SpinServing, app_wasm, copy_app

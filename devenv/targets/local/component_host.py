@@ -17,16 +17,14 @@ functions without re-reading their types on every call.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import wasmtime
 from wasmtime.component import Component, ExportIndex, Linker
 
-from devenv.errors import DeployError
-from devenv.model import AppSpec, ComponentSpec, LogStream
-from devenv.runtime_config import RuntimeConfig
+from devenv.model import ComponentSpec, LogStream
 from devenv.targets.base import UnsupportedApp
 from devenv.targets.local.compile_cache import CompileCache
 from devenv.targets.local.executor import (
@@ -41,11 +39,8 @@ from devenv.targets.local.executor import (
 )
 from devenv.targets.local.file_mounts import Preopen
 from devenv.targets.local.runtime import WasmRuntime
-from devenv.targets.local.spin.imports import HOSTED, REFUSED_FIX, describe, split_unhosted
-from devenv.targets.local.spin.interfaces import spin_interfaces
-from devenv.targets.local.spin.resolve import build_spin_host
-from devenv.targets.local.spin.state import SpinHost, SqliteFile
-from devenv.targets.local.wasi import REFUSALS, all_interfaces, fastbytes
+from devenv.targets.local.spin.deploy import SpinAppSettings, check_imports, host_interfaces, spin_host
+from devenv.targets.local.wasi import REFUSALS, fastbytes
 from devenv.targets.local.wasi.cli import flush_stdio
 from devenv.targets.local.wasi.filesystem import report_denials
 from devenv.targets.local.wasi.host import GuestTrap, HostConfig, HostContext, activate
@@ -58,7 +53,7 @@ from devenv.targets.local.wasi.http_types import (
 from devenv.targets.local.wasi.registry import Interface, LinkReport, link_imports, unknown_import_note
 from devenv.targets.local.wasi.worlds import World, classify
 
-__all__ = ["HttpComponentRunner", "SpinAppSettings", "build_runner"]
+__all__ = ["HttpComponentRunner", "build_runner"]
 
 
 def build_runner(
@@ -115,69 +110,6 @@ def build_runner(
     runner.check_links()
     runner.deploy_notes = notes
     return runner
-
-
-# -- Spin's host APIs: what a deploy checks and gives the component ------------------------------
-
-
-@dataclass(frozen=True)
-class SpinAppSettings:
-    """What the serving side passes ``build_runner`` for Spin's host APIs, per app and deploy.
-
-    ``env`` is where ``SPIN_VARIABLE_*`` are read (``wasmdev up``'s environment); ``files`` is one
-    dict shared by every component of one deploy, so components granted the same store share
-    one SQLite connection; ``self_origin`` is the app's own "host:port" (``http://self``)."""
-
-    app: AppSpec
-    env: Mapping[str, str] = field(default_factory=dict)
-    runtime_config: RuntimeConfig | None = None
-    self_origin: str | None = None
-    files: dict[Path | None, SqliteFile] = field(default_factory=dict)
-
-
-def host_interfaces() -> list[Interface]:
-    return [*all_interfaces(), *spin_interfaces()]
-
-
-def check_imports(
-    component: ComponentSpec, world: World, interfaces: Sequence[Interface], spin_app: SpinAppSettings | None
-) -> tuple[str, ...]:
-    """Refuse, at deploy, a component importing what this host never serves (MySQL, MQTT, LLM,
-    ...): the request that first calls it would only ever trap. Imports that came with Spin 2's
-    whole platform world (componentize-py imports all of it to call any of it) cannot refuse
-    the deploy: they are returned as notes for the deploy result instead."""
-    refused, bundled = split_unhosted(world.imports, interfaces)
-    app = f"app `{spin_app.app.name}`, " if spin_app is not None else ""
-    notes = (
-        [
-            f"{app}component `{component.id}` imports "
-            + ", ".join(describe(i) for i in bundled)
-            + " with the rest of Spin's platform world; the local target does not host them, so a "
-            f"call to one fails its request. Fix: {REFUSED_FIX}"
-        ]
-        if bundled
-        else []
-    )
-    if not refused:
-        return tuple(notes)
-    raise DeployError(
-        what=f"{app}component `{component.id}` imports "
-        + ", ".join(describe(i) for i in refused)
-        + f", which the local target does not host (it hosts {HOSTED})",
-        where=f"{spin_app.app.manifest_path} [component.{component.id}]" if spin_app else component.id,
-        fix=REFUSED_FIX,
-    )
-
-
-def spin_host(component: ComponentSpec, spin_app: SpinAppSettings | None) -> SpinHost:
-    """The component's variables and stores, resolved now so that a missing required variable or
-    an undefined store fails this deploy, not a request."""
-    if spin_app is None:
-        # No app settings from the serving side: componentize-py imports Spin's whole platform
-        # world even for an app that never calls it, so this must not refuse. The component
-        # sees no variables and no stores (undefined / access-denied, each logged).
-        return SpinHost(component.id)
-    return build_spin_host(spin_app.app, component, spin_app.env, spin_app.runtime_config, spin_app.files)
 
 
 @dataclass(frozen=True)
