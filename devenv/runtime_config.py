@@ -41,12 +41,8 @@ class StoreConfig:
 @dataclass(frozen=True)
 class RuntimeConfig:
     path: Path | None = None  # the file it was read from
-    key_value_stores: MappingProxyType[str, StoreConfig] = field(
-        default_factory=lambda: MappingProxyType({})
-    )
-    sqlite_databases: MappingProxyType[str, StoreConfig] = field(
-        default_factory=lambda: MappingProxyType({})
-    )
+    key_value_stores: MappingProxyType[str, StoreConfig] = field(default_factory=lambda: MappingProxyType({}))
+    sqlite_databases: MappingProxyType[str, StoreConfig] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def load_runtime_config(path: Path) -> RuntimeConfig:
@@ -55,14 +51,19 @@ def load_runtime_config(path: Path) -> RuntimeConfig:
         doc = tomllib.loads(path.read_text())
     except OSError as err:
         raise ManifestError.at(
-            path, "", f"cannot read the runtime config file: {err.strerror or err}", "check --runtime-config-file"
+            path,
+            "",
+            f"cannot read the runtime config file: {err.strerror or err}",
+            "check --runtime-config-file",
         ) from None
     except tomllib.TOMLDecodeError as err:
         raise ManifestError.at(path, "", f"not valid TOML: {err}", "fix the TOML syntax") from None
     base = path.resolve().parent
     kv = _stores(path, base, doc, "key_value_store", KV_TYPES)
     sql = _stores(path, base, doc, "sqlite_database", SQLITE_TYPES)
-    return RuntimeConfig(path=path, key_value_stores=MappingProxyType(kv), sqlite_databases=MappingProxyType(sql))
+    return RuntimeConfig(
+        path=path, key_value_stores=MappingProxyType(kv), sqlite_databases=MappingProxyType(sql)
+    )
 
 
 def _stores(

@@ -163,12 +163,18 @@ async def test_a_runtime_config_store_serves_its_label(
         assert r.status == 204
     async with http.get(serving.url("/kv/default/k")) as r:  # another store: not there
         assert r.status == 404
-    rows = sqlite3.connect(tmp_path / "data" / "cache.db").execute("SELECT store, key, value FROM spin_key_value")
+    rows = sqlite3.connect(tmp_path / "data" / "cache.db").execute(
+        "SELECT store, key, value FROM spin_key_value"
+    )
     assert rows.fetchall() == [("cache", "k", b"in the cache")]
 
 
-async def sql(http: aiohttp.ClientSession, serving: SpinServing, db: str, statement: str, *params: list) -> dict:
-    async with http.post(serving.url(f"/sql/{db}"), data=json.dumps({"sql": statement, "params": params})) as r:
+async def sql(
+    http: aiohttp.ClientSession, serving: SpinServing, db: str, statement: str, *params: list
+) -> dict:
+    async with http.post(
+        serving.url(f"/sql/{db}"), data=json.dumps({"sql": statement, "params": params})
+    ) as r:
         return {"status": r.status, **(await r.json())}
 
 
@@ -193,7 +199,9 @@ async def test_sqlite_values_rows_and_errors(
     assert inserted["status"] == 200
     rows = await sql(http, serving, "default", "SELECT i, r, s, b, n FROM t WHERE s = ?", ["text", "héllo"])
     assert rows["columns"] == ["i", "r", "s", "b", "n"]
-    assert rows["rows"] == [[["int", -(2**63)], ["real", 2.5], ["text", "héllo"], ["blob", "00ff10"], ["null", None]]]
+    assert rows["rows"] == [
+        [["int", -(2**63)], ["real", 2.5], ["text", "héllo"], ["blob", "00ff10"], ["null", None]]
+    ]
     bad = await sql(http, serving, "default", "SELEKT nonsense")
     assert bad["status"] == 500 and bad["error"] == "Error_Io" and "syntax error" in bad["detail"]
     denied = await sql(http, serving, "reports", "SELECT 1")

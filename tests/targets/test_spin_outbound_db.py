@@ -40,7 +40,9 @@ def pg_server() -> Iterator[psycopg.Connection]:
     try:
         conn = psycopg.connect(PG, autocommit=True, connect_timeout=5)
     except psycopg.Error:
-        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432 with database wasmdev_test (.ci/run starts it)")
+        pytest.skip(
+            "PostgreSQL is not running on 127.0.0.1:5432 with database wasmdev_test (.ci/run starts it)"
+        )
     yield conn
     conn.close()
 
@@ -77,12 +79,16 @@ async def test_redis_set_get_incr_execute(
 ) -> None:
     key = f"wasmdev-test-{uuid.uuid4().hex}"
     value = bytes(range(256))
-    status, out = await call(http, serving, "/redis", {"address": REDIS, "set": [key, value.hex()], "get": key})
+    status, out = await call(
+        http, serving, "/redis", {"address": REDIS, "set": [key, value.hex()], "get": key}
+    )
     assert (status, out["get"]) == (200, value.hex())
     assert redis_server.get(key) == value  # really in the server
     status, out = await call(http, serving, "/redis", {"address": REDIS, "incr": key + "-n"})
     assert out["incr"] == 1
-    status, out = await call(http, serving, "/redis", {"address": REDIS, "execute": ["INCRBY", key + "-n", 41]})
+    status, out = await call(
+        http, serving, "/redis", {"address": REDIS, "execute": ["INCRBY", key + "-n", 41]}
+    )
     assert out["execute"] == [["RedisResult_Int64", 42]]
     assert redis_server.get(key + "-n") == b"42"
     redis_server.delete(key, key + "-n")
@@ -101,7 +107,10 @@ async def test_postgres_execute_and_typed_rows(
 ) -> None:
     table = f"t_{uuid.uuid4().hex[:12]}"
     status, out = await call(
-        http, serving, "/pg", {"address": PG, "execute": f"CREATE TABLE {table} (i INT, s TEXT, b BYTEA, n BIGINT)"}
+        http,
+        serving,
+        "/pg",
+        {"address": PG, "execute": f"CREATE TABLE {table} (i INT, s TEXT, b BYTEA, n BIGINT)"},
     )
     assert status == 200, out
     status, out = await call(

@@ -28,8 +28,7 @@ REFUSED_FIX = (
     "or remove the calls that need it from the component"
 )
 HOSTED = (
-    "variables, key-value, SQLite, outbound Redis and PostgreSQL (fermyon:spin@2.0.0, spin:up@3.x), "
-    "WASI 0.2"
+    "variables, key-value, SQLite, outbound Redis and PostgreSQL (fermyon:spin@2.0.0, spin:up@3.x), WASI 0.2"
 )
 
 
@@ -44,7 +43,17 @@ def describe(import_name: str) -> str:
 # MySQL to call key-value), so finding one of them among the imports says nothing about its use.
 PLATFORM_2 = frozenset(
     f"fermyon:spin/{name}@2.0.0"
-    for name in ("llm", "redis", "mqtt", "rdbms-types", "postgres", "mysql", "sqlite", "key-value", "variables")
+    for name in (
+        "llm",
+        "redis",
+        "mqtt",
+        "rdbms-types",
+        "postgres",
+        "mysql",
+        "sqlite",
+        "key-value",
+        "variables",
+    )
 )
 
 # Spin 3's platform worlds (fermyon:spin@3.0.0, spin:up@3.2.0 and @3.4.0) add these to Spin 2's;

@@ -236,7 +236,9 @@ def _pg_run(ctx: HostContext, self: ResourceAny, statement: str, params: list[An
 
 PG_FUNCTIONS = {
     "[static]connection.open": _pg_open,
-    "[method]connection.query": lambda ctx, self, statement, params: _pg_run(ctx, self, statement, params, True),
+    "[method]connection.query": lambda ctx, self, statement, params: _pg_run(
+        ctx, self, statement, params, True
+    ),
     "[method]connection.execute": lambda ctx, self, statement, params: _pg_run(
         ctx, self, statement, params, False
     ),
