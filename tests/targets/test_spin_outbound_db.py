@@ -146,3 +146,29 @@ async def test_postgres_errors_as_spin_returns_them(
     status, out = await call(http, serving, "/pg", {"address": denied, "query": "SELECT 1"})
     assert out["error"] == "Error_ConnectionFailed"
     assert "denied outbound PostgreSQL to postgres://localhost:5432" in serving.recorder.text()
+
+
+async def test_spin3_postgres_dates_and_times(
+    runtime: WasmRuntime, http: aiohttp.ClientSession, pg_server: psycopg.Connection, tmp_path: Path
+) -> None:
+    # spin:postgres/postgres@3.0.0 from a Spin 3-era app (spin-sdk 3.4.1, tests/apps/spin3-sdk-py)
+    name = "spin3-sdk-py"
+    s = SpinServing(runtime)
+    await s.listen(name)
+    try:
+        await s.deploy(copy_app(name, tmp_path), {name: app_wasm(name)})
+        async with http.post(s.url("/pg"), data=PG.encode()) as r:
+            assert r.status == 200, await r.text()
+            out = await r.json()
+    finally:
+        s.stop()
+    assert out["changed"] == 1
+    assert out["columns"] == [["d", "DATE"], ["tm", "TIME"], ["dt", "DATETIME"], ["s", "STR"]]
+    assert out["rows"] == [
+        [
+            ["DbValue_Date", [2026, 12, 4]],
+            ["DbValue_Time", [5, 6, 7, 8000]],
+            ["DbValue_Datetime", [2026, 12, 4, 5, 6, 7, 0]],
+            ["DbValue_Str", "x"],
+        ]
+    ]

@@ -1,5 +1,6 @@
 """Outbound Redis (``fermyon:spin/redis@2.0.0``, with redis-py) and PostgreSQL
-(``fermyon:spin/postgres@2.0.0``, with psycopg), only to ``allowed_outbound_hosts``.
+(``fermyon:spin/postgres@2.0.0`` and Spin 3's ``spin:postgres/postgres@3.0.0``, which adds dates
+and times, with psycopg), only to ``allowed_outbound_hosts``.
 
 As Spin does, an address is checked against the component's ``allowed_outbound_hosts`` with its
 scheme (``redis://host[:port]``, ``postgres://host[:port]``; a missing port is the scheme's
@@ -15,6 +16,7 @@ match Spin.
 
 from __future__ import annotations
 
+import datetime
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -198,10 +200,27 @@ def _pg_open(ctx: HostContext, address: str) -> Any:
     return Ok(ctx.own(PgConnection(conn)))
 
 
+# spin:postgres@3.0.0 adds dates and times (and drops the unsigned types)
+_PG3_TYPES = {**_PG_TYPES, 1082: "date", 1083: "time", 1114: "datetime", 1184: "timestamp"}
+
+
 def _pg_param(value: Any) -> Any:
-    if isinstance(value, Variant):
-        return bytes(value.payload) if value.tag == "binary" else value.payload
-    return value
+    if not isinstance(value, Variant):
+        return value
+    tag, payload = value.tag, value.payload
+    if tag == "binary":
+        return bytes(payload)
+    if tag == "date":
+        return datetime.date(*payload)
+    if tag == "time":
+        h, m, sec, ns = payload
+        return datetime.time(h, m, sec, ns // 1000)
+    if tag == "datetime":
+        y, mo, d, h, m, sec, ns = payload
+        return datetime.datetime(y, mo, d, h, m, sec, ns // 1000)
+    if tag == "timestamp":
+        return datetime.datetime.fromtimestamp(payload, datetime.UTC)
+    return payload
 
 
 def _pg_value(value: Any, kind: str) -> Case:
@@ -211,17 +230,43 @@ def _pg_value(value: Any, kind: str) -> Case:
         return Case("unsupported")
     if kind == "binary":
         return Case("binary", bytes(value))
+    if kind == "date":
+        return Case("date", (value.year, value.month, value.day))
+    if kind == "time":
+        return Case("time", (value.hour, value.minute, value.second, value.microsecond * 1000))
+    if kind == "datetime":
+        return Case(
+            "datetime",
+            (
+                value.year,
+                value.month,
+                value.day,
+                value.hour,
+                value.minute,
+                value.second,
+                value.microsecond * 1000,
+            ),
+        )
+    if kind == "timestamp":
+        return Case("timestamp", int(value.timestamp()))
     return Case(kind, value)
 
 
-def _pg_run(ctx: HostContext, self: ResourceAny, statement: str, params: list[Any], query: bool) -> Any:
+def _pg_run(
+    ctx: HostContext,
+    self: ResourceAny,
+    statement: str,
+    params: list[Any],
+    query: bool,
+    types: dict[int, str] = _PG_TYPES,
+) -> Any:
     conn = ctx.borrow(self, PgConnection).conn
     try:
         conn.execute(f"SET statement_timeout = {max(1, int(_remaining(ctx) * 1000))}")
         cursor = conn.execute(statement, [_pg_param(p) for p in params])
         if not query:
             return Ok(max(cursor.rowcount, 0))
-        kinds = [_PG_TYPES.get(d.type_code, "other") for d in cursor.description or ()]
+        kinds = [types.get(d.type_code, "other") for d in cursor.description or ()]
         names = [d.name for d in cursor.description or ()]
         rows = cursor.fetchall() if cursor.description else []
     except psycopg.Error as err:
@@ -244,6 +289,16 @@ PG_FUNCTIONS = {
     ),
 }
 
+PG3_FUNCTIONS = {
+    "[static]connection.open": _pg_open,
+    "[method]connection.query": lambda ctx, self, statement, params: _pg_run(
+        ctx, self, statement, params, True, _PG3_TYPES
+    ),
+    "[method]connection.execute": lambda ctx, self, statement, params: _pg_run(
+        ctx, self, statement, params, False, _PG3_TYPES
+    ),
+}
+
 INTERFACES = [
     Interface(
         "fermyon:spin/redis@2.0.0",
@@ -254,5 +309,10 @@ INTERFACES = [
         "fermyon:spin/postgres@2.0.0",
         resources={"connection": Kind.SPIN_PG_CONNECTION},
         functions=PG_FUNCTIONS,
+    ),
+    Interface(
+        "spin:postgres/postgres@3.0.0",
+        resources={"connection": Kind.SPIN_PG_CONNECTION},
+        functions=PG3_FUNCTIONS,
     ),
 ]

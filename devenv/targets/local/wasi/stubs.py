@@ -11,7 +11,7 @@ REFUSALS = {
     "to a host in allowed_outbound_hosts)",
     "fermyon:spin": "not hosted by the local target (it hosts variables, key-value, SQLite, outbound Redis and PostgreSQL); "
     "run the app on the cluster target (`wasmdev up --target k3d`)",
-    "spin": "not hosted by the local target (it hosts spin:sqlite/sqlite@3.0.0 of the spin: packages); "
+    "spin": "not hosted by the local target (of the spin: packages it hosts spin:sqlite/sqlite@3.0.0 and spin:postgres/postgres@3.0.0); "
     "run the app on the cluster target (`wasmdev up --target k3d`)",
     "wasi:keyvalue": "only wasi:keyvalue@0.2.0-draft2 (store, atomics, batch) is hosted by the local target; "
     "run the app on the cluster target (`wasmdev up --target k3d`)",
