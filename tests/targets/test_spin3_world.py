@@ -82,3 +82,8 @@ async def test_a_spin3_era_sdk_app_with_its_pinned_toolchain(runtime: WasmRuntim
                 assert (r.status, await r.read()) == (200, b"\x01\x02")
     finally:
         s.stop()
+
+
+async def test_wasi_keyvalue_compare_and_swap(serving: SpinServing, http: aiohttp.ClientSession) -> None:
+    status, out = await get(http, serving, "/cas", "POST")
+    assert (status, out) == (200, {"seen": "old", "second": "CasError_CasFailed", "now": "changed meanwhile"})

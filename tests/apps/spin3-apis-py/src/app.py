@@ -8,6 +8,7 @@ GET /kv/STORE         list-keys
 POST /incr/KEY        wasi:keyvalue/atomics increment by 5
 POST /batch           wasi:keyvalue/batch set-many a,b then get-many a,b,c
 POST /sql             spin:sqlite@3.0.0: create, insert, last-insert-rowid, changes
+POST /cas             wasi:keyvalue/atomics compare-and-swap: one that holds, one that loses a race
 """
 
 import json
@@ -75,6 +76,20 @@ def handle(request: IncomingRequest):
         bucket = store.open("default")
         batch.set_many(bucket, [("a", b"1"), ("b", b"2")])
         return [[k, None if v is None else bytes(v).decode()] for k, v in batch.get_many(bucket, ["a", "b", "c"])]
+    if parts == ["cas"]:
+        bucket = store.open("default")
+        bucket.set("c", b"old")
+        won = atomics.Cas.new(bucket, "c")
+        seen = bytes(won.current()).decode()
+        atomics.swap(won, b"new")
+        lost = atomics.Cas.new(bucket, "c")
+        bucket.set("c", b"changed meanwhile")
+        try:
+            atomics.swap(lost, b"never")
+            outcome = "swapped"
+        except Err as err:
+            outcome = type(err.value).__name__
+        return {"seen": seen, "second": outcome, "now": bytes(bucket.get("c")).decode()}
     if parts == ["sql"]:
         conn = sqlite.Connection.open("default")
         conn.execute("CREATE TABLE IF NOT EXISTS t (s TEXT)", [])
