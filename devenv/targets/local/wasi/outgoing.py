@@ -132,6 +132,16 @@ def allowed(patterns: tuple[str, ...], scheme: str, host: str, port: int | None)
     return any(p is not None and p.allows(scheme, host.lower(), port) for p in parsed)
 
 
+def allows_relative(patterns: tuple[str, ...]) -> bool:
+    """Whether ``allowed_outbound_hosts`` lets a component call its own app (Spin's
+    ``AllowedHostConfig::allows_relative`` for the schemes http and https)."""
+    for text in patterns:
+        p = HostPattern.parse(text)
+        if p is not None and p.scheme in ("*", "http", "https") and p.host in ("*", "self", "self.alt"):
+            return True
+    return False
+
+
 class OutgoingRequest(Resource):
     KIND = Kind.OUTGOING_REQUEST
 
@@ -239,7 +249,9 @@ def _timeout_setter(key: str) -> Any:
 def _handle(ctx: HostContext, request: ResourceAny, options: ResourceAny | None) -> Any:
     req = ctx.take(request, OutgoingRequest)
     opts = ctx.take(options, RequestOptions) if options is not None else None
-    if not req.authority or req.authority.split(":", 1)[0].lower() == "self":
+    # Spin's self request: no authority (a relative URL), or the host "self.alt" for SDKs that
+    # must send one.
+    if not req.authority or req.authority.split(":", 1)[0].lower() == "self.alt":
         return _handle_self(ctx, req, opts)
     scheme = req.scheme or "https"
     authority = req.authority or ""
@@ -263,10 +275,11 @@ def _handle(ctx: HostContext, request: ResourceAny, options: ResourceAny | None)
 
 
 def _handle_self(ctx: HostContext, req: OutgoingRequest, opts: RequestOptions | None) -> Any:
-    """A relative URL or ``http://self``: back into this app, as Spin routes it, when
-    allowed_outbound_hosts has ``http://self`` (or ``*://self``)."""
+    """A relative URL (or ``http://self.alt/...``): back into this app, as Spin routes it, when
+    allowed_outbound_hosts allows relative requests (``http://self``, ``https://self``,
+    ``*://self``, ``self.alt``, or a ``*`` host, for http or https; the port is not checked)."""
     path = req.path_with_query or "/"
-    if not allowed(ctx.config.allowed_outbound_hosts, "http", "self", None):
+    if not allows_relative(ctx.config.allowed_outbound_hosts):
         ctx.note(
             f"denied outbound HTTP {req.method} {path} to this app (a relative URL or http://self): "
             f'add "http://self" to allowed_outbound_hosts in [component.{ctx.config.component_id}] in spin.toml'
