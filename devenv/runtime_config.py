@@ -9,7 +9,13 @@ target uses: where key-value stores and SQLite databases other than ``default`` 
     type = "spin"
     path = "data/reports.db"
 
-A store or database without ``path`` is in memory, as in Spin. Other backends (redis, azure,
+    [[variables_provider]]   # before the environment, as Spin orders them
+    type = "static"
+    values = { api_host = "staging.example.com" }
+
+A store or database without ``path`` is in memory, as in Spin. Variable providers: ``static`` and
+``env`` (a ``prefix`` other than SPIN_VARIABLE, an optional ``dotenv_path``); Vault and Azure Key
+Vault are refused naming the table and the fix. Other backends (redis, azure,
 libsql, ...) are refused here, naming the table and the fix, rather than at the first request.
 Tables this module does not read (``[variable_provider]``, ``[llm_compute]``, ...) are left alone:
 Spin's file may carry them for other targets.
@@ -39,10 +45,22 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class VariableProvider:
+    """One ``[[variables_provider]]``: ``static`` values, or the environment under ``prefix``
+    (``PREFIX_NAME``) with an optional dotenv file."""
+
+    kind: str  # "static" | "env"
+    values: MappingProxyType[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    prefix: str = "SPIN_VARIABLE"
+    dotenv_path: Path | None = None
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     path: Path | None = None  # the file it was read from
     key_value_stores: MappingProxyType[str, StoreConfig] = field(default_factory=lambda: MappingProxyType({}))
     sqlite_databases: MappingProxyType[str, StoreConfig] = field(default_factory=lambda: MappingProxyType({}))
+    variable_providers: tuple[VariableProvider, ...] = ()
 
 
 def load_runtime_config(path: Path) -> RuntimeConfig:
@@ -62,8 +80,49 @@ def load_runtime_config(path: Path) -> RuntimeConfig:
     kv = _stores(path, base, doc, "key_value_store", KV_TYPES)
     sql = _stores(path, base, doc, "sqlite_database", SQLITE_TYPES)
     return RuntimeConfig(
-        path=path, key_value_stores=MappingProxyType(kv), sqlite_databases=MappingProxyType(sql)
+        path=path,
+        key_value_stores=MappingProxyType(kv),
+        sqlite_databases=MappingProxyType(sql),
+        variable_providers=_variable_providers(path, base, doc),
     )
+
+
+def _variable_providers(path: Path, base: Path, doc: dict[str, Any]) -> tuple[VariableProvider, ...]:
+    key = "variables_provider" if "variables_provider" in doc else "config_provider"
+    entries = doc.get(key, [])
+    if not isinstance(entries, list):
+        raise ManifestError.at(path, key, "must be an array of tables", f"write [[{key}]] tables")
+    providers: list[VariableProvider] = []
+    for index, entry in enumerate(entries):
+        where = f"{key}[{index}]"
+        if not isinstance(entry, dict):
+            raise ManifestError.at(path, where, "must be a table", f'write [[{key}]] with type = "static"')
+        kind = entry.get("type")
+        if kind == "static":
+            values = entry.get("values", {})
+            if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
+                raise ManifestError.at(
+                    path, f"{where}.values", "must be a table of strings", 'write values = { name = "value" }'
+                )
+            providers.append(VariableProvider("static", values=MappingProxyType(dict(values))))
+        elif kind == "env":
+            dotenv = entry.get("dotenv_path")
+            providers.append(
+                VariableProvider(
+                    "env",
+                    prefix=str(entry.get("prefix", "SPIN_VARIABLE")),
+                    dotenv_path=None if dotenv is None else base / str(dotenv),
+                )
+            )
+        else:
+            raise ManifestError.at(
+                path,
+                where,
+                f"variables provider type {kind!r} is not supported by the local target (supported: 'static', 'env')",
+                "for local runs give the values with a static provider or SPIN_VARIABLE_* in the environment; "
+                "run the app on the cluster target for Vault or Azure Key Vault",
+            )
+    return tuple(providers)
 
 
 def _stores(

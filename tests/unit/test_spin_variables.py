@@ -87,3 +87,33 @@ def test_default_stores_live_in_dot_spin(tmp_path: Path) -> None:
     assert host.key_value_stores["default"].file.path == tmp_path / ".spin" / "sqlite_key_value.db"
     assert host.sqlite_databases["default"].path == tmp_path / ".spin" / "sqlite_db.db"
     assert not (tmp_path / ".spin").exists()  # created on first use, not at deploy
+
+
+def test_runtime_config_providers_come_before_the_environment(tmp_path: Path) -> None:
+    from devenv.runtime_config import load_runtime_config
+
+    rc = tmp_path / "rc.toml"
+    (tmp_path / "vars.env").write_text("MYAPP_REGION=from-dotenv\n")
+    rc.write_text(
+        '[[variables_provider]]\ntype = "static"\nvalues = { host = "static.example" }\n\n'
+        '[[variables_provider]]\ntype = "env"\nprefix = "MYAPP"\ndotenv_path = "vars.env"\n'
+    )
+    spec, component = app(
+        tmp_path,
+        {"host": {"default": "d"}, "region": {"default": "d"}, "zone": {"default": "dz"}},
+        {"where": "{{ host }}/{{ region }}/{{ zone }}"},
+    )
+    env = {"SPIN_VARIABLE_HOST": "env-loses", "SPIN_VARIABLE_ZONE": "env-zone"}
+    host = build_spin_host(spec, component, env, load_runtime_config(rc))
+    assert host.variables["where"] == "static.example/from-dotenv/env-zone"
+
+
+def test_a_vault_provider_is_refused_naming_it(tmp_path: Path) -> None:
+    from devenv.errors import ManifestError
+    from devenv.runtime_config import load_runtime_config
+
+    rc = tmp_path / "rc.toml"
+    rc.write_text('[[variables_provider]]\ntype = "vault"\nurl = "http://vault"\n')
+    with pytest.raises(ManifestError) as caught:
+        load_runtime_config(rc)
+    assert "variables_provider[0]" in caught.value.where and "'vault'" in caught.value.what

@@ -2,7 +2,8 @@
 
 Variables: a component's ``[component.X.variables]`` are templates (``"{{ name }}"``, literal
 text around and between expressions) over the application's ``[variables]``. Each application
-variable is looked up in Spin's provider order: the environment's ``SPIN_VARIABLE_<NAME>``
+variable is looked up in Spin's provider order: the runtime config's ``[[variables_provider]]``
+tables as listed, then the environment's ``SPIN_VARIABLE_<NAME>``
 (upper-cased; also read from a ``.env`` file in the app folder, as Spin's environment provider
 does), then the variable's ``default``. A required variable no provider has fails the deploy
 with its name and the fix; the previous version keeps serving.
@@ -15,13 +16,13 @@ fails naming it.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
 from devenv.errors import DeployError
 from devenv.model import AppSpec, ComponentSpec
-from devenv.runtime_config import RuntimeConfig
+from devenv.runtime_config import RuntimeConfig, VariableProvider
 from devenv.targets.local.spin.state import (
     DEFAULT_KV_FILE,
     DEFAULT_SQLITE_FILE,
@@ -62,7 +63,10 @@ def template_parts(template: str) -> list[tuple[bool, str]]:
 
 def dotenv(app_root: Path) -> dict[str, str]:
     """``KEY=value`` lines of the app's ``.env`` file (quotes stripped, ``#`` comments skipped)."""
-    path = app_root / ".env"
+    return dotenv_file(app_root / ".env")
+
+
+def dotenv_file(path: Path) -> dict[str, str]:
     try:
         text = path.read_text()
     except OSError:
@@ -80,13 +84,39 @@ def dotenv(app_root: Path) -> dict[str, str]:
     return values
 
 
+def _provider_lookups(
+    providers: tuple[VariableProvider, ...], env: Mapping[str, str]
+) -> list[Callable[[str], str | None]]:
+    """The runtime config's providers as listed (Spin asks them before ``SPIN_VARIABLE_*``)."""
+    lookups: list[Callable[[str], str | None]] = []
+    for provider in providers:
+        if provider.kind == "static":
+            lookups.append(provider.values.get)
+            continue
+        path = provider.dotenv_path
+        file_values = dotenv_file(path) if path is not None else {}
+
+        def from_env(
+            name: str, prefix: str = provider.prefix, file_values: dict[str, str] = file_values
+        ) -> str | None:
+            key = f"{prefix}_{name.upper()}"
+            return env.get(key, file_values.get(key))
+
+        lookups.append(from_env)
+    return lookups
+
+
 def resolve_variables(
-    app: AppSpec, component: ComponentSpec, env: Mapping[str, str]
+    app: AppSpec,
+    component: ComponentSpec,
+    env: Mapping[str, str],
+    providers: tuple[VariableProvider, ...] = (),
 ) -> tuple[dict[str, str], frozenset[str]]:
     """The component's variables with every template filled in, and the names whose value uses a
     secret application variable. Raises ``DeployError`` naming the variable and the fix."""
     where = f"{app.manifest_path} [component.{component.id}.variables]"
     from_file = dotenv(app.root)
+    lookups = _provider_lookups(providers, env)
     app_values: dict[str, str] = {}
 
     def app_value(name: str, used_by: str) -> str:
@@ -100,7 +130,9 @@ def resolve_variables(
                 fix=f'declare it under [variables] in spin.toml, e.g. {name} = {{ default = "..." }}',
             )
         env_key = ENV_PREFIX + name.upper()
-        value = env.get(env_key, from_file.get(env_key))
+        value = next((v for v in (lookup(name) for lookup in lookups) if v is not None), None)
+        if value is None:
+            value = env.get(env_key, from_file.get(env_key))
         if value is None and "default" in spec:
             value = str(spec["default"])
         if value is None:
@@ -146,8 +178,8 @@ def build_spin_host(
 ) -> SpinHost:
     """The component's ``SpinHost``. ``files`` shares open SQLite files between the components
     of one deploy (pass the same dict for each); raises ``DeployError``."""
-    variables, secrets = resolve_variables(app, component, env)
     config = runtime_config or RuntimeConfig()
+    variables, secrets = resolve_variables(app, component, env, config.variable_providers)
     state = app.root / DEFAULT_STATE_DIR
     shared: dict[Path | None, SqliteFile] = files if files is not None else {}
 
