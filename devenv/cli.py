@@ -232,6 +232,7 @@ def cmd_screenshot(args: argparse.Namespace) -> int:
 _SETTING_FLAGS = {
     "target": "target",
     "port": "local_base_port",
+    "runtime_config_file": "local_runtime_config",
     "context": "kube_context",
     "registry": "kube_registry",
     "namespace": "kube_namespace",
@@ -310,6 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--layout", metavar="NAME", default=None, help="dashboard layout (side-by-side, logs, metrics)"
     )
     up.add_argument("--port", type=_port, metavar="N", default=None, help="first port of the local target")
+    up.add_argument(
+        "--runtime-config-file",
+        type=lambda p: Path(p).expanduser().resolve(),
+        metavar="FILE",
+        default=None,
+        help="Spin runtime config (key_value_store / sqlite_database tables) for the local target",
+    )
     up.set_defaults(func=cmd_up)
 
     build = sub.add_parser("build", parents=[common], help="build every app (or APP) once")

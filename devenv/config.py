@@ -8,7 +8,7 @@ wasmdev.toml, at the workspace root, is optional::
     build_timeout_s = 600
 
     [local]    host, base_port, request_timeout_s, memory_limit_mb, probe_interval_s, cache_dir,
-               guest_processes, keep_builds, record_body_bytes, runtime
+               guest_processes, keep_builds, record_body_bytes, runtime, runtime_config
     [cluster]  name, image, shim, k3s, agents, http_port, api_port, registry_name, registry_port,
                runtime_class, namespace, kubeconfig
     [kube]     context, kubeconfig, registry ("HOST[:PORT]/REPO"), namespace, runtime_class,
@@ -93,6 +93,10 @@ class LocalSettings:
     # Which host serves apps: the embedded wasmtime host, an installed `spin` (≥ 3), or "auto":
     # embedded where it can, Spin for what it cannot (WASI 0.3 worlds); see spin_runtime.py.
     runtime: str = "auto"
+    # Spin's runtime-config.toml (`spin up --runtime-config-file`): where key-value stores and
+    # SQLite databases other than `default` live (devenv/runtime_config.py). Relative to the
+    # workspace root.
+    runtime_config: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -334,6 +338,7 @@ _LOCAL_FIELDS: dict[str, Check] = {
     "keep_builds": _integer(1, 1000),
     "record_body_bytes": _integer(0, 1024 * 1024 * 1024),
     "runtime": _choice(("auto", "embedded", "spin")),
+    "runtime_config": _path,
 }
 _CLUSTER_FIELDS: dict[str, Check] = {
     "name": _k8s_name,

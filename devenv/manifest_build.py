@@ -96,8 +96,10 @@ def _build_component(
     source, url, digest = _read_source(r, t["source"], f"{key}.source")
     variables = r.string_map(t.get("variables", {}), f"{key}.variables")
     check_variable_names(r, variables, f"{key}.variables")
-    for list_key in ("key_value_stores", "sqlite_databases", "ai_models"):
-        r.string_list(t.get(list_key, []), f"{key}.{list_key}")
+    grants = {
+        list_key: tuple(r.string_list(t.get(list_key, []), f"{key}.{list_key}"))
+        for list_key in ("key_value_stores", "sqlite_databases", "ai_models")
+    }
     for table_key in ("tool", "dependencies", "profile"):
         r.table(t.get(table_key, {}), f"{key}.{table_key}")
     if "dependencies_inherit_configuration" in t:
@@ -114,6 +116,8 @@ def _build_component(
         allowed_outbound_hosts=_read_outbound_hosts(r, t, key, defaults, legacy, warnings),
         build=_read_build(r, t["build"], f"{key}.build") if "build" in t else None,
         variables=MappingProxyType(dict(variables)),
+        key_value_stores=grants["key_value_stores"],
+        sqlite_databases=grants["sqlite_databases"],
     )
 
 

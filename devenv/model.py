@@ -90,6 +90,8 @@ class ComponentSpec:
     allowed_outbound_hosts: tuple[str, ...] = ()
     build: BuildSpec | None = None
     variables: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    key_value_stores: tuple[str, ...] = ()  # store labels the component may open
+    sqlite_databases: tuple[str, ...] = ()  # database labels the component may open
 
 
 @dataclass(frozen=True)

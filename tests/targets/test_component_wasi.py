@@ -252,3 +252,12 @@ def test_a_start_function_may_call_the_host_at_deploy(runtime: WasmRuntime, tmp_
     )
     runner = _build(runtime, tmp_path, wasm)
     assert runner.component_id == "c"
+
+
+def test_relative_requests_are_allowed_as_spin_allows_them() -> None:
+    from devenv.targets.local.wasi.outgoing import allows_relative
+
+    for granted in ("http://self", "https://self", "*://self", "http://self.alt", "http://*:*", "*://*:*"):
+        assert allows_relative((granted,)), granted
+    for denied in ("https://example.com", "redis://self", "http://127.0.0.1:3000", "{{ host }}"):
+        assert not allows_relative((denied,)), denied

@@ -82,7 +82,7 @@ class ProcessPoolBackend:
         process builds it again. ``plan`` was only the check: its staged files go now."""
         app = built.spec.name
         try:
-            await self.processes.deploy(app, built, sock)
+            await self.processes.deploy(app, built, sock, plan.host_apis)
         except ProcessesUnavailable as err:
             raise BackendUnavailable(str(err)) from None
         except ProcessDeployFailed as err:

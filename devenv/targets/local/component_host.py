@@ -41,7 +41,8 @@ from devenv.targets.local.executor import (
 from devenv.targets.local.file_mounts import Preopen
 from devenv.targets.local.guest_watch import GuestWatch, stopped_reason, unwatch, watch_store
 from devenv.targets.local.runtime import WasmRuntime
-from devenv.targets.local.wasi import REFUSALS, all_interfaces, fastbytes
+from devenv.targets.local.spin.deploy import SpinAppSettings, check_imports, host_interfaces, spin_host
+from devenv.targets.local.wasi import REFUSALS, fastbytes
 from devenv.targets.local.wasi.cli import flush_stdio
 from devenv.targets.local.wasi.filesystem import report_denials
 from devenv.targets.local.wasi.host import GuestTrap, HostConfig, HostContext, activate
@@ -51,7 +52,7 @@ from devenv.targets.local.wasi.http_types import (
     OutgoingResponse,
     ResponseOutparam,
 )
-from devenv.targets.local.wasi.registry import LinkReport, link_imports, unknown_import_note
+from devenv.targets.local.wasi.registry import Interface, LinkReport, link_imports, unknown_import_note
 from devenv.targets.local.wasi.worlds import World, classify
 
 __all__ = ["HttpComponentRunner", "build_runner"]
@@ -65,14 +66,20 @@ def build_runner(
     limits: RequestLimits,
     preopens: Sequence[Preopen] = (),
     wasm: bytes | None = None,
+    spin_app: SpinAppSettings | None = None,
 ) -> ComponentRunner:
     """A runner for one wasi:http component of one build.
 
     ``preopens`` are the component's granted files (``file_mounts.prepare_preopens``); without
     them the guest sees no files. ``wasm`` is the file's content when the caller has already read
     it (a componentize-py component is ~18 MB: reading it again costs a restart milliseconds).
+    ``spin_app`` carries what Spin's host APIs need from the app (its manifest for variables and
+    ``.spin/``, the runtime config file, the app's own address for ``self``); without it the
+    component sees no variables and no stores.
     Raises ``UnsupportedApp`` for a world this host cannot run
-    (Spin 4 / WASI 0.3, a command, a core module) and for imports that do not link.
+    (Spin 4 / WASI 0.3, a command, a core module) and for imports that do not link, and
+    ``DeployError`` for an import it will never serve, a required variable without a value or a
+    store label without a store (the previous version keeps serving).
     """
     where = f"component `{component.id}` ({wasm_path})"
     engine = runtime.engine
@@ -89,15 +96,21 @@ def build_runner(
     world = classify(compiled, engine)
     if world.handler is None:
         raise UnsupportedApp(what=world.reason, where=where, fix=world.fix)
+    interfaces = host_interfaces()
+    notes = check_imports(component, world, interfaces, spin_app)
+    spin = spin_host(component, spin_app)
     fastbytes.install()
     config = HostConfig(
         component_id=component.id,
         environment=tuple(component.environment.items()),
         preopens=tuple(preopens),
         allowed_outbound_hosts=tuple(component.allowed_outbound_hosts),
+        spin=spin,
+        self_origin=spin_app.self_origin if spin_app is not None else None,
     )
-    runner = HttpComponentRunner(component.id, compiled, runtime, limits, config, world)
+    runner = HttpComponentRunner(component.id, compiled, runtime, limits, config, world, interfaces)
     runner.check_links()
+    runner.deploy_notes = notes
     return runner
 
 
@@ -121,11 +134,14 @@ class HttpComponentRunner:
         limits: RequestLimits,
         config: HostConfig,
         world: World,
+        interfaces: Sequence[Interface] | None = None,
     ) -> None:
         self.component_id = component_id
         self.timeout_s = limits.timeout_s
         self.world = world
         self._runtime = runtime
+        # What the deploy should tell the user about this component (imports it will not serve)
+        self.deploy_notes: tuple[str, ...] = ()
         self._component = component
         engine = self._engine = runtime.engine
         self._limits = limits
@@ -135,7 +151,12 @@ class HttpComponentRunner:
         self._deadline_ticks = runtime.deadline_ticks(limits.timeout_s)
         self._linker = Linker(engine)
         self.link_report: LinkReport = link_imports(
-            self._linker, component, engine, all_interfaces(), REFUSALS, import_names=world.imports
+            self._linker,
+            component,
+            engine,
+            interfaces if interfaces is not None else host_interfaces(),
+            REFUSALS,
+            import_names=world.imports,
         )
         assert world.handler is not None
         iface = component.get_export_index(world.handler)
@@ -169,6 +190,7 @@ class HttpComponentRunner:
             ) from None
         finally:
             activate(None)
+            ctx.close_all()
             ctx.table.clear()
 
     def handle(self, request: GuestRequest, log: GuestLog) -> tuple[GuestResponse, ExecutionStats]:
@@ -208,6 +230,7 @@ class HttpComponentRunner:
             activate(None)
             flush_stdio(ctx)
             report_denials(ctx)
+            ctx.close_all()
             ctx.table.clear()
             del store  # the Store owns the instance and every handle the guest still held
             unwatch(watch_key)

@@ -16,6 +16,7 @@ from devenv.errors import WasmdevError
 from devenv.model import BuiltApp
 from devenv.targets.local.compile_cache import CompileCache
 from devenv.targets.local.executor import RequestLimits
+from devenv.targets.local.host_settings import HostApiSettings
 from devenv.targets.local.runtime import WasmRuntime
 from devenv.targets.local.server import LocalServer
 from devenv.targets.local.version_builder import VersionPlan, build_version
@@ -29,23 +30,25 @@ class VersionStager:
         self.root = root
         self._count = itertools.count(1)
 
-    def build(self, built: BuiltApp, label: str) -> VersionPlan:
+    def build(self, built: BuiltApp, label: str, host_apis: HostApiSettings | None = None) -> VersionPlan:
         """Stage ``built``'s granted files and build its version (blocking: run it in a thread).
         Each build gets its own folder: a rollback builds an earlier build again while its
         retired version may still serve a request from its files. Raises DeployError /
         UnsupportedApp, leaving nothing staged."""
         staging = self.root / f"{label}-{next(self._count)}"
         try:
-            return build_version(built, self.runtime, self.cache, self.limits, staging)
+            return build_version(built, self.runtime, self.cache, self.limits, staging, host_apis)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
 
-    def deploy(self, server: LocalServer, app: str, built: BuiltApp, label: str) -> str:
+    def deploy(
+        self, server: LocalServer, app: str, built: BuiltApp, label: str, host_apis: HostApiSettings | None = None
+    ) -> str:
         """Build and swap in on ``server`` from a plain thread; "" or why not (the whole error:
         what, where and the fix), the previous version still serving."""
         try:
-            plan = self.build(built, label)
+            plan = self.build(built, label, host_apis)
         except WasmdevError as err:
             return str(err)
         except Exception as err:  # noqa: BLE001 - reported to the deploy, which fails with it

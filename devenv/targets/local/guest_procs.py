@@ -34,6 +34,7 @@ from types import MappingProxyType
 
 from devenv.model import BuiltApp
 from devenv.targets.local.executor import RequestLimits
+from devenv.targets.local.host_settings import HostApiSettings
 from devenv.targets.local.messages import (
     Deploy,
     GuestOutput,
@@ -100,7 +101,9 @@ class GuestProcesses:
         self._on_restart = on_restart
         self._on_unserved = on_unserved
         self._processes: list[ServingProcess] = []
-        self._apps: dict[str, tuple[socket.socket, BuiltApp, int]] = {}  # app -> socket, build, seq
+        # app -> its listening socket and the Deploy every process serves it from (sent again to a
+        # replacement process)
+        self._apps: dict[str, tuple[socket.socket, Deploy]] = {}
         self._seq = itertools.count(1)
         self._indexes = itertools.count()
         self._restarts: list[float] = []
@@ -183,7 +186,7 @@ class GuestProcesses:
             # give the apps to wasmdev's own server now rather than leave their ports unanswered.
             self.broken = self.broken or f"serving processes keep exiting ({reason})"
             if self._apps:
-                self._on_unserved({app: built for app, (_, built, _) in self._apps.items()})
+                self._on_unserved({app: deploy.built for app, (_, deploy) in self._apps.items()})
             self._retire_idle()
             return
         # With survivors serving, retry ever more slowly past a burst of exits.
@@ -209,10 +212,10 @@ class GuestProcesses:
             self._retire_idle()
             return
         async with self._lock:  # no deploy or remove of an app while it catches up
-            for app, (sock, built, seq) in list(self._apps.items()):
+            for app, (sock, deploy) in list(self._apps.items()):
                 if not process.alive or self._stopping:
                     return
-                error = await process.request("deploy", app, seq, Deploy(app, seq, built))
+                error = await process.request("deploy", app, deploy.seq, deploy)
                 if error:
                     self._on_restart(f"the new serving process could not deploy app `{app}`: {error}")
                     continue
@@ -239,7 +242,7 @@ class GuestProcesses:
         for process in processes:
             if process.transport is not None:
                 process.transport.close()
-        for sock, _, _ in self._apps.values():
+        for sock, _ in self._apps.values():
             sock.close()
         self._apps.clear()
 
@@ -254,7 +257,9 @@ class GuestProcesses:
         if entry is not None:
             entry[0].close()
 
-    async def deploy(self, app: str, built: BuiltApp, sock: socket.socket) -> None:
+    async def deploy(
+        self, app: str, built: BuiltApp, sock: socket.socket, host_apis: HostApiSettings | None = None
+    ) -> None:
         """Swap ``built`` in on every process, then make sure each serves ``app``'s listening
         socket (the processes keep a duplicate of it until ``remove``). ``built`` must not change
         on disk afterwards: a replacement process builds it again. Raises ProcessesUnavailable
@@ -273,16 +278,16 @@ class GuestProcesses:
             raise ProcessesUnavailable(self.broken or "no serving process is running")
         async with self._lock:
             seq = next(self._seq)
-            errors = await self._all("deploy", app, seq, Deploy(app, seq, built))
+            deploy = Deploy(app, seq, built, host_apis)
+            errors = await self._all("deploy", app, seq, deploy)
             old = self._apps.get(app)
             if errors:
                 if old is not None:  # processes that took the new build go back to the old one
-                    _, old_built, old_seq = old
-                    await self._all("deploy", app, old_seq, Deploy(app, old_seq, old_built))
+                    await self._all("deploy", app, old[1].seq, old[1])
                 raise ProcessDeployFailed(errors[0])
             # Kept here from now on: a replacement process gets the socket and this build too.
             own = old[0] if old is not None else sock.dup()
-            self._apps[app] = (own, built, seq)
+            self._apps[app] = (own, deploy)
             for process in self._processes:
                 process.listen(app, own)
 

@@ -161,8 +161,8 @@ class _Worker:
     def handle(self, message: ToProcess) -> None:
         server = self.server
         match message:
-            case Deploy(app=app, seq=seq, built=built):
-                error = self.stager.deploy(server, app, built, label=f"{app}-{seq}")
+            case Deploy(app=app, seq=seq, built=built, host_apis=host_apis):
+                error = self.stager.deploy(server, app, built, label=f"{app}-{seq}", host_apis=host_apis)
                 self.send(Done("deploy", app, seq, error))
             case Listen(app=app):
                 _, fds, _, _ = socket.recv_fds(self.fds, 1, 1)  # one byte: one descriptor

@@ -32,8 +32,9 @@ from typing import Any
 
 from devenv.model import BuiltApp, LogStream, RecordedExchange
 from devenv.targets.local.executor import ExecutionStats
+from devenv.targets.local.host_settings import HostApiSettings
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 HEADER = struct.Struct("<I")
 
 
@@ -73,6 +74,7 @@ class Deploy:
     app: str
     seq: int
     built: BuiltApp
+    host_apis: HostApiSettings | None = None  # as wasmdev's own check used them
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from devenv.errors import TargetUnavailable
 from devenv.model import BuiltApp, LogLine, LogStream, RequestRecord
+from devenv.runtime_config import workspace_runtime_config
 from devenv.store import actions as a
 from devenv.store.store import Store
 from devenv.targets.base import DeployResult
@@ -42,6 +43,7 @@ from devenv.targets.local.compile_cache import CompileCache
 from devenv.targets.local.deploy import VersionStager
 from devenv.targets.local.executor import RequestLimits
 from devenv.targets.local.guest_procs import GuestProcesses, freeze_wasm
+from devenv.targets.local.host_settings import HostApiSettings, origin
 from devenv.targets.local.runtime import WasmRuntime
 from devenv.targets.local.server import GuestOutput, LocalServer, ServedRequest, bind_listener
 from devenv.targets.local.usage import UsageCounters, UsageMeter
@@ -156,15 +158,18 @@ class LocalTarget:
                     # next build, and a replacement process builds this one again later.
                     frozen = self._process_dir / "builds" / f"{app}-{next(self._versions)}"
                     built = await asyncio.to_thread(freeze_wasm, built, frozen)
-                # Compiled and checked here in any case: a broken build fails with its message
-                # before any serving process sees it, and their builds are cache hits.
-                plan = await asyncio.to_thread(stager.build, built, f"{app}-{built.short_digest}")
-                stager.cache.keep(app, plan.compiled_keys)
-                self._still_open(server, app)
+                # Bound before the build: the app's own address is part of what its components
+                # are linked with (`http://self`). A build that fails frees it below.
                 sock = self._sockets.get(app)
                 if sock is None:
                     sock = self._sockets[app] = bind_listener(self.host, self.port_for(app), app)
                 port = sock.getsockname()[1]
+                host_apis = await asyncio.to_thread(self._host_apis, port)
+                # Compiled and checked here in any case: a broken build fails with its message
+                # before any serving process sees it, and their builds are cache hits.
+                plan = await asyncio.to_thread(stager.build, built, f"{app}-{built.short_digest}", host_apis)
+                stager.cache.keep(app, plan.compiled_keys)
+                self._still_open(server, app)
                 backends = self._backends
                 for backend in backends:
                     try:
@@ -204,6 +209,13 @@ class LocalTarget:
             urls = tuple(base + p for p in plan.version.url_paths())
             return DeployResult(urls=urls, notes=tuple(plan.notes) + tuple(notes))
 
+    def _host_apis(self, port: int) -> HostApiSettings:
+        """What Spin's host APIs get for a deploy: the runtime config file read anew (an edit
+        applies on the next save; a broken one fails this deploy, naming the file and key) and
+        the app's own address."""
+        config = workspace_runtime_config(self.settings.local.runtime_config, self.settings.root)
+        return HostApiSettings(runtime_config=config, self_origin=origin(self.host, port))
+
     @property
     def _backends(self) -> list[ServingBackend]:
         """Where a build may serve, in order of preference."""
@@ -228,7 +240,9 @@ class LocalTarget:
         if server is None or stager is None:
             return
         try:
-            plan = await asyncio.to_thread(stager.build, built, f"{app}-{built.short_digest}")
+            sock = self._sockets.get(app)
+            host_apis = await asyncio.to_thread(self._host_apis, sock.getsockname()[1]) if sock else None
+            plan = await asyncio.to_thread(stager.build, built, f"{app}-{built.short_digest}", host_apis)
         except Exception as err:  # noqa: BLE001 - said in the app's log; the next save retries
             self._note(app, f"could not serve this app from wasmdev's own process: {err}; save to retry")
             return

@@ -8,9 +8,11 @@ the previous version serving.
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import wasmtime
 
@@ -20,10 +22,14 @@ from devenv.targets.base import UnsupportedApp
 from devenv.targets.local.compile_cache import CompileCache
 from devenv.targets.local.executor import ComponentRunner, RequestLimits, RunnerTable
 from devenv.targets.local.file_mounts import Preopen, prepare_preopens
+from devenv.targets.local.host_settings import HostApiSettings
 from devenv.targets.local.router import ServingVersion
 from devenv.targets.local.runtime import WasmRuntime
 from devenv.targets.local.wagi import WagiConfig, WagiRunner
 from devenv.targets.local.wasm_kind import WasmKind, wasm_kind
+
+if TYPE_CHECKING:
+    from devenv.targets.local.spin.deploy import SpinAppSettings
 
 COMPONENT_HOST_MODULE = "devenv.targets.local.component_host"
 
@@ -33,6 +39,7 @@ class VersionPlan:
     version: ServingVersion
     notes: tuple[str, ...]
     compiled_keys: frozenset[str] = frozenset()  # its compile-cache entries (kept for rollback)
+    host_apis: HostApiSettings | None = None  # what it was checked with; serving processes get the same
 
 
 def not_hosted_note(component_id: str, detail: str = "") -> str:
@@ -54,9 +61,17 @@ def _component_host() -> ModuleType | None:
 
 class _Builder:
     def __init__(
-        self, built: BuiltApp, runtime: WasmRuntime, cache: CompileCache, limits: RequestLimits, staging: Path
+        self,
+        built: BuiltApp,
+        runtime: WasmRuntime,
+        cache: CompileCache,
+        limits: RequestLimits,
+        staging: Path,
+        host_apis: HostApiSettings | None = None,
     ) -> None:
         self.built = built
+        self.host_apis = host_apis
+        self._spin_app: SpinAppSettings | None = None  # one per deploy: components granted one store share its file
         self.spec: AppSpec = built.spec
         self.runtime = runtime
         self.cache = cache
@@ -209,7 +224,9 @@ class _Builder:
                     limits=self.limits,
                     preopens=self.preopens(component),
                     wasm=self._bytes.get(component.id),  # None: the cache reads it if it must
+                    spin_app=self.spin_app(),
                 )
+                self.notes.extend(runner.deploy_notes)
             except UnsupportedApp as err:
                 # The whole refusal, fix included: it is the user's only clue what to change.
                 self.refusals.append(err)
@@ -217,6 +234,23 @@ class _Builder:
                 self.notes.append(f"{note} (fix: {err.fix})" if err.fix else note)
         self._components[component.id] = runner
         return runner
+
+    def spin_app(self) -> SpinAppSettings | None:
+        """Spin's host API settings for this deploy (None: the component sees no variables or
+        stores). Imported here, not at the top: only apps with components need the host APIs,
+        whose module loads the Redis and PostgreSQL clients."""
+        if self.host_apis is None:
+            return None
+        if self._spin_app is None:
+            from devenv.targets.local.spin.deploy import SpinAppSettings
+
+            self._spin_app = SpinAppSettings(
+                app=self.spec,
+                env=dict(os.environ),
+                runtime_config=self.host_apis.runtime_config,
+                self_origin=self.host_apis.self_origin,
+            )
+        return self._spin_app
 
     def build(self) -> VersionPlan:
         if not self.spec.http_triggers:
@@ -255,13 +289,18 @@ class _Builder:
 
 
 def build_version(
-    built: BuiltApp, runtime: WasmRuntime, cache: CompileCache, limits: RequestLimits, staging: Path
+    built: BuiltApp,
+    runtime: WasmRuntime,
+    cache: CompileCache,
+    limits: RequestLimits,
+    staging: Path,
+    host_apis: HostApiSettings | None = None,
 ) -> VersionPlan:
     """Compile and link every component of ``built``; raise DeployError/UnsupportedApp, or return
     a version ready to swap in (plus notes about what is not served locally)."""
     with cache.tracking() as keys:
-        plan = _Builder(built, runtime, cache, limits, staging).build()
-    return VersionPlan(plan.version, plan.notes, frozenset(keys))
+        plan = _Builder(built, runtime, cache, limits, staging, host_apis).build()
+    return VersionPlan(plan.version, plan.notes, frozenset(keys), host_apis)
 
 
 def _first_line(err: Exception) -> str:

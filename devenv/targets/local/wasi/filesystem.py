@@ -142,9 +142,23 @@ def report_denials(ctx: HostContext) -> None:
         ctx.note(f"denied file access to {shown}{more}: {why}")
 
 
+_BUNDLED_ROOTS = frozenset({"python", "bundled", "world"})
+
+
+def bundled_module_path(guest: PurePosixPath) -> bool:
+    """componentize-py's own ``sys.path``: the Python path entries it bundled into the component
+    as ``/0``, ``/1``, ... (``/0/app.py``, ``/1/spin_sdk/http/__init__.py``), and ``/python``,
+    ``/bundled``, ``/world``. A traceback probes them all for source lines; they are not the
+    user's files, so missing them is not a denial to report."""
+    parts = guest.parts
+    return len(parts) >= 2 and (parts[1].isdigit() or parts[1] in _BUNDLED_ROOTS)
+
+
 def _not_granted(ctx: HostContext, guest: PurePosixPath) -> None:
     # With glob grants, "/" is the staged copy of the granted files, so any path that is not
     # there is one the manifest did not grant.
+    if bundled_module_path(guest):
+        return
     _denied(
         ctx, guest, f"not granted by `files` in [component.{ctx.config.component_id}] (read-only grants only)"
     )

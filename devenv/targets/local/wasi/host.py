@@ -22,6 +22,7 @@ from wasmtime.component import ResourceAny, ResourceHost
 
 from devenv.model import LogStream
 from devenv.targets.local.file_mounts import Preopen
+from devenv.targets.local.spin.state import SpinHost
 
 GuestLogFn = Callable[[LogStream, str], None]
 
@@ -52,6 +53,13 @@ class Kind(IntEnum):
     DIRECTORY_ENTRY_STREAM = 31
     TERMINAL_INPUT = 40
     TERMINAL_OUTPUT = 41
+    # Spin's host APIs (devenv/targets/local/spin): one id per resource and interface family
+    SPIN_KV_STORE = 50  # fermyon:spin/key-value store
+    WASI_KV_BUCKET = 51  # wasi:keyvalue bucket
+    WASI_KV_CAS = 52
+    SPIN_SQLITE_CONNECTION = 53  # fermyon:spin/sqlite@2 and spin:sqlite@3 connection
+    SPIN_REDIS_CONNECTION = 54
+    SPIN_PG_CONNECTION = 55
 
 
 class Resource:
@@ -84,6 +92,10 @@ class HostConfig:
     environment: tuple[tuple[str, str], ...] = ()
     preopens: tuple[Preopen, ...] = ()
     allowed_outbound_hosts: tuple[str, ...] = ()
+    # Spin's host APIs for this component (variables, stores, databases)
+    spin: SpinHost | None = None
+    # Where `self` / relative outbound URLs go: the app's own "host:port" on this machine.
+    self_origin: str | None = None
     max_body_bytes: int = 64 * 1024 * 1024
     # What the host may hold for one request (bodies, file contents, outbound responses, header
     # values), counted as it is taken. The memory cap bounds the guest's linear memory only, so
@@ -112,6 +124,9 @@ class HostContext:
     stdout: Any = None  # line-buffered log sinks (see io)
     stderr: Any = None
     held_bytes: int = 0
+    # Run when the request ends (close_all): connections a host function opened for the guest
+    # (Redis, PostgreSQL) must not outlive the request even if the guest never dropped them.
+    closers: list[Callable[[], None]] = field(default_factory=list)
     _next_rep: int = 1
 
     # -- handles ---------------------------------------------------------------------------
@@ -148,6 +163,14 @@ class HostContext:
 
     def dropped(self, rep: int) -> None:
         self.table.pop(rep, None)
+
+    def close_all(self) -> None:
+        closers, self.closers = self.closers, []
+        for close in closers:
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - a connection failing to close must not fail the request
+                pass
 
     # -- outcomes --------------------------------------------------------------------------
 

@@ -37,7 +37,8 @@ from devenv.targets.local.wasi.http_types import (
 from devenv.targets.local.wasi.io import Pollable
 from devenv.targets.local.wasi.registry import Interface
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+# Spin's well-known ports: an allowed host without a port means the scheme's default.
+_DEFAULT_PORTS = {"http": 80, "https": 443, "redis": 6379, "postgres": 5432, "mysql": 3306, "mqtt": 1883}
 
 
 def _host_key(host: str) -> object:
@@ -130,6 +131,16 @@ def allowed(patterns: tuple[str, ...], scheme: str, host: str, port: int | None)
     names none."""
     parsed = (HostPattern.parse(p) for p in patterns)
     return any(p is not None and p.allows(scheme, host.lower(), port) for p in parsed)
+
+
+def allows_relative(patterns: tuple[str, ...]) -> bool:
+    """Whether ``allowed_outbound_hosts`` lets a component call its own app (Spin's
+    ``AllowedHostConfig::allows_relative`` for the schemes http and https)."""
+    for text in patterns:
+        p = HostPattern.parse(text)
+        if p is not None and p.scheme in ("*", "http", "https") and p.host in ("*", "self", "self.alt"):
+            return True
+    return False
 
 
 class OutgoingRequest(Resource):
@@ -239,6 +250,10 @@ def _timeout_setter(key: str) -> Any:
 def _handle(ctx: HostContext, request: ResourceAny, options: ResourceAny | None) -> Any:
     req = ctx.take(request, OutgoingRequest)
     opts = ctx.take(options, RequestOptions) if options is not None else None
+    # Spin's self request: no authority (a relative URL), or the host "self.alt" for SDKs that
+    # must send one.
+    if not req.authority or req.authority.split(":", 1)[0].lower() == "self.alt":
+        return _handle_self(ctx, req, opts)
     scheme = req.scheme or "https"
     authority = req.authority or ""
     url = f"{scheme}://{authority}{req.path_with_query or '/'}"
@@ -258,6 +273,26 @@ def _handle(ctx: HostContext, request: ResourceAny, options: ResourceAny | None)
         return Err(Case("HTTP-request-denied"))
     dial = port if port is not None else _DEFAULT_PORTS.get(scheme, 0)
     return Ok(ctx.own(FutureIncomingResponse(req, opts, host, dial)))
+
+
+def _handle_self(ctx: HostContext, req: OutgoingRequest, opts: RequestOptions | None) -> Any:
+    """A relative URL (or ``http://self.alt/...``): back into this app, as Spin routes it, when
+    allowed_outbound_hosts allows relative requests (``http://self``, ``https://self``,
+    ``*://self``, ``self.alt``, or a ``*`` host, for http or https; the port is not checked)."""
+    path = req.path_with_query or "/"
+    if not allows_relative(ctx.config.allowed_outbound_hosts):
+        ctx.note(
+            f"denied outbound HTTP {req.method} {path} to this app (a relative URL or http://self): "
+            f'add "http://self" to allowed_outbound_hosts in [component.{ctx.config.component_id}] in spin.toml'
+        )
+        return Err(Case("HTTP-request-denied"))
+    origin = ctx.config.self_origin
+    if origin is None:
+        ctx.note(f"outbound HTTP {req.method} {path} to this app: the app's own address is not known here")
+        return Err(Case("destination-unavailable"))
+    host, _, port = origin.rpartition(":")
+    req.scheme, req.authority = "http", origin
+    return Ok(ctx.own(FutureIncomingResponse(req, opts, host.strip("[]"), int(port))))
 
 
 def _send(ctx: HostContext, future: FutureIncomingResponse) -> Any:

@@ -75,7 +75,10 @@ def link_imports(
         names = component.type.imports(engine) if import_names is None else import_names
         for import_name in names:
             name, is_02 = split_version(import_name)
-            iface = by_name.get(name) if is_02 else None
+            # A WASI 0.2.x interface by its unversioned name (one table serves every 0.2
+            # release); anything else (Spin's fermyon:spin/*@2.0.0, wasi:keyvalue drafts) only
+            # by its exact versioned name.
+            iface = by_name.get(name) if is_02 else by_name.get(import_name)
             if iface is None:
                 report.stubbed.append(import_name)
                 continue
