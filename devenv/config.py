@@ -85,6 +85,8 @@ class LocalSettings:
     # WAGI guests run in this many worker processes, outside wasmdev's GIL; 0 runs them on
     # threads of wasmdev's own process (see devenv/targets/local/guest_procs.py).
     guest_processes: int = field(default_factory=default_guest_processes)
+    keep_builds: int = 10  # builds per app kept ready for a rollback (and in the compile cache)
+    record_requests: int = 50  # real requests per app kept, with their responses, for replay
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,7 @@ class AppSettings:
     cpu_limit: str = "500m"
     memory_limit: str = "128Mi"
     enabled: bool = True
+    replay: bool = False  # replay the recorded requests after every successful deploy
 
 
 _DEFAULT_APP = AppSettings()
@@ -318,6 +321,8 @@ _LOCAL_FIELDS: dict[str, Check] = {
     "probe_interval_s": _number(0),
     "cache_dir": _path,
     "guest_processes": _integer(0, 32),
+    "keep_builds": _integer(1, 100),
+    "record_requests": _integer(1, 10_000),
 }
 _CLUSTER_FIELDS: dict[str, Check] = {
     "name": _k8s_name,
@@ -348,6 +353,7 @@ _APP_FIELDS: dict[str, Check] = {
     "cpu_limit": _pattern(_CPU, "a CPU quantity", "500m"),
     "memory_limit": _pattern(_MEMORY, "a memory quantity", "128Mi"),
     "enabled": _boolean,
+    "replay": _boolean,
 }
 _SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
     "local": (LocalSettings, _LOCAL_FIELDS),

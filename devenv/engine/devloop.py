@@ -29,6 +29,7 @@ from devenv.config import load_workspace
 from devenv.engine.builder import Builder
 from devenv.engine.changeset import AppRules, ChangeSet, classify
 from devenv.engine.samplers import Prober, ResourceSampler
+from devenv.engine.timetravel import DeployVia, TimeTravel
 from devenv.engine.watcher import FileBatch, Watcher
 from devenv.errors import BuildError, ManifestError, WasmdevError
 from devenv.manifest import guess_app_name, load_app
@@ -90,6 +91,7 @@ class DevLoop:
         *,
         watch: bool = True,
         builder: Builder | None = None,
+        control: bool = True,
     ) -> None:
         self.store = store
         self.workspace = workspace
@@ -110,6 +112,8 @@ class DevLoop:
         # Builds of different apps overlap, up to a bound: a slow toolchain (componentize-py takes
         # ~10 s) should not hold a 0.1 s WAT build back, but 20 apps must not start 20 compilers.
         self._build_slots = asyncio.Semaphore(max(4, os.cpu_count() or 4))
+        # History, rollback, replay, load tests and the second-terminal endpoint (``control``).
+        self.timetravel = TimeTravel(store, workspace, target, self.serve_kept, control=control)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -143,6 +147,7 @@ class DevLoop:
 
     async def _start(self) -> None:
         self.store.dispatch(a.WorkspaceLoaded(root=self.workspace.root, target=self.target.name))
+        self._tasks.append(asyncio.create_task(self.timetravel.run(), name="time travel"))
         for manifest in self.workspace.manifests:
             self._add(Path(manifest))
         await self.target.start()
@@ -257,6 +262,7 @@ class DevLoop:
 
     def _forget(self, name: str) -> None:
         self._system(name, "app removed")
+        self.timetravel.forget(name)
         self.store.dispatch(a.AppRemoved(name=name))
 
     async def _quiet_remove(self, name: str) -> None:
@@ -296,11 +302,11 @@ class DevLoop:
             self._system(spec.name, f"built {built.short_digest} in {took_ms:.0f} ms")
             await self._deploy(slot, built)
 
-    async def _deploy(self, slot: _AppSlot, built: BuiltApp) -> None:
+    async def _deploy(self, slot: _AppSlot, built: BuiltApp, via: DeployVia | None = None) -> None:
         name = built.spec.name
         self.store.dispatch(a.DeployStarted(app=name, digest=built.digest, ts=time.time()))
         try:
-            result = await self.target.deploy(built)
+            result = await (via() if via is not None else self.target.deploy(built))
         except UnsupportedApp as err:
             self.store.dispatch(a.AppUnsupported(app=name, reason=str(err), ts=time.time()))
             self._system(name, f"not hosted on {self.target.name}: {one_line(str(err))}", level="warn")
@@ -335,6 +341,16 @@ class DevLoop:
         self._system(name, f"serving {built.short_digest} at {where}{timing}")
         for note in result.notes:
             self._system(name, note, level="warn")
+        await self.timetravel.deployed(built, served_at=now, edit_to_serving_ms=e2s)
+
+    async def serve_kept(self, built: BuiltApp, via: DeployVia | None = None) -> bool:
+        """Deploy a kept build again (a rollback: no build runs); True once it serves. A failure
+        keeps what served before and is reported like any failed deploy."""
+        slot = next((s for s in self._slots.values() if s.name == built.spec.name and not s.disabled), None)
+        if slot is None:
+            return False
+        await self._deploy(slot, built, via)
+        return slot.serving is built
 
     async def _restart(self, slot: _AppSlot) -> None:
         if slot.serving is None:
