@@ -3,6 +3,7 @@ the workspace and wait for its reply."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from pathlib import Path
 
@@ -45,7 +46,9 @@ def send(
                 fix="run the command as the user who started `wasmdev up`",
             ) from None
         try:
-            sock.sendall(encode(request))
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                # A session that refuses us answers and closes before reading: read its answer.
+                sock.sendall(encode(request))
             data = _read_line(sock)
         except TimeoutError:
             raise WasmdevError(
@@ -53,6 +56,12 @@ def send(
                 where=str(path),
                 fix="check the session is not stuck (its dashboard or log), then try again",
             ) from None
+    if not data:
+        raise WasmdevError(
+            what=f"the session in {workspace} closed the connection without an answer",
+            where=str(path),
+            fix="check the session's log; it may be shutting down",
+        )
     try:
         reply = decode(data)
     except BadMessage as err:
