@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from devenv.config import Settings, Workspace
     from devenv.engine.devloop import DevLoop
     from devenv.targets.base import Target
+    from devenv.targets.recording_front import ClusterTarget
 
 
 # --- factories ----------------------------------------------------------------------------------
@@ -71,14 +72,23 @@ def make_target(name: str, store: Store, settings: Settings, app_names: Sequence
     if name == "k3d":
         from devenv.targets.cluster.k3d_target import K3dTarget
 
-        return K3dTarget(store, settings)
+        return _fronted(K3dTarget(store, settings), store, settings, app_names)
     if name == "kube":
         from devenv.targets.cluster.kube import kube_target_from_settings
 
-        return kube_target_from_settings(store, settings)
+        return _fronted(kube_target_from_settings(store, settings), store, settings, app_names)
     raise TargetUnavailable(
         what=f"unknown target {name!r}", where="--target", fix=f"use one of {', '.join(TARGETS)}"
     )
+
+
+def _fronted(inner: ClusterTarget, store: Store, settings: Settings, app_names: Sequence[str]) -> Target:
+    """A cluster target with each app's URL served on a wasmdev port on 127.0.0.1 that proxies to
+    the ingress: requests are recorded for replay and fill the latency graph, as local ones do."""
+    from devenv.config import app_ports
+    from devenv.targets.recording_front import RecordingFront
+
+    return RecordingFront(inner, store, app_ports(settings, list(app_names)), settings.local.host)
 
 
 def _app_names(workspace: Workspace) -> list[str]:
