@@ -43,15 +43,16 @@ def state_dir(workspace: Path) -> Path:
 SourceSnapshot = dict[str, tuple[int, int]]  # relative path -> (mtime_ns, size)
 
 
-def snapshot_sources(root: Path) -> SourceSnapshot:
-    """What the app's source files look like now, to say which changed between two builds."""
+def snapshot_sources(root: Path, outputs: frozenset[str] = frozenset()) -> SourceSnapshot:
+    """What the app's source files look like now, to say which changed between two builds;
+    ``outputs`` (relative paths of the builds' own wasm) are not sources."""
     found: SourceSnapshot = {}
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = Path(dirpath).relative_to(root)
         dirnames[:] = [d for d in dirnames if not is_ignored(rel_dir / d)]
         for name in filenames:
             rel = rel_dir / name
-            if is_ignored(rel):
+            if is_ignored(rel) or rel.as_posix() in outputs:
                 continue
             with contextlib.suppress(OSError):
                 st = (Path(dirpath) / name).stat()
@@ -107,7 +108,7 @@ class BuildHistory:
                 return entry.info
         self._folders += 1
         folder = self.root / app / f"{built.short_digest}-{self._folders}"
-        snapshot = await asyncio.to_thread(snapshot_sources, built.spec.root)
+        snapshot = await asyncio.to_thread(snapshot_sources, built.spec.root, build_outputs(built))
         frozen = await asyncio.to_thread(freeze_build, built, folder)
         info = KeptBuild(
             app=app,
@@ -177,6 +178,17 @@ class BuildHistory:
 
     def _publish(self, app: str) -> None:
         self.store.dispatch(a.HistoryChanged(app=app, builds=self.builds(app)))
+
+
+def build_outputs(built: BuiltApp) -> frozenset[str]:
+    """The app-relative paths its build commands write (each built component's wasm)."""
+    root = built.spec.root
+    outputs = set()
+    for component in built.spec.components.values():
+        if component.build is not None and component.source is not None:
+            with contextlib.suppress(ValueError):
+                outputs.add(Path(component.source).relative_to(root).as_posix())
+    return frozenset(outputs)
 
 
 def freeze_build(built: BuiltApp, folder: Path) -> BuiltApp:

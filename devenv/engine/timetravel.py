@@ -53,6 +53,8 @@ DeployVia = Callable[[], Awaitable[DeployResult]]
 ServeKept = Callable[[BuiltApp, "DeployVia | None"], Awaitable[bool]]
 
 _INTENTS = (a.RollbackRequested, a.ReplayRequested, a.LoadTestRequested)
+_DEPLOY_ENDED = (a.VersionServing, a.DeployFailed, a.AppUnsupported, a.AppRemoved)
+_WATCHED = (*_INTENTS, a.DeployStarted, *_DEPLOY_ENDED)
 
 
 class TimeTravel:
@@ -77,6 +79,10 @@ class TimeTravel:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rollback_locks: dict[str, asyncio.Lock] = {}
         self._rolling_back: set[str] = set()  # apps whose deploy now is a rollback (no auto replay)
+        # Apps with a deploy under way. A new build serves requests a moment before the engine
+        # says so (the target swaps, then returns): a rollback waits for that word, so "the
+        # build before the one serving" is judged against the build that really serves.
+        self._deploying: dict[str, asyncio.Event] = {}
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -132,6 +138,8 @@ class TimeTravel:
     async def rollback(self, app: str, digest: str | None = None) -> KeptBuild:
         lock = self._rollback_locks.setdefault(app, asyncio.Lock())
         async with lock:
+            self._app_state(app)
+            await self._deploys_settled(app)
             state = self._app_state(app)
             kept, built = self.history.choose(app, digest, state.serving_digest)
             via: DeployVia | None = None
@@ -236,12 +244,26 @@ class TimeTravel:
     # --- intents from the dashboard ---------------------------------------------------------------
 
     def _on_action(self, _state: EngineState, action: a.Action) -> None:
-        if isinstance(action, _INTENTS) and self._loop is not None and not self._loop.is_closed():
+        if self._loop is None or self._loop.is_closed():
+            return
+        if isinstance(action, _WATCHED):
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._intent, action)
 
+    async def _deploys_settled(self, app: str, timeout_s: float = 900.0) -> None:
+        ended = self._deploying.get(app)
+        if ended is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ended.wait(), timeout_s)
+
     def _intent(self, action: a.Action) -> None:
         match action:
+            case a.DeployStarted(app=app):
+                self._deploying.setdefault(app, asyncio.Event()).clear()
+            case a.VersionServing(app=app) | a.DeployFailed(app=app) | a.AppUnsupported(app=app):
+                self._deploying.pop(app, asyncio.Event()).set()
+            case a.AppRemoved(name=app):
+                self._deploying.pop(app, asyncio.Event()).set()
             case a.RollbackRequested(app=app, digest=digest):
                 self._spawn(self._reported(app, self.rollback(app, digest)))
             case a.ReplayRequested(app=app):

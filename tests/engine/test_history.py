@@ -21,8 +21,15 @@ async def test_edit_twice_roll_back_then_the_next_save_builds(tmp_path: Path, co
         await s.wait_body("web", "body two")
         set_body(manifest, "body three")
         await s.wait_body("web", "body three")
+        # At once, as a user would: the new build serves a moment before the engine says so,
+        # and "the previous build" must still mean the one before it.
+        kept = await s.loop.timetravel.rollback("web")
+        assert "body two" in (await s.get("web")).text
+        set_body(manifest, "body three")  # back to three: a rebuild, its digest already kept
+        await s.wait_body("web", "body three")
         await s.wait(lambda st: len(st.apps["web"].history) == 3, "three kept builds")
         history = s.store.state.apps["web"].history
+        assert kept.digest == history[1].digest
         assert [b.served for b in history] == [True, True, True]
         assert history[0].digest == s.store.state.apps["web"].serving_digest
         assert history[0].changed == ("app.wat",) and history[1].changed == ("app.wat",)
@@ -85,3 +92,21 @@ async def test_history_keeps_only_the_last_n_builds_on_disk(tmp_path: Path, comp
         await s.loop.timetravel.rollback("web")
         assert "v3" in (await s.get("web")).text
     assert not s.loop.timetravel.history.root.exists()  # the session's history goes with it
+
+
+def test_changed_files_leave_out_build_outputs_and_output_folders(tmp_path: Path) -> None:
+    from devenv.engine.history import changed_files, snapshot_sources
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "main.c").write_text("int x;")
+    (tmp_path / "app.wasm").write_bytes(b"\0asm")
+    (tmp_path / "target").mkdir()
+    (tmp_path / "target" / "out.o").write_bytes(b"o")
+    before = snapshot_sources(tmp_path, frozenset({"app.wasm"}))
+    assert set(before) == {"src/main.c"}
+    (tmp_path / "src" / "main.c").write_text("int y = 2;")
+    (tmp_path / "src" / "new.h").write_text("")
+    (tmp_path / "app.wasm").write_bytes(b"\0asm\1")
+    after = snapshot_sources(tmp_path, frozenset({"app.wasm"}))
+    assert changed_files(before, after) == ("src/main.c", "src/new.h")
+    assert changed_files(None, after) == ()
