@@ -54,6 +54,7 @@ ServeKept = Callable[[BuiltApp, "DeployVia | None"], Awaitable[bool]]
 
 _INTENTS = (a.RollbackRequested, a.ReplayRequested, a.LoadTestRequested)
 _DEPLOY_ENDED = (a.VersionServing, a.DeployFailed, a.AppUnsupported, a.AppRemoved)
+MAX_LOGGED_REPLAY_LINES = 200
 _WATCHED = (*_INTENTS, a.DeployStarted, *_DEPLOY_ENDED)
 
 
@@ -98,6 +99,15 @@ class TimeTravel:
                     self.control = None
                     self._system(
                         "", f"second-terminal commands unavailable: {err.what} — fix: {err.fix}", "warn"
+                    )
+                except OSError as err:  # e.g. a read-only workspace
+                    self.control = None
+                    where = state_dir(self.workspace.root)
+                    self._system(
+                        "",
+                        f"second-terminal commands unavailable: cannot create the control socket in {where}: "
+                        f"{err.strerror or err} — fix: make the workspace writable, then restart wasmdev up",
+                        "warn",
                     )
             await asyncio.Event().wait()
         finally:
@@ -177,7 +187,15 @@ class TimeTravel:
         exchanges = self.store.exchanges.exchanges(app)
         report = await replay_exchanges(app, exchanges, origin_of(state.urls[0]), state.serving_digest)
         self.store.dispatch(a.ReplayFinished(app=app, report=report))
-        self._system(app, format_report(report)[0], "warn" if report.differences else "info")
+        # Every line in the log too: it is what `wasmdev up --headless` prints.
+        lines = format_report(report)
+        level = "warn" if report.differences else "info"
+        for line in lines[:MAX_LOGGED_REPLAY_LINES]:
+            self._system(app, line.rstrip(), level)
+        if len(lines) > MAX_LOGGED_REPLAY_LINES:
+            self._system(
+                app, f"… {len(lines) - MAX_LOGGED_REPLAY_LINES} more lines: `wasmdev replay {app}`", level
+            )
         return report
 
     async def load(self, command: LoadCommand) -> LoadReport:

@@ -81,6 +81,10 @@ async def test_replay_after_every_deploy_when_configured(tmp_path: Path, compile
         report = s.store.state.apps["web"].replay
         assert report is not None and len(report.differences) == 1
         assert "+second" in report.differences[0].body_diff
+        # What `wasmdev up --headless` prints: the summary and the diff, line by line.
+        logged = [line.text.strip() for line in s.store.logs.tail(200) if line.app == "web"]
+        assert any("1 differ" in text for text in logged)
+        assert "-first" in logged and "+second" in logged
 
 
 async def test_served_traffic_is_recorded_and_replayed(tmp_path: Path, compile_cache: Path) -> None:
