@@ -68,14 +68,19 @@ class _AppFront:
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((host, port))
+            try:
+                sock.bind((host, port))
+            except OSError:
+                if port == 0:
+                    raise
+                sock.bind((host, 0))  # the app's usual port is taken: any port beats no front
         except OSError as err:
             sock.close()
             raise DeployError(
-                what=f"app {self.app}: wasmdev's port {port} on {host}, in front of the cluster, is taken: "
-                f"{err.strerror}",
-                where=f"[apps.{self.app}].port / [local].base_port",
-                fix="free the port, or give the app another one with [apps.NAME].port in wasmdev.toml",
+                what=f"app {self.app}: wasmdev cannot open a port on {host} in front of the cluster: "
+                f"{err.strerror or err}",
+                where="[local].host",
+                fix="set [local].host in wasmdev.toml to an address of this machine (127.0.0.1)",
             ) from None
         self.port = sock.getsockname()[1]
         app = web.Application(client_max_size=MAX_BODY_BYTES)
