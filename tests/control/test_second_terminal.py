@@ -19,6 +19,7 @@ import pytest
 
 from devenv.control.messages import ControlReply, HistoryQuery, decode, encode
 from devenv.control.server import ControlServer, socket_path
+from devenv.errors import WasmdevError
 from tests.child_output import Lines
 from tests.engine.session import WAIT_S, dev_session, free_port
 from tests.engine.test_replay_and_load import record_real_request
@@ -212,3 +213,20 @@ def _ask(path: Path, uid: int | None) -> ControlReply:
     reply = decode(data)
     assert isinstance(reply, ControlReply)
     return reply
+
+
+async def test_a_second_session_in_the_workspace_leaves_the_first_ones_endpoint_alone(tmp_path: Path) -> None:
+    async def first(_request: object) -> ControlReply:
+        return ControlReply(lines=("first session",))
+
+    async def second(_request: object) -> ControlReply:
+        return ControlReply(lines=("second session",))
+
+    server = ControlServer(tmp_path / ".wasmdev", first)
+    await server.start()
+    try:
+        with pytest.raises(WasmdevError, match="another wasmdev session already serves"):
+            await ControlServer(tmp_path / ".wasmdev", second).start()
+        assert (await asyncio.to_thread(_ask, server.path, None)).lines == ("first session",)
+    finally:
+        await server.close()
