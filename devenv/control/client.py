@@ -15,7 +15,7 @@ from devenv.control.messages import (
     decode,
     encode,
 )
-from devenv.control.server import socket_path
+from devenv.control.server import connect, socket_path
 from devenv.errors import WasmdevError
 
 
@@ -36,7 +36,7 @@ def send(
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout_s)
         try:
-            sock.connect(str(path))
+            connect(sock, path)
         except (FileNotFoundError, ConnectionRefusedError):
             raise no_session(workspace, path) from None
         except PermissionError:

@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 from devenv.control.messages import (
@@ -45,11 +45,31 @@ def peer_uid(sock: socket.socket) -> int:
     return uid
 
 
+@contextlib.contextmanager
+def unix_address(path: Path) -> Iterator[str]:
+    """An address for ``path`` that fits a sockaddr_un (108 bytes). A deep workspace's socket is
+    reached through its folder's descriptor (``/proc/self/fd/N/control.sock``, resolved by the
+    kernel at bind and connect), so the endpoint stays in the workspace however long its path."""
+    if len(os.fsencode(path)) <= MAX_UNIX_PATH:
+        yield str(path)
+        return
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{folder}/{path.name}"
+    finally:
+        os.close(folder)
+
+
+def connect(sock: socket.socket, path: Path) -> None:
+    with unix_address(path) as address:
+        sock.connect(address)
+
+
 def _session_answers(path: Path) -> bool:
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(1.0)
     try:
-        probe.connect(str(path))
+        connect(probe, path)
     except OSError:
         return False
     finally:
@@ -66,12 +86,6 @@ class ControlServer:
 
     async def start(self) -> None:
         """Listen; raises WasmdevError when another session in this workspace already does."""
-        if len(os.fsencode(self.path)) > MAX_UNIX_PATH:
-            raise WasmdevError(
-                what=f"the control socket path is too long for a Unix socket ({len(str(self.path))} chars)",
-                where=str(self.path),
-                fix="run wasmdev in a workspace with a shorter path to use `wasmdev history/rollback/replay/load`",
-            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() or self.path.is_symlink():
             if await asyncio.to_thread(_session_answers, self.path):
@@ -82,10 +96,15 @@ class ControlServer:
                 )
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()  # left by a session that died
-        self._server = await asyncio.start_unix_server(
-            self._serve, path=str(self.path), limit=MAX_MESSAGE_BYTES
-        )
-        os.chmod(self.path, 0o600)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            with unix_address(self.path) as address:
+                sock.bind(address)
+            os.chmod(self.path, 0o600)
+            self._server = await asyncio.start_unix_server(self._serve, sock=sock, limit=MAX_MESSAGE_BYTES)
+        except BaseException:
+            sock.close()
+            raise
 
     async def close(self) -> None:
         if self._server is None:

@@ -230,3 +230,24 @@ async def test_a_second_session_in_the_workspace_leaves_the_first_ones_endpoint_
         assert (await asyncio.to_thread(_ask, server.path, None)).lines == ("first session",)
     finally:
         await server.close()
+
+
+async def test_a_deep_workspace_keeps_its_endpoint_in_the_workspace(tmp_path: Path) -> None:
+    """sockaddr_un holds 108 bytes; a deeper socket path is bound and reached through its folder."""
+
+    async def handler(_request: object) -> ControlReply:
+        return ControlReply(lines=("from deep down",))
+
+    workspace = tmp_path / ("d" * 60) / ("e" * 60)
+    workspace.mkdir(parents=True)
+    server = ControlServer(workspace / ".wasmdev", handler)
+    await server.start()
+    try:
+        assert len(str(server.path)) > 108
+        assert stat.S_IMODE(server.path.stat().st_mode) == 0o600 and stat.S_ISSOCK(server.path.stat().st_mode)
+        code, out, err = await awasmdev("history", "web", "-C", str(workspace))
+        assert code == 0, err
+        assert out == "from deep down\n"
+    finally:
+        await server.close()
+    assert not server.path.exists()
