@@ -11,7 +11,7 @@ workspace as they are now. A rollback brings back the code and the manifest of a
 state of the assets; the digest (manifest + wasm) says which code serves.
 
 Disk use is bounded: at most ``keep`` builds per app (their wasm only), under
-``<workspace>/.wasmdev/history/session-<pid>``, removed when the session ends; a folder left by
+``<workspace>/.wasmdev/history/session-<pid>-<id>``, removed when the session ends; a folder left by
 a session that died is removed by the next one.
 """
 
@@ -23,6 +23,7 @@ import dataclasses
 import os
 import shutil
 import time
+import uuid
 from pathlib import Path
 from types import MappingProxyType
 
@@ -84,7 +85,8 @@ class BuildHistory:
         self.keep = max(1, keep)
         base = state_dir(workspace) / "history"
         _remove_dead_sessions(base)
-        self.root = base / f"session-{os.getpid()}"
+        # Per session, not per process: two loops in one process (tests) must not share a folder.
+        self.root = base / f"session-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._entries: dict[str, list[_Entry]] = {}
         self._snapshots: dict[str, SourceSnapshot] = {}
         self._folders = 0
@@ -212,7 +214,7 @@ def _remove_dead_sessions(base: Path) -> None:
     if not base.is_dir():
         return
     for folder in base.glob("session-*"):
-        pid = folder.name.removeprefix("session-")
+        pid = folder.name.removeprefix("session-").split("-", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
 

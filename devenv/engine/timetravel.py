@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -46,7 +45,6 @@ from devenv.targets.base import DeployResult, KeepsImages, Target
 if TYPE_CHECKING:
     from devenv.config import Workspace
 
-log = logging.getLogger(__name__)
 
 DeployVia = Callable[[], Awaitable[DeployResult]]
 # The dev loop's deploy of a kept build: True once it serves (else the store holds why not).

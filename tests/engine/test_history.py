@@ -110,3 +110,22 @@ def test_changed_files_leave_out_build_outputs_and_output_folders(tmp_path: Path
     after = snapshot_sources(tmp_path, frozenset({"app.wasm"}))
     assert changed_files(before, after) == ("src/main.c", "src/new.h")
     assert changed_files(None, after) == ()
+
+
+def test_a_new_session_removes_history_left_by_dead_sessions_only(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from devenv.engine.history import BuildHistory, state_dir
+    from devenv.store.store import Store
+
+    base = state_dir(tmp_path) / "history"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left_by_dead = base / f"session-{dead.stdout.strip()}-0a0a0a0a"
+    live = base / f"session-{os.getppid()}-0b0b0b0b"  # our parent runs: its folder stays
+    for folder in (left_by_dead, live):
+        (folder / "web").mkdir(parents=True)
+    history = BuildHistory(Store(), tmp_path, keep=3)
+    assert not left_by_dead.exists() and live.exists()
+    assert history.root.parent == base and history.root.name.startswith(f"session-{os.getpid()}-")
