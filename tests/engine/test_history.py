@@ -9,6 +9,7 @@ import pytest
 
 from devenv.errors import WasmdevError
 from devenv.store import actions as a
+from devenv.targets.local.target import LocalTarget
 from tests.engine.session import dev_session
 from tests.engine.wat_app import set_body, write_wat_app
 
@@ -36,6 +37,9 @@ async def test_edit_twice_roll_back_then_the_next_save_builds(tmp_path: Path, co
         assert history[2].changed == ()  # the first build: nothing to compare with
         assert history[0].edit_to_serving_ms is not None
         builds = s.count(a.BuildStarted, "web")
+        target = s.loop.target
+        assert isinstance(target, LocalTarget) and target.cache is not None
+        compiled = target.cache.compiled
 
         kept = await s.loop.timetravel.rollback("web")  # the build before the one serving
         assert kept.digest == history[1].digest
@@ -51,11 +55,13 @@ async def test_edit_twice_roll_back_then_the_next_save_builds(tmp_path: Path, co
         assert first.digest == history[2].digest
         assert "body one" in (await s.get("web")).text
         assert s.count(a.BuildStarted, "web") == builds  # no build ran for either rollback
+        assert target.cache.compiled == compiled  # and nothing was compiled: cache hits
         assert len(s.store.state.apps["web"].history) == 3  # a rollback keeps no new build
 
         set_body(manifest, "body four")
         await s.wait_body("web", "body four")
         assert s.count(a.BuildStarted, "web") == builds + 1
+        assert target.cache.compiled > compiled  # a new build's code is compiled: the count is live
         await s.wait(lambda st: st.apps["web"].rolled_back_at is None, "the rollback banner cleared")
 
 
