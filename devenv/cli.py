@@ -6,6 +6,8 @@
     wasmdev doctor
     wasmdev cluster create|delete|status|image [--name N] [--image IMG] [--shim V] [--k3s TAG] ...
     wasmdev screenshot [--layout NAME] [-o FILE]
+    wasmdev history APP | rollback APP [DIGEST] | replay APP
+    wasmdev load APP [--path P] [--duration 10s] [--connections 8] [--requests N]
 
 ``up`` opens the Textual dashboard (devenv.ui) on the main thread with the dev loop on an
 EngineThread beside it; with ``--headless``, or when stdout is not a terminal, the loop runs on
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from devenv.config import Settings, Workspace
     from devenv.engine.devloop import DevLoop
     from devenv.targets.base import Target
+    from devenv.targets.recording_front import ClusterTarget
 
 
 # --- factories ----------------------------------------------------------------------------------
@@ -69,14 +72,23 @@ def make_target(name: str, store: Store, settings: Settings, app_names: Sequence
     if name == "k3d":
         from devenv.targets.cluster.k3d_target import K3dTarget
 
-        return K3dTarget(store, settings)
+        return _fronted(K3dTarget(store, settings), store, settings, app_names)
     if name == "kube":
         from devenv.targets.cluster.kube import kube_target_from_settings
 
-        return kube_target_from_settings(store, settings)
+        return _fronted(kube_target_from_settings(store, settings), store, settings, app_names)
     raise TargetUnavailable(
         what=f"unknown target {name!r}", where="--target", fix=f"use one of {', '.join(TARGETS)}"
     )
+
+
+def _fronted(inner: ClusterTarget, store: Store, settings: Settings, app_names: Sequence[str]) -> Target:
+    """A cluster target with each app's URL served on a wasmdev port on 127.0.0.1 that proxies to
+    the ingress: requests are recorded for replay and fill the latency graph, as local ones do."""
+    from devenv.config import app_ports
+    from devenv.targets.recording_front import RecordingFront
+
+    return RecordingFront(inner, store, app_ports(settings, list(app_names)), settings.local.host)
 
 
 def _app_names(workspace: Workspace) -> list[str]:
@@ -226,6 +238,122 @@ def cmd_screenshot(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- commands for a running session (a second terminal) -------------------------------------------
+
+# How long a command waits for the session's answer besides its own work (a cluster rollback
+# waits for the rollout).
+_CONTROL_TIMEOUT_S = {"history": 30.0, "rollback": 600.0, "replay": 600.0}
+
+
+def _session_folder(start: Path) -> Path:
+    """The workspace whose session to talk to: the -C folder, or the nearest parent with a
+    running session's endpoint (a second terminal may sit in an app's folder)."""
+    from devenv.control.server import socket_path
+    from devenv.engine.history import state_dir
+
+    for folder in (start, *start.parents):
+        if socket_path(state_dir(folder)).exists():
+            return folder
+    return start
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    from devenv.control.client import send
+    from devenv.control.messages import (
+        ControlRequest,
+        HistoryQuery,
+        LoadCommand,
+        ReplayCommand,
+        RollbackCommand,
+    )
+    from devenv.engine.history import state_dir
+
+    workspace = _session_folder(Path(args.directory).resolve())
+    request: ControlRequest
+    timeout = _CONTROL_TIMEOUT_S.get(args.command, 60.0)
+    if args.command == "history":
+        request = HistoryQuery(app=args.app)
+    elif args.command == "rollback":
+        request = RollbackCommand(app=args.app, digest=args.digest)
+    elif args.command == "replay":
+        request = ReplayCommand(app=args.app)
+    else:
+        request = LoadCommand(
+            app=args.app,
+            path=args.path,
+            duration_s=args.duration,
+            connections=args.connections,
+            requests=args.requests,
+        )
+        timeout = args.duration + 90.0
+    reply = send(workspace, state_dir(workspace), request, timeout_s=timeout)
+    for line in reply.lines:
+        print(line)
+    if reply.error:
+        print(f"wasmdev: {reply.error}", file=sys.stderr)
+        return reply.exit_code or 1
+    return reply.exit_code
+
+
+def _duration(text: str) -> float:
+    """'10s', '500ms', '2m' or plain seconds."""
+    units = (("ms", 0.001), ("s", 1.0), ("m", 60.0))
+    number, scale = text.strip().lower(), 1.0
+    for suffix, factor in units:
+        if number.endswith(suffix):
+            number, scale = number[: -len(suffix)], factor
+            break
+    try:
+        seconds = float(number) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: write 10s, 500ms or 2m") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the duration must be above zero")
+    return seconds
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: use 1 or more")
+    return value
+
+
+def _add_control_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    history = sub.add_parser(
+        "history", parents=[common], help="a running session's kept builds of APP, newest first"
+    )
+    history.add_argument("app", metavar="APP")
+    rollback = sub.add_parser(
+        "rollback", parents=[common], help="serve the previous (or the named) kept build of APP again"
+    )
+    rollback.add_argument("app", metavar="APP")
+    rollback.add_argument(
+        "digest", nargs="?", metavar="DIGEST", help="a kept build's digest (a prefix will do)"
+    )
+    replay = sub.add_parser(
+        "replay",
+        parents=[common],
+        help="replay APP's recorded requests against what serves now (exit 1 when any response differs)",
+    )
+    replay.add_argument("app", metavar="APP")
+    load = sub.add_parser("load", parents=[common], help="load-test APP: req/s and p50/p95/p99")
+    load.add_argument("app", metavar="APP")
+    load.add_argument(
+        "--path", metavar="P", default=None, help="the path to request (default: the recorded requests)"
+    )
+    load.add_argument(
+        "--duration", type=_duration, default=10.0, metavar="10s", help="how long (default 10s)"
+    )
+    load.add_argument("--connections", type=_positive, default=8, metavar="N", help="connections (default 8)")
+    load.add_argument("--requests", type=_positive, default=None, metavar="N", help="stop after N requests")
+    for command in (history, rollback, replay, load):
+        command.set_defaults(func=cmd_control)
+
+
 # --- parsing --------------------------------------------------------------------------------------
 
 # CLI flag (argparse dest) -> Settings.with_overrides name. Flags win over wasmdev.toml.
@@ -341,6 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     shot.add_argument("--height", type=int, default=48, help="terminal rows")
     shot.add_argument("--scenario", choices=("session", "bootstrap"), default="session")
     shot.set_defaults(func=cmd_screenshot)
+    _add_control_commands(sub, common)
     return parser
 
 

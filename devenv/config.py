@@ -97,6 +97,7 @@ class LocalSettings:
     # SQLite databases other than `default` live (devenv/runtime_config.py). Relative to the
     # workspace root.
     runtime_config: Path | None = None
+    record_requests: int = 50  # real requests per app kept, with their responses, for replay
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ class AppSettings:
     cpu_limit: str = "500m"
     memory_limit: str = "128Mi"
     enabled: bool = True
+    replay: bool = False  # replay the recorded requests after every successful deploy
 
 
 _DEFAULT_APP = AppSettings()
@@ -335,10 +337,11 @@ _LOCAL_FIELDS: dict[str, Check] = {
     "probe_interval_s": _number(0),
     "cache_dir": _path,
     "guest_processes": _integer(0, 32),
-    "keep_builds": _integer(1, 1000),
+    "keep_builds": _integer(1, 100),
     "record_body_bytes": _integer(0, 1024 * 1024 * 1024),
     "runtime": _choice(("auto", "embedded", "spin")),
     "runtime_config": _path,
+    "record_requests": _integer(1, 10_000),
 }
 _CLUSTER_FIELDS: dict[str, Check] = {
     "name": _k8s_name,
@@ -371,6 +374,7 @@ _APP_FIELDS: dict[str, Check] = {
     "cpu_limit": _pattern(_CPU, "a CPU quantity", "500m"),
     "memory_limit": _pattern(_MEMORY, "a memory quantity", "128Mi"),
     "enabled": _boolean,
+    "replay": _boolean,
 }
 _SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
     "local": (LocalSettings, _LOCAL_FIELDS),

@@ -197,6 +197,73 @@ class AppState:
     notes: tuple[str, ...] = ()  # e.g. "component api: runs on the cluster target only"
     pods: tuple[PodState, ...] = ()
     metrics_note: str = ""  # why resource graphs are empty (e.g. metrics API missing)
+    # Time travel: the kept builds (newest first), when a rollback put an older one in service
+    # (None once a build of the current source serves), and the last replay and load test.
+    history: tuple[KeptBuild, ...] = ()
+    rolled_back_at: float | None = None
+    replay: ReplayReport | None = None
+    load: LoadReport | None = None
+    load_running: bool = False
+
+
+@dataclass(frozen=True)
+class KeptBuild:
+    """One build in an app's history: kept ready to serve again without building or compiling
+    (frozen wasm locally, an image tag in the registry on a cluster)."""
+
+    app: str
+    digest: str
+    built_at: float
+    changed: tuple[str, ...] = ()  # source files (relative to the app) changed since the build before
+    edit_to_serving_ms: float | None = None
+    served: bool = False  # it went live at least once
+    served_at: float | None = None  # when it last went live
+    image: str = ""  # cluster targets: the image reference a rollback applies again
+
+    @property
+    def short_digest(self) -> str:
+        return self.digest.split(":", 1)[-1][:12]
+
+
+@dataclass(frozen=True)
+class ExchangeDifference:
+    """How one replayed request's response differs from the recorded one. Header lines are
+    shown with secrets masked; ``body_diff`` is a unified text diff or a byte summary."""
+
+    request_id: str
+    method: str
+    target: str  # path and query, as sent
+    recorded_status: int
+    replayed_status: int  # 0 when the replay got no response at all
+    header_changes: tuple[str, ...] = ()  # "- name: old" / "+ name: new"
+    body_diff: str = ""
+    error: str = ""  # why no response came back
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    app: str
+    ts: float
+    serving_digest: str  # the build the requests were replayed against
+    replayed: int
+    differences: tuple[ExchangeDifference, ...] = ()
+    skipped: int = 0  # recorded with a truncated body: sending a part would not be the same request
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    app: str
+    ts: float
+    url: str  # the path, or "recorded requests"
+    connections: int
+    duration_s: float
+    requests: int
+    errors: int  # transport failures and 5xx answers
+    requests_per_second: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    generator: str = "aiohttp"
 
 
 class StepStatus(StrEnum):

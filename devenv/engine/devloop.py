@@ -35,13 +35,14 @@ from devenv.config import app_names, folder_app_name, load_workspace
 from devenv.engine.builder import Builder
 from devenv.engine.changeset import AppRules, ChangeSet, classify
 from devenv.engine.samplers import Prober, ResourceSampler
+from devenv.engine.timetravel import DeployVia, TimeTravel
 from devenv.engine.watcher import FileBatch, Watcher
 from devenv.errors import BuildError, ManifestError, WasmdevError
 from devenv.manifest import guess_app_name, load_app
 from devenv.model import AppSpec, BuiltApp, EngineState, LogLine, LogStream
 from devenv.store import actions as a
 from devenv.store.store import Store
-from devenv.targets.base import Target, UnsupportedApp
+from devenv.targets.base import ReportsUsage, Target, UnsupportedApp
 
 if TYPE_CHECKING:
     from devenv.config import Settings, Workspace
@@ -106,6 +107,7 @@ class DevLoop:
         *,
         watch: bool = True,
         builder: Builder | None = None,
+        control: bool = True,
     ) -> None:
         self.store = store
         self.workspace = workspace
@@ -126,6 +128,8 @@ class DevLoop:
         # Builds of different apps overlap, up to a bound: a slow toolchain (componentize-py takes
         # ~10 s) should not hold a 0.1 s WAT build back, but 20 apps must not start 20 compilers.
         self._build_slots = asyncio.Semaphore(max(4, os.cpu_count() or 4))
+        # History, rollback, replay, load tests and the second-terminal endpoint (``control``).
+        self.timetravel = TimeTravel(store, workspace, target, self.serve_kept, control=control)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -159,6 +163,7 @@ class DevLoop:
 
     async def _start(self) -> None:
         self.store.dispatch(a.WorkspaceLoaded(root=self.workspace.root, target=self.target.name))
+        self._tasks.append(asyncio.create_task(self.timetravel.run(), name="time travel"))
         # Every slot first, then every manifest read: apps that share a declared name are all
         # named after their folders, whichever comes first.
         manifests = [Path(m).resolve() for m in self.workspace.manifests]
@@ -208,7 +213,7 @@ class DevLoop:
 
     def _start_samplers(self) -> list[asyncio.Task[Any]]:
         tasks = []
-        if hasattr(self.target, "usage"):
+        if isinstance(self.target, ReportsUsage):
             tasks.append(asyncio.create_task(ResourceSampler(self.store, self.target).run(), name="sampler"))
         interval = self.settings.local.probe_interval_s
         if interval > 0:
@@ -313,6 +318,7 @@ class DevLoop:
 
     def _forget(self, name: str, why: str = "") -> None:
         self._system(name, f"{why}: app removed" if why else "app removed")
+        self.timetravel.forget(name)
         self.store.dispatch(a.AppRemoved(name=name))
 
     async def _quiet_remove(self, name: str) -> None:
@@ -368,11 +374,11 @@ class DevLoop:
             self._system(spec.name, f"built {built.short_digest} in {took_ms:.0f} ms")
             await self._deploy(slot, built)
 
-    async def _deploy(self, slot: _AppSlot, built: BuiltApp) -> None:
+    async def _deploy(self, slot: _AppSlot, built: BuiltApp, via: DeployVia | None = None) -> None:
         name = built.spec.name
         self.store.dispatch(a.DeployStarted(app=name, digest=built.digest, ts=time.time()))
         try:
-            result = await self.target.deploy(built)
+            result = await (via() if via is not None else self.target.deploy(built))
         except UnsupportedApp as err:
             self.store.dispatch(a.AppUnsupported(app=name, reason=str(err), ts=time.time()))
             self._system(name, f"not hosted on {self.target.name}: {one_line(str(err))}", level="warn")
@@ -407,6 +413,16 @@ class DevLoop:
         self._system(name, f"serving {built.short_digest} at {where}{timing}")
         for note in result.notes:
             self._system(name, note, level="warn")
+        await self.timetravel.deployed(built, served_at=now, edit_to_serving_ms=e2s)
+
+    async def serve_kept(self, built: BuiltApp, via: DeployVia | None = None) -> bool:
+        """Deploy a kept build again (a rollback: no build runs); True once it serves. A failure
+        keeps what served before and is reported like any failed deploy."""
+        slot = next((s for s in self._slots.values() if s.name == built.spec.name and not s.disabled), None)
+        if slot is None:
+            return False
+        await self._deploy(slot, built, via)
+        return slot.serving is built
 
     async def _restart(self, slot: _AppSlot) -> None:
         if slot.serving is None:

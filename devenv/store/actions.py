@@ -12,10 +12,13 @@ from pathlib import Path
 from devenv.model import (
     AppSpec,
     BuiltApp,
+    KeptBuild,
+    LoadReport,
     LogLine,
     NodeRuntime,
     PodState,
     RecordedExchange,
+    ReplayReport,
     RequestRecord,
     ResourceSample,
     StepState,
@@ -163,7 +166,8 @@ class RequestServed(Action):
 
 @dataclass(frozen=True)
 class RequestRecorded(Action):
-    """A real request an app served, with its response, captured for replay (recording on)."""
+    """A real request an app served, with its response, captured for replay (recording on);
+    kept in a bounded ring per app."""
 
     exchange: RecordedExchange
 
@@ -204,3 +208,62 @@ class LogsCleared(Action):
 @dataclass(frozen=True)
 class ShutdownRequested(Action):
     pass
+
+
+# --- time travel: history, rollback, recorded requests, replay, load tests ----------------------
+
+
+@dataclass(frozen=True)
+class HistoryChanged(Action):
+    """The app's kept builds, newest first (the engine's history is the source of truth)."""
+
+    app: str
+    builds: tuple[KeptBuild, ...]
+
+
+@dataclass(frozen=True)
+class RolledBack(Action):
+    """An older kept build serves again (dispatched after its VersionServing); the next save
+    builds anew."""
+
+    app: str
+    digest: str
+    ts: float
+
+
+@dataclass(frozen=True)
+class RollbackRequested(Action):
+    app: str
+    digest: str | None = None  # None = the build before the one serving; else a digest prefix
+
+
+@dataclass(frozen=True)
+class ReplayRequested(Action):
+    app: str
+
+
+@dataclass(frozen=True)
+class ReplayFinished(Action):
+    app: str
+    report: ReplayReport
+
+
+@dataclass(frozen=True)
+class LoadTestRequested(Action):
+    app: str
+    path: str | None = None  # None = the app's first URL
+    duration_s: float = 10.0
+    connections: int = 8
+    requests: int | None = None  # a count instead of (within) the duration
+
+
+@dataclass(frozen=True)
+class LoadTestStarted(Action):
+    app: str
+    ts: float
+
+
+@dataclass(frozen=True)
+class LoadTestFinished(Action):
+    app: str
+    report: LoadReport | None  # None when it could not run (the reason is logged)

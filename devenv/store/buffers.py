@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 
-from devenv.model import LogLine, RequestRecord, ResourceSample
+from devenv.model import LogLine, RecordedExchange, RequestRecord, ResourceSample
 
 # The fields ``LogBuffer.append`` copies by position, in order; checked against the model once.
 _POSITIONAL_LOGLINE = tuple(f.name for f in fields(LogLine)) == (
@@ -195,3 +195,42 @@ class MetricsBuffer:
             for app in list(apps) if apps is not None else list(self._requests) + list(self._samples):
                 self._requests.pop(app, None)
                 self._samples.pop(app, None)
+
+
+class ExchangeBuffer:
+    """The last ``per_app`` recorded requests of each app, with their responses, for replay.
+
+    Bodies are capped by the serving side (1 MiB), so the ring's memory is bounded by
+    apps x per_app x 2 MiB at worst; the default of 50 keeps a typical app's ring in kilobytes."""
+
+    def __init__(self, per_app: int = 50) -> None:
+        self._per_app = max(1, per_app)
+        self._rings: dict[str, deque[RecordedExchange]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def per_app(self) -> int:
+        return self._per_app
+
+    def resize(self, per_app: int) -> None:
+        """Keep ``per_app`` exchanges per app from now on (the newest ones, when shrinking)."""
+        with self._lock:
+            self._per_app = max(1, per_app)
+            for app, ring in self._rings.items():
+                self._rings[app] = deque(ring, maxlen=self._per_app)
+
+    def add(self, exchange: RecordedExchange) -> None:
+        with self._lock:
+            ring = self._rings.get(exchange.app)
+            if ring is None:
+                ring = self._rings[exchange.app] = deque(maxlen=self._per_app)
+            ring.append(exchange)
+
+    def exchanges(self, app: str) -> list[RecordedExchange]:
+        """Oldest first."""
+        with self._lock:
+            return list(self._rings.get(app, ()))
+
+    def forget(self, app: str) -> None:
+        with self._lock:
+            self._rings.pop(app, None)

@@ -7,6 +7,7 @@ from types import MappingProxyType
 
 from devenv.model import AppState, AppStatus, BuildState, BuildStatus, EngineState, StepState
 from devenv.store import actions as a
+from devenv.store.reducer_timetravel import reduce_timetravel
 
 OUTPUT_TAIL_CHARS = 16_000  # keep the end of a failed build's output; compilers put the summary last
 
@@ -135,6 +136,7 @@ def _reduce(state: EngineState, action: a.Action) -> EngineState:  # noqa: C901 
                     edit_to_serving_ms=e2s,
                     error="",
                     notes=notes,
+                    rolled_back_at=None,  # a RolledBack that follows sets it again
                 ),
             )
 
@@ -181,7 +183,7 @@ def _reduce(state: EngineState, action: a.Action) -> EngineState:  # noqa: C901 
         case a.WatchResumed():
             return state if state.watching else replace(state, watching=True)
 
-    return state
+    return reduce_timetravel(state, action)
 
 
 def _failed_status(app: AppState) -> AppStatus:

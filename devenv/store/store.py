@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from devenv.model import EngineState
 from devenv.store import actions as a
-from devenv.store.buffers import LogBuffer, MetricsBuffer
+from devenv.store.buffers import ExchangeBuffer, LogBuffer, MetricsBuffer
 from devenv.store.reducer import reduce
 
 Subscriber = Callable[[EngineState, a.Action], None]
@@ -26,6 +26,7 @@ class Store:
         max_log_lines: int = 20_000,
         max_requests_per_app: int = 5_000,
         max_samples_per_app: int = 600,
+        max_exchanges_per_app: int = 50,
     ) -> None:
         self._state = state or EngineState()
         self._lock = threading.RLock()
@@ -35,6 +36,7 @@ class Store:
         self._snapshot: tuple[Subscriber, ...] = ()
         self.logs = LogBuffer(max_log_lines)
         self.metrics = MetricsBuffer(max_requests_per_app, max_samples_per_app)
+        self.exchanges = ExchangeBuffer(max_exchanges_per_app)
 
     @property
     def state(self) -> EngineState:
@@ -55,6 +57,8 @@ class Store:
                     self.metrics.add_request(record)
                 case a.ResourceSampled(sample=sample):
                     self.metrics.add_sample(sample)
+                case a.RequestRecorded(exchange=exchange):
+                    self.exchanges.add(exchange)
                 case a.LogsCleared():
                     self.logs.clear()
                 case _:

@@ -94,3 +94,18 @@ def loopback_target(url: str) -> tuple[str, dict[str, str]]:
         return url, {}
     netloc = "127.0.0.1" + (f":{parts.port}" if parts.port else "")
     return parts._replace(netloc=netloc).geturl(), {"Host": parts.netloc}
+
+
+@runtime_checkable
+class KeepsImages(Protocol):
+    """A target that ships each build as an image in a registry (the cluster targets): a rollback
+    applies the kept image again (no packaging, no push) instead of deploying the build anew."""
+
+    def kept_image(self, app: str, digest: str) -> str | None:
+        """The image reference this session deployed for that build, if any."""
+        ...
+
+    async def redeploy_image(self, built: BuiltApp, image: str) -> DeployResult:
+        """Serve ``built`` again from ``image``, with deploy's guarantees (the previous version
+        keeps serving when the rollout fails)."""
+        ...

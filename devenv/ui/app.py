@@ -42,6 +42,7 @@ from devenv.ui.widgets.filter_input import FilterInput
 from devenv.ui.widgets.graphs import LatencyGraph, ResourceGraph
 from devenv.ui.widgets.log_view import LogView
 from devenv.ui.widgets.status_bar import status_text
+from devenv.ui.widgets.timetravel import TimeTravelPanel
 
 REFRESH_HZ = 10.0
 GRAPH_INTERVAL_S = 1.0  # the graphs' window slides once a second; faster redraws say nothing new
@@ -82,6 +83,11 @@ class WasmdevApp(IntentActions, App[None]):
         Binding("o", "open_url", "Open URL"),
         Binding("y", "copy_url", "Copy URL", show=False),
         Binding("q", "quit", "Quit"),
+        # Time travel: not in the footer (it is full); the panel (h) and the palette list them.
+        Binding("h", "toggle_timetravel", "Time travel", show=False),
+        Binding("b", "roll_back_selected", "Roll back", show=False),
+        Binding("v", "replay_selected", "Replay", show=False),
+        Binding("t", "load_test_selected", "Load test", show=False),
     ]
 
     def __init__(
@@ -121,6 +127,7 @@ class WasmdevApp(IntentActions, App[None]):
         self._state_dirty = True
         self._metrics_dirty = True
         self._logs_cleared = False
+        self._timetravel_result = False  # a replay or load test finished: show its result
         self._seen_generation = -1
         self._last_state_refresh = float("-inf")
         self._last_graph_refresh = float("-inf")
@@ -137,6 +144,7 @@ class WasmdevApp(IntentActions, App[None]):
         self._status = Static("", id="status")
         self._bootstrap = BootstrapPanel(id="bootstrap")
         self._build_error = BuildErrorPanel(id="build-error")
+        self._timetravel = TimeTravelPanel(id="timetravel")
         self._table = AppsTable(id="apps")
         self._logs_panel = Vertical(id="logs-panel")
         self._log_view = LogView(id="logs", tz=self._tz)
@@ -148,6 +156,7 @@ class WasmdevApp(IntentActions, App[None]):
         yield self._status
         yield self._bootstrap
         yield self._build_error
+        yield self._timetravel
         with Container(id="main"):
             with Vertical(id="left"):
                 yield self._table
@@ -185,6 +194,8 @@ class WasmdevApp(IntentActions, App[None]):
             self._shutdown_seen = True  # e.g. the engine got SIGTERM: the dashboard closes too
         else:
             self._state_dirty = True
+            if isinstance(action, a.ReplayFinished | a.LoadTestFinished) and action.app == self.selected_app:
+                self._timetravel_result = True
             if isinstance(action, a.MetricsUnavailable):
                 self._metrics_dirty = True  # the resource graphs swap their numbers for the note
 
@@ -249,6 +260,10 @@ class WasmdevApp(IntentActions, App[None]):
         if self.selected_app not in state.apps:
             self.selected_app = table.selected_app
         self._build_error.show(failing_app(state, self.selected_app), now)
+        if self._timetravel_result:
+            self._timetravel_result = False
+            self._timetravel.open()
+        self._timetravel.show(state.apps.get(self.selected_app) if self.selected_app else None, now)
         self._bootstrap.show(state.bootstrap, state.target, now)
 
     def _refresh_graphs(self, state: EngineState, now: float) -> None:
@@ -292,6 +307,7 @@ class WasmdevApp(IntentActions, App[None]):
             self._apply_filter()
         state, now = self.store.state, self._clock()
         self._build_error.show(failing_app(state, self.selected_app), now)
+        self._timetravel.show(state.apps.get(event.app) if event.app else None, now)
         self._refresh_graphs(state, now)
 
     def _current_filter(self) -> LogFilter:
@@ -324,6 +340,11 @@ class WasmdevApp(IntentActions, App[None]):
         self._log_view.focus()
 
     # --- log and layout actions (they touch widgets; the store intents live in IntentActions) ---
+
+    def action_toggle_timetravel(self) -> None:
+        self._timetravel.toggle()
+        state = self.store.state
+        self._timetravel.show(state.apps.get(self.selected_app) if self.selected_app else None, self._clock())
 
     def action_clear_logs(self) -> None:
         self._dispatch(a.LogsCleared())

@@ -71,6 +71,7 @@ def palette_commands(app: WasmdevApp) -> list[PaletteCommand]:
                     f"Copy URL of {name}: {url}", "Copy to the clipboard", partial(app.copy_url, url)
                 )
             )
+    commands += time_travel_commands(app)
     for layout in app.layouts.layouts.values():
         origin = "built-in" if layout.builtin else layout.origin
         help_text = f"{layout.description or 'layout'} ({origin})"
@@ -80,6 +81,48 @@ def palette_commands(app: WasmdevApp) -> list[PaletteCommand]:
             )
         )
     commands.append(PaletteCommand("Quit wasmdev", "Stop watching and close the dashboard", app.action_quit))
+    return commands
+
+
+def time_travel_commands(app: WasmdevApp) -> list[PaletteCommand]:
+    """Roll back (to the previous or any kept build), replay and load-test the selected app."""
+    commands = [
+        PaletteCommand(
+            "Show/hide time travel",
+            "Kept builds, replays and load tests (key h)",
+            app.action_toggle_timetravel,
+        )
+    ]
+    selected = app.selected_app
+    state = app.store.state.apps.get(selected) if selected is not None else None
+    if selected is None or state is None:
+        return commands
+    commands += [
+        PaletteCommand(
+            f"Roll back {selected} to the previous build",
+            "Serve the kept build before this one (key b)",
+            partial(app.roll_back, selected),
+        ),
+        PaletteCommand(
+            f"Replay recorded requests of {selected}",
+            "Compare the responses with what serves now (key v)",
+            partial(app.replay, selected),
+        ),
+        PaletteCommand(
+            f"Load test {selected}",
+            "10 s, 8 connections; the graphs move live (key t)",
+            partial(app.load_test, selected),
+        ),
+    ]
+    for kept in state.history:
+        if kept.digest != state.serving_digest:
+            commands.append(
+                PaletteCommand(
+                    f"Roll back {selected} to {kept.short_digest}",
+                    f"{'served' if kept.served else 'never served'}; changed {', '.join(kept.changed[:3]) or '—'}",
+                    partial(app.roll_back, selected, kept.digest),
+                )
+            )
     return commands
 
 

@@ -64,6 +64,33 @@ class IntentActions(_Base):
         else:
             self.action_resume_watch()
 
+    # --- time travel -------------------------------------------------------------------------
+
+    def roll_back(self, app: str, digest: str | None = None) -> None:
+        self._dispatch(a.RollbackRequested(app, digest))
+        target = f"build {digest[:12]}" if digest else "the previous build"
+        self.notify(f"Rolling {app} back to {target}", timeout=2)
+
+    def replay(self, app: str) -> None:
+        self._dispatch(a.ReplayRequested(app))
+        self.notify(f"Replaying the recorded requests of {app}", timeout=2)
+
+    def load_test(self, app: str) -> None:
+        self._dispatch(a.LoadTestRequested(app))
+        self.notify(f"Load test of {app}: 10 s, 8 connections", timeout=3)
+
+    def action_roll_back_selected(self) -> None:
+        if (app := self._selected()) is not None:
+            self.roll_back(app)
+
+    def action_replay_selected(self) -> None:
+        if (app := self._selected()) is not None:
+            self.replay(app)
+
+    def action_load_test_selected(self) -> None:
+        if (app := self._selected()) is not None:
+            self.load_test(app)
+
     def _selected_url(self) -> str | None:
         app = self.store.state.apps.get(self.selected_app) if self.selected_app else None
         if app is None or not app.urls:

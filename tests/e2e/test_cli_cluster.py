@@ -273,7 +273,8 @@ def test_k3d_cluster_create_up_edit_and_delete_through_the_cli(
             lines = Lines(proc)
             lines.expect(r"\[hello-wat/hello\] build: \$ python build\.py")
             first = lines.expect(
-                rf"\[hello-wat\] wasmdev: serving (\w+) at http://hello-wat\.localhost:{http_port}/"
+                # first the wasmdev port in front of the ingress (recording, latency), then the ingress
+                rf"\[hello-wat\] wasmdev: serving (\w+) at http://127\.0\.0\.1:\d+/ http://hello-wat\.localhost:{http_port}/"
             )
             image = deployment_of(fake_apiserver, "hello-wat")["spec"]["template"]["spec"]["containers"][0][
                 "image"
@@ -299,7 +300,7 @@ def test_k3d_cluster_create_up_edit_and_delete_through_the_cli(
                 r"\(k3d-wasmdev-registry:5000/hello-wat:(\S+), 1 replica\(s\)\)"
             ).group(1)
             second = lines.expect(
-                rf"\[hello-wat\] wasmdev: serving (\w+) at http://hello-wat\.localhost:{http_port}/ "
+                rf"\[hello-wat\] wasmdev: serving (\w+) at http://127\.0\.0\.1:\d+/ http://hello-wat\.localhost:{http_port}/ "
                 r"\(edit→serving (\d+) ms\)"
             )
             assert second.group(1) == rebuilt != first.group(1)

@@ -125,6 +125,12 @@ class K3dTarget:
             notes = self.endpoint.notes
         return DeployResult(urls=result.urls, notes=tuple(result.notes) + tuple(notes))
 
+    def kept_image(self, app: str, digest: str) -> str | None:
+        return self.kube.kept_image(app, digest) if self.kube is not None else None
+
+    async def redeploy_image(self, built: BuiltApp, image: str) -> DeployResult:
+        return await self._started().redeploy_image(built, image)
+
     async def remove(self, app: str) -> None:
         await self._started().remove(app)
 

@@ -78,6 +78,9 @@ __all__ = [
 SHIM_TRIGGERS = frozenset({"http", "redis", "mqtt", "sqs", "command"})
 
 
+KEPT_IMAGES_PER_APP = 100  # image references remembered for rollbacks (the history keeps fewer)
+
+
 def check_shim_triggers(built: BuiltApp) -> None:
     """Raise ``UnsupportedApp`` when the app declares a trigger the Spin shim cannot run."""
     unsupported = sorted({t for t in built.spec.other_triggers if t not in SHIM_TRIGGERS})
@@ -135,6 +138,8 @@ class KubeTarget:
         self.packager = packager or oci_packager(store_dir)
         self.observer = ClusterObserver(store, self.apis, namespace, observe, where=self.where)
         self._deployed: dict[str, tuple[Manifest, str]] = {}  # app -> (applied Deployment, build)
+        # app -> build digest -> the image this session deployed for it (a rollback applies it again)
+        self._images: dict[str, dict[str, str]] = {}
         self._runtime_classes: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._closing = threading.Event()
@@ -162,6 +167,14 @@ class KubeTarget:
         lock = self._locks.setdefault(app, asyncio.Lock())
         async with lock:
             return await self._deploy(built)
+
+    def kept_image(self, app: str, digest: str) -> str | None:
+        return self._images.get(app, {}).get(digest)
+
+    async def redeploy_image(self, built: BuiltApp, image: str) -> DeployResult:
+        lock = self._locks.setdefault(built.spec.name, asyncio.Lock())
+        async with lock:
+            return await self._deploy(built, image)
 
     async def remove(self, app: str) -> None:
         self.observer.untrack(app)
@@ -204,14 +217,17 @@ class KubeTarget:
             memory_limit=getattr(s, "memory_limit", w.memory_limit),
         )
 
-    async def _deploy(self, built: BuiltApp) -> DeployResult:
+    async def _deploy(self, built: BuiltApp, image: str | None = None) -> DeployResult:
+        """Publish and roll out ``built``, or (a rollback) roll out the ``image`` kept for it."""
         app = built.spec.name
         check_shim_triggers(built)
         self.observer.track(app)  # pods show up in the UI while they roll out
-        published = await self._publish(built)
-        pull_host, _ = split_registry(self.pull_registry)
-        pull_host = pull_host.split("://", 1)[-1]
-        w = self._workload(built, f"{pull_host}/{published.repository}:{published.tag}")
+        if image is None:
+            published = await self._publish(built)
+            pull_host, _ = split_registry(self.pull_registry)
+            pull_host = pull_host.split("://", 1)[-1]
+            image = f"{pull_host}/{published.repository}:{published.tag}"
+        w = self._workload(built, image)
         previous = self._deployed.get(app)
         try:
             if w.runtime_class not in self._runtime_classes:
@@ -251,6 +267,10 @@ class KubeTarget:
                 what=f"app {app}: watching the rollout failed: {api_error_text(err)}", where=self.where
             ) from err
         self._deployed[app] = (deployment(w, self.namespace), w.build)
+        kept = self._images.setdefault(app, {})
+        kept[built.digest] = w.image
+        for old in list(kept)[:-KEPT_IMAGES_PER_APP]:
+            del kept[old]
         self._log(app, f"build {w.build} is serving ({w.image}, {w.replicas} replica(s))")
         urls = (app_url(w, self.http_base_url),) if self.http_base_url else ()
         notes: tuple[str, ...] = ()

@@ -28,6 +28,9 @@ def status_text(state: EngineState, layout: str) -> Text:
     ):
         if counts.get(status):
             text.append(f"  {counts[status]} {status.value}", style)
+    rolled_back = sorted(app.name for app in state.apps.values() if app.rolled_back_at is not None)
+    if rolled_back:
+        text.append(f"  ⏪ rolled back: {', '.join(rolled_back)} (save to build again)", "bold yellow")
     text.append(f"  layout {layout}", "dim")
     if state.workspace is not None:
         text.append(f"  {state.workspace}", "dim")

@@ -1,0 +1,83 @@
+"""Typed messages of the control endpoint, one JSON object per line on the wire:
+``{"kind": "rollback", "fields": {"app": "web", "digest": null}}``; the reply likewise."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # a reply carries at most a replay's diffs
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    app: str
+
+
+@dataclass(frozen=True)
+class RollbackCommand:
+    app: str
+    digest: str | None = None  # None = the build before the one serving
+
+
+@dataclass(frozen=True)
+class ReplayCommand:
+    app: str
+
+
+@dataclass(frozen=True)
+class LoadCommand:
+    app: str
+    path: str | None = None  # None = the recorded requests, else the app's first URL
+    duration_s: float = 10.0
+    connections: int = 8
+    requests: int | None = None
+
+
+ControlRequest = HistoryQuery | RollbackCommand | ReplayCommand | LoadCommand
+
+
+@dataclass(frozen=True)
+class ControlReply:
+    """What the command prints and its exit code; ``error`` (with its fix) makes it fail."""
+
+    lines: tuple[str, ...] = ()
+    exit_code: int = 0
+    error: str = ""
+
+
+_KINDS: dict[str, type] = {
+    "history": HistoryQuery,
+    "rollback": RollbackCommand,
+    "replay": ReplayCommand,
+    "load": LoadCommand,
+    "reply": ControlReply,
+}
+_NAMES = {cls: name for name, cls in _KINDS.items()}
+
+
+class BadMessage(ValueError):
+    """A line that is not one of the messages above."""
+
+
+def encode(message: ControlRequest | ControlReply) -> bytes:
+    body = {"kind": _NAMES[type(message)], "fields": dataclasses.asdict(message)}
+    return json.dumps(body).encode() + b"\n"
+
+
+def decode(line: bytes) -> ControlRequest | ControlReply:
+    try:
+        body = json.loads(line)
+        cls = _KINDS[body["kind"]]
+        fields: dict[str, Any] = body["fields"]
+        known = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(fields, dict) or set(fields) - known:
+            raise BadMessage(f"unexpected fields for {body['kind']}: {sorted(set(fields) - known)}")
+        if "lines" in fields:
+            fields["lines"] = tuple(fields["lines"])
+        message = cls(**fields)
+    except (ValueError, KeyError, TypeError) as err:
+        raise BadMessage(f"not a control message: {err}") from None
+    return message  # type: ignore[no-any-return]

@@ -1,0 +1,253 @@
+"""Commands from a second terminal: `wasmdev history/rollback/replay/load` as real subprocesses
+talking to a running session over its Unix socket, and to none."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devenv.control.messages import ControlReply, HistoryQuery, decode, encode
+from devenv.control.server import ControlServer, socket_path
+from devenv.errors import WasmdevError
+from tests.child_output import Lines
+from tests.engine.session import WAIT_S, dev_session, free_port
+from tests.engine.test_replay_and_load import record_real_request
+from tests.engine.wat_app import set_body, write_wat_app
+
+
+def wasmdev(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "devenv", *args], capture_output=True, text=True, timeout=WAIT_S * 2
+    )
+
+
+async def awasmdev(*args: str) -> tuple[int, str, str]:
+    """The CLI in a child process, awaited without blocking the session's loop."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "devenv", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), WAIT_S * 2)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["history", "web"], ["rollback", "web"], ["replay", "web"], ["load", "web", "--duration", "1s"]],
+)
+def test_every_command_without_a_session_fails_clearly(tmp_path: Path, command: list[str]) -> None:
+    result = wasmdev(*command, "-C", str(tmp_path))
+    assert result.returncode == 1
+    assert f"no wasmdev session runs in {tmp_path}" in result.stderr
+    assert "fix: start one there with `wasmdev up`" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_socket_left_by_a_dead_session_is_no_session(tmp_path: Path) -> None:
+    path = socket_path(tmp_path / ".wasmdev")
+    path.parent.mkdir()
+    with socket.socket(socket.AF_UNIX) as dead:
+        dead.bind(str(path))  # bound, never listening: what a killed session leaves behind
+    result = wasmdev("history", "web", "-C", str(tmp_path))
+    assert result.returncode == 1 and "no wasmdev session runs in" in result.stderr
+
+
+async def test_commands_act_on_a_running_session(tmp_path: Path, compile_cache: Path) -> None:
+    manifest = write_wat_app(tmp_path, "web", body="version one")
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait_body("web", "version one")
+        await record_real_request(s, "web")
+        set_body(manifest, "version two")
+        await s.wait_body("web", "version two")
+        await s.wait(lambda st: len(st.apps["web"].history) == 2, "two kept builds")
+        newest, older = s.store.state.apps["web"].history
+
+        # From a subfolder too: the session is found in the nearest parent.
+        code, out, err = await awasmdev("history", "web", "-C", str(manifest.parent))
+        assert code == 0, err
+        lines = out.splitlines()
+        assert re.match(rf"\* {newest.short_digest}  ", lines[0]) and "app.wat" in lines[0]
+        assert re.match(rf"  {older.short_digest}  ", lines[1])
+        assert all(re.search(r"\b[0-9a-f]{12}\b", line) for line in lines)
+
+        code, out, err = await awasmdev("replay", "web", "-C", str(tmp_path))
+        assert code == 1, err  # the recorded response came from version one
+        assert "1 differ" in out and "-version one" in out and "+version two" in out
+        assert "Bearer" not in out
+
+        code, out, err = await awasmdev("rollback", "web", "-C", str(tmp_path))
+        assert code == 0, err
+        assert f"web: serving {older.short_digest}" in out
+        assert "version one" in (await s.get("web")).text
+
+        code, out, err = await awasmdev("replay", "web", "-C", str(tmp_path))
+        assert code == 0, err
+        assert "0 differ" in out
+
+        code, out, err = await awasmdev("rollback", "web", "ffffffff", "-C", str(tmp_path))
+        assert code == 1 and "matches no kept build" in err and newest.short_digest in err
+
+        code, out, err = await awasmdev("history", "nope", "-C", str(tmp_path))
+        assert code == 1 and "no app named nope" in err
+
+        path = "/" + s.url("web").split("/", 3)[3]
+        code, out, err = await awasmdev(
+            "load", "web", "--path", path, "--requests", "40", "--connections", "4", "-C", str(tmp_path)
+        )
+        assert code == 0, err
+        assert "40 requests to " + path in out
+        assert re.search(r"[\d.]+ req/s\s+p50 [\d.]+ ms\s+p95 [\d.]+ ms\s+p99 [\d.]+ ms\s+errors 0", out)
+
+
+def test_wasmdev_up_serves_the_endpoint_and_removes_it_on_exit(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    manifest = write_wat_app(workspace, "web", body="up one")
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "devenv",
+            "up",
+            "--headless",
+            "-C",
+            str(workspace),
+            "--port",
+            str(free_port()),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        lines = Lines(proc)
+        url = lines.expect(r"\[web\] wasmdev: serving \w+ at (http://127\.0\.0\.1:\d+/\S+)").group(1)
+        set_body(manifest, "up two")
+        lines.expect(r"\[web\] wasmdev: serving \w+ at .*edit→serving")
+        assert "up two" in httpx.get(url, timeout=5).text
+        sock = socket_path(workspace / ".wasmdev")
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+        result = wasmdev("rollback", "web", "-C", str(workspace))
+        assert result.returncode == 0, result.stderr
+        assert "up one" in httpx.get(url, timeout=5).text
+        lines.expect(r"\[web\] wasmdev: rolled back to \w{12}… \(built \d+s ago\); save to build again")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(WAIT_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert not socket_path(workspace / ".wasmdev").exists()
+    assert wasmdev("history", "web", "-C", str(workspace)).returncode == 1
+
+
+async def test_another_user_is_refused(tmp_path: Path) -> None:
+    """The socket is 0600; the peer's uid is checked too (here with the mode opened up, as if a
+    peer had raced the chmod), which needs root to connect as another user."""
+
+    async def handler(_request: object) -> ControlReply:
+        return ControlReply(lines=("answered",))
+
+    folder = Path(tempfile.mkdtemp(prefix="wasmdev-ctl-"))  # /tmp/..., reachable by others
+    server = ControlServer(folder / ".wasmdev", handler)
+    await server.start()
+    try:
+        assert stat.S_IMODE(server.path.stat().st_mode) == 0o600
+        reply = await asyncio.to_thread(_ask, server.path, None)
+        assert reply == ControlReply(lines=("answered",))
+        if os.getuid() == 0:
+            os.chmod(folder, 0o755)
+            os.chmod(server.path.parent, 0o755)
+            os.chmod(server.path, 0o666)
+            refused = await asyncio.to_thread(_ask, server.path, 65534)
+            assert refused.exit_code == 1 and "belongs to another user" in refused.error
+            assert refused.lines == ()
+    finally:
+        await server.close()
+
+
+def _ask(path: Path, uid: int | None) -> ControlReply:
+    """A history query from a forked child running as ``uid`` (None: this user). A fork, not a
+    new interpreter: wasmdev's venv may not be readable by the other user."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: only os and socket calls, then _exit
+        status = 0
+        try:
+            os.close(read_end)
+            if uid is not None:
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(WAIT_S)
+                sock.connect(str(path))
+                try:
+                    sock.sendall(encode(HistoryQuery(app="web")))
+                except BrokenPipeError:
+                    pass  # refused: the session answered and closed before reading a word
+                os.write(write_end, sock.makefile("rb").readline())
+        except BaseException as err:
+            os.write(write_end, f"child error: {err!r}".encode())
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as answer:
+        data = answer.read()
+    _, status = os.waitpid(pid, 0)
+    assert status == 0, f"the client child failed ({status}): {data!r}"
+    reply = decode(data)
+    assert isinstance(reply, ControlReply)
+    return reply
+
+
+async def test_a_second_session_in_the_workspace_leaves_the_first_ones_endpoint_alone(tmp_path: Path) -> None:
+    async def first(_request: object) -> ControlReply:
+        return ControlReply(lines=("first session",))
+
+    async def second(_request: object) -> ControlReply:
+        return ControlReply(lines=("second session",))
+
+    server = ControlServer(tmp_path / ".wasmdev", first)
+    await server.start()
+    try:
+        with pytest.raises(WasmdevError, match="another wasmdev session already serves"):
+            await ControlServer(tmp_path / ".wasmdev", second).start()
+        assert (await asyncio.to_thread(_ask, server.path, None)).lines == ("first session",)
+    finally:
+        await server.close()
+
+
+async def test_a_deep_workspace_keeps_its_endpoint_in_the_workspace(tmp_path: Path) -> None:
+    """sockaddr_un holds 108 bytes; a deeper socket path is bound and reached through its folder."""
+
+    async def handler(_request: object) -> ControlReply:
+        return ControlReply(lines=("from deep down",))
+
+    workspace = tmp_path / ("d" * 60) / ("e" * 60)
+    workspace.mkdir(parents=True)
+    server = ControlServer(workspace / ".wasmdev", handler)
+    await server.start()
+    try:
+        assert len(str(server.path)) > 108
+        assert stat.S_IMODE(server.path.stat().st_mode) == 0o600 and stat.S_ISSOCK(server.path.stat().st_mode)
+        code, out, err = await awasmdev("history", "web", "-C", str(workspace))
+        assert code == 0, err
+        assert out == "from deep down\n"
+    finally:
+        await server.close()
+    assert not server.path.exists()

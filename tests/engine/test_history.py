@@ -1,0 +1,137 @@
+"""Build history and rollback end to end: real builds of a WAT app, the real local target, real
+HTTP. A rollback serves a kept build again without building, and the next save builds anew."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from devenv.errors import WasmdevError
+from devenv.store import actions as a
+from devenv.targets.local.target import LocalTarget
+from tests.engine.session import dev_session
+from tests.engine.wat_app import set_body, write_wat_app
+
+
+async def test_edit_twice_roll_back_then_the_next_save_builds(tmp_path: Path, compile_cache: Path) -> None:
+    manifest = write_wat_app(tmp_path, "web", body="body one")
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait_body("web", "body one")
+        set_body(manifest, "body two")
+        await s.wait_body("web", "body two")
+        set_body(manifest, "body three")
+        await s.wait_body("web", "body three")
+        # At once, as a user would: the new build serves a moment before the engine says so,
+        # and "the previous build" must still mean the one before it.
+        kept = await s.loop.timetravel.rollback("web")
+        assert "body two" in (await s.get("web")).text
+        set_body(manifest, "body three")  # back to three: a rebuild, its digest already kept
+        await s.wait_body("web", "body three")
+        await s.wait(lambda st: len(st.apps["web"].history) == 3, "three kept builds")
+        history = s.store.state.apps["web"].history
+        assert kept.digest == history[1].digest
+        assert [b.served for b in history] == [True, True, True]
+        assert history[0].digest == s.store.state.apps["web"].serving_digest
+        assert history[0].changed == ("app.wat",) and history[1].changed == ("app.wat",)
+        assert history[2].changed == ()  # the first build: nothing to compare with
+        assert history[0].edit_to_serving_ms is not None
+        builds = s.count(a.BuildStarted, "web")
+        target = s.loop.target
+        assert isinstance(target, LocalTarget) and target.cache is not None
+        compiled = target.cache.compiled
+
+        kept = await s.loop.timetravel.rollback("web")  # the build before the one serving
+        assert kept.digest == history[1].digest
+        assert "body two" in (await s.get("web")).text  # served as soon as rollback returned
+        app = s.store.state.apps["web"]
+        assert app.serving_digest == history[1].digest and app.rolled_back_at is not None
+        assert any(
+            "rolled back to" in line.text and "save to build again" in line.text
+            for line in s.store.logs.tail(20)
+        )
+
+        first = await s.loop.timetravel.rollback("web", history[2].short_digest)
+        assert first.digest == history[2].digest
+        assert "body one" in (await s.get("web")).text
+        assert s.count(a.BuildStarted, "web") == builds  # no build ran for either rollback
+        assert target.cache.compiled == compiled  # and nothing was compiled: cache hits
+        assert len(s.store.state.apps["web"].history) == 3  # a rollback keeps no new build
+
+        set_body(manifest, "body four")
+        await s.wait_body("web", "body four")
+        assert s.count(a.BuildStarted, "web") == builds + 1
+        assert target.cache.compiled > compiled  # a new build's code is compiled: the count is live
+        await s.wait(lambda st: st.apps["web"].rolled_back_at is None, "the rollback banner cleared")
+
+
+async def test_rollback_from_the_dashboard_intent_and_its_errors(tmp_path: Path, compile_cache: Path) -> None:
+    manifest = write_wat_app(tmp_path, "web", body="alpha")
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait_body("web", "alpha")
+        with pytest.raises(WasmdevError, match="no kept build older than the one serving"):
+            await s.loop.timetravel.rollback("web")
+        with pytest.raises(WasmdevError, match="matches no kept build"):
+            await s.loop.timetravel.rollback("web", "ffffffffffff")
+        with pytest.raises(WasmdevError, match="no app named nope"):
+            await s.loop.timetravel.rollback("nope")
+        set_body(manifest, "beta")
+        await s.wait_body("web", "beta")
+        s.store.dispatch(a.RollbackRequested(app="web"))  # what the dashboard's key sends
+        await s.wait_body("web", "alpha")
+        await s.wait(lambda st: st.apps["web"].rolled_back_at is not None, "the rollback shown")
+
+
+async def test_history_keeps_only_the_last_n_builds_on_disk(tmp_path: Path, compile_cache: Path) -> None:
+    manifest = write_wat_app(tmp_path, "web", body="v1")
+    async with dev_session(tmp_path, compile_cache, local_keep_builds=2) as s:
+        await s.wait_body("web", "v1")
+        for body in ("v2", "v3", "v4"):
+            set_body(manifest, body)
+            await s.wait_body("web", body)
+        await s.wait(lambda st: st.apps["web"].history[0].digest == st.apps["web"].serving_digest, "v4 kept")
+        history = s.store.state.apps["web"].history
+        assert len(history) == 2
+        folders = list((s.loop.timetravel.history.root / "web").iterdir())
+        assert len(folders) == 2 and all((f / "web.wasm").is_file() for f in folders)
+        # The kept build's wasm is a frozen copy: the next build overwrote the build output.
+        await s.loop.timetravel.rollback("web")
+        assert "v3" in (await s.get("web")).text
+    assert not s.loop.timetravel.history.root.exists()  # the session's history goes with it
+
+
+def test_changed_files_leave_out_build_outputs_and_output_folders(tmp_path: Path) -> None:
+    from devenv.engine.history import changed_files, snapshot_sources
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "main.c").write_text("int x;")
+    (tmp_path / "app.wasm").write_bytes(b"\0asm")
+    (tmp_path / "target").mkdir()
+    (tmp_path / "target" / "out.o").write_bytes(b"o")
+    before = snapshot_sources(tmp_path, frozenset({"app.wasm"}))
+    assert set(before) == {"src/main.c"}
+    (tmp_path / "src" / "main.c").write_text("int y = 2;")
+    (tmp_path / "src" / "new.h").write_text("")
+    (tmp_path / "app.wasm").write_bytes(b"\0asm\1")
+    after = snapshot_sources(tmp_path, frozenset({"app.wasm"}))
+    assert changed_files(before, after) == ("src/main.c", "src/new.h")
+    assert changed_files(None, after) == ()
+
+
+def test_a_new_session_removes_history_left_by_dead_sessions_only(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from devenv.engine.history import BuildHistory, state_dir
+    from devenv.store.store import Store
+
+    base = state_dir(tmp_path) / "history"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left_by_dead = base / f"session-{dead.stdout.strip()}-0a0a0a0a"
+    live = base / f"session-{os.getppid()}-0b0b0b0b"  # our parent runs: its folder stays
+    for folder in (left_by_dead, live):
+        (folder / "web").mkdir(parents=True)
+    history = BuildHistory(Store(), tmp_path, keep=3)
+    assert not left_by_dead.exists() and live.exists()
+    assert history.root.parent == base and history.root.name.startswith(f"session-{os.getpid()}-")

@@ -1,0 +1,146 @@
+"""Replay and load tests against real builds served by the real local target over real HTTP.
+
+Until the serving side records exchanges itself, the first replay test records a real
+request/response the way it will (the exact bytes a real client got) and dispatches
+RequestRecorded; ``test_served_traffic_is_recorded_and_replayed`` relies on the server's own
+recording and passes once that lands."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from devenv.engine.replay import REPLAY_HEADER, body_diff, header_changes
+from devenv.model import RecordedExchange
+from devenv.store import actions as a
+from tests.engine.session import Session, dev_session
+from tests.engine.wat_app import set_body, write_wat_app
+
+
+async def record_real_request(s: Session, app: str, suffix: str = "?q=1") -> RecordedExchange:
+    """One real GET to the app, kept as the serving side keeps it."""
+    url = s.url(app) + suffix
+    started = time.perf_counter()
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.get(url, headers={"authorization": "Bearer s3cret"})
+    parts = urlsplit(url)
+    exchange = RecordedExchange(
+        ts=time.time(),
+        app=app,
+        request_id=response.headers.get("x-request-id", "test-1"),
+        method="GET",
+        path=parts.path,
+        query=parts.query,
+        headers=tuple(response.request.headers.items()),
+        body=b"",
+        status=response.status_code,
+        response_headers=tuple(response.headers.items()),
+        response_body=response.content,
+        latency_ms=(time.perf_counter() - started) * 1000,
+    )
+    s.store.dispatch(a.RequestRecorded(exchange))
+    return exchange
+
+
+async def test_replay_shows_the_body_difference_and_none_after_a_rollback(
+    tmp_path: Path, compile_cache: Path
+) -> None:
+    manifest = write_wat_app(tmp_path, "web", body="answer is 41")
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait_body("web", "answer is 41")
+        await record_real_request(s, "web")
+        same = await s.loop.timetravel.replay("web")
+        assert same.replayed == 1 and same.differences == ()  # same build: nothing differs
+
+        set_body(manifest, "answer is 42")
+        await s.wait_body("web", "answer is 42")
+        report = await s.loop.timetravel.replay("web")
+        assert report.replayed == 1 and len(report.differences) == 1
+        diff = report.differences[0]
+        assert diff.recorded_status == diff.replayed_status == 200
+        assert "-answer is 41" in diff.body_diff and "+answer is 42" in diff.body_diff
+        assert diff.target.endswith("?q=1")
+        assert s.store.state.apps["web"].replay == report  # what the dashboard panel shows
+
+        await s.loop.timetravel.rollback("web")
+        after = await s.loop.timetravel.replay("web")
+        assert after.replayed == 1 and after.differences == ()
+
+
+async def test_replay_after_every_deploy_when_configured(tmp_path: Path, compile_cache: Path) -> None:
+    manifest = write_wat_app(tmp_path, "web", body="first")
+    (tmp_path / "wasmdev.toml").write_text("[apps.web]\nreplay = true\n")
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait_body("web", "first")
+        await record_real_request(s, "web", "")
+        set_body(manifest, "second")
+        await s.wait(lambda st: st.apps["web"].replay is not None, "the replay after the deploy")
+        report = s.store.state.apps["web"].replay
+        assert report is not None and len(report.differences) == 1
+        assert "+second" in report.differences[0].body_diff
+        # What `wasmdev up --headless` prints: the summary and the diff, line by line.
+        logged = [line.text.strip() for line in s.store.logs.tail(200) if line.app == "web"]
+        assert any("1 differ" in text for text in logged)
+        assert "-first" in logged and "+second" in logged
+
+
+async def test_served_traffic_is_recorded_and_replayed(tmp_path: Path, compile_cache: Path) -> None:
+    """Needs the serving side's recording (RequestRecorded for every real request)."""
+    manifest = write_wat_app(tmp_path, "web", body="from build A")
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait_body("web", "from build A")
+        async with httpx.AsyncClient(timeout=10) as client:
+            await client.get(s.url("web") + "?real=1")
+            await client.get(s.url("web"), headers={REPLAY_HEADER: "1"})  # not real traffic
+        await s.wait(
+            lambda _st: any(e.query == "real=1" for e in s.store.exchanges.exchanges("web")),
+            "the real request recorded by the server",
+        )
+        recorded = s.store.exchanges.exchanges("web")
+        assert not any(REPLAY_HEADER in dict(e.headers) for e in recorded)  # replays are not traffic
+        real = next(e for e in recorded if e.query == "real=1")
+        assert real.status == 200 and b"from build A" in real.response_body
+        set_body(manifest, "from build B")
+        await s.wait_body("web", "from build B")
+        report = await s.loop.timetravel.replay("web")
+        assert report.differences and all("+from build B" in d.body_diff for d in report.differences)
+        assert not any(REPLAY_HEADER in dict(e.headers) for e in s.store.exchanges.exchanges("web"))
+
+
+async def test_the_load_tests_requests_appear_in_the_apps_records(
+    tmp_path: Path, compile_cache: Path
+) -> None:
+    write_wat_app(tmp_path, "web", body="loaded")
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait_body("web", "loaded")
+        before = len(s.store.metrics.requests("web"))
+        path = urlsplit(s.url("web")).path
+        from devenv.control.messages import LoadCommand
+
+        report = await s.loop.timetravel.load(
+            LoadCommand(app="web", path=path, duration_s=30, connections=4, requests=60)
+        )
+        assert report.requests == 60 and report.errors == 0
+        assert report.requests_per_second > 0 and 0 < report.p50_ms <= report.p95_ms <= report.p99_ms
+        await s.wait(lambda _st: len(s.store.metrics.requests("web")) >= before + 60, "the load's records")
+        assert s.store.state.apps["web"].load == report and not s.store.state.apps["web"].load_running
+
+
+def test_diffs_mask_secrets_and_ignore_volatile_headers() -> None:
+    changes = header_changes(
+        [("Date", "Mon"), ("Set-Cookie", "a=1"), ("X-Kind", "old"), ("Content-Length", "3")],
+        [("date", "Tue"), ("set-cookie", "a=22"), ("x-kind", "new"), ("content-length", "4")],
+    )
+    assert changes == (
+        "- set-cookie: •••• (3 chars)",
+        "+ set-cookie: •••• (4 chars)",
+        "- x-kind: old",
+        "+ x-kind: new",
+    )
+    assert body_diff(b"same", b"same") == ""
+    assert body_diff(b"\x00\x01\x02", b"\x00\x09\x02\x03") == (
+        "binary bodies differ: 3 bytes recorded, 4 replayed; first difference at byte 1"
+    )

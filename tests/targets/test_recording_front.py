@@ -1,0 +1,94 @@
+"""The front for cluster apps: the kube target (real client, fake API server) deploys, and each
+app's URL is served on a wasmdev port on 127.0.0.1 that proxies to the ingress (here a real HTTP
+server routing by Host, as Traefik does); requests through it are measured and recorded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+from aiohttp import web
+
+from devenv.engine.replay import REPLAY_HEADER, origin_of, replay_exchanges
+from devenv.store.store import Store
+from devenv.targets.base import KeepsImages, Target
+from devenv.targets.recording_front import RecordingFront
+from tests.engine.session import free_port
+from tests.fakes.apiserver import FakeApiServer, fake_apiserver_fixture  # noqa: F401 - fixture
+from tests.targets.kube_helpers import build, image_of, make_target
+
+
+async def start_ingress(port: int, seen: list[tuple[str, str, bytes]]) -> web.AppRunner:
+    async def route(request: web.Request) -> web.Response:
+        body = await request.read()
+        seen.append((request.headers["Host"], request.path_qs, body))
+        if request.headers["Host"] != f"hello.localhost:{port}":
+            return web.Response(status=404, text="no such host")
+        return web.Response(
+            text=f"hello got {body.decode()!r} at {request.path_qs}", headers={"X-App": "hello"}
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", route)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
+
+
+async def test_cluster_apps_are_served_measured_and_recorded_through_a_local_port(
+    fake_apiserver: FakeApiServer, tmp_path: Path
+) -> None:
+    store = Store()
+    ingress_port, front_port = free_port(), free_port()
+    seen: list[tuple[str, str, bytes]] = []
+    ingress = await start_ingress(ingress_port, seen)
+    inner = make_target(fake_apiserver, store, http_base_url=f"http://localhost:{ingress_port}")
+    front = RecordingFront(inner, store, {"hello": front_port})
+    assert isinstance(front, Target) and isinstance(front, KeepsImages)
+    try:
+        v1 = build("hello", "v1")
+        result = await front.deploy(v1)
+        assert result.urls == (f"http://127.0.0.1:{front_port}/", f"http://hello.localhost:{ingress_port}/")
+        async with httpx.AsyncClient(timeout=10) as client:
+            response = await client.post(
+                f"http://127.0.0.1:{front_port}/cart?item=7",
+                content=b"two apples",
+                headers={"authorization": "x"},
+            )
+            assert response.status_code == 200 and response.headers["x-app"] == "hello"
+            assert response.text == "hello got 'two apples' at /cart?item=7"
+            assert seen[-1] == (f"hello.localhost:{ingress_port}", "/cart?item=7", b"two apples")
+            await client.get(f"http://127.0.0.1:{front_port}/load", headers={REPLAY_HEADER: "1"})
+
+        (recorded,) = store.exchanges.exchanges("hello")  # the replayed request is not traffic
+        assert (recorded.method, recorded.path, recorded.query, recorded.body) == (
+            "POST",
+            "/cart",
+            "item=7",
+            b"two apples",
+        )
+        assert recorded.status == 200 and b"two apples" in recorded.response_body
+        # Kept as sent (masked only when shown): a replay must send the same request.
+        assert ("authorization", "x") in [(k.lower(), v) for k, v in recorded.headers]
+        served = [(r.method, r.path, r.status) for r in store.metrics.requests("hello")]
+        assert served == [("POST", "/cart", 200), ("GET", "/load", 200)]  # both in the latency graph
+
+        report = await replay_exchanges("hello", [recorded], origin_of(result.urls[0]), v1.digest)
+        assert report.replayed == 1 and report.differences == ()
+
+        # A rollback re-applies the kept image and keeps the same front.
+        await front.deploy(build("hello", "v2"))
+        again = await front.redeploy_image(v1, front.kept_image("hello", v1.digest) or "")
+        assert again.urls[0] == f"http://127.0.0.1:{front_port}/"
+        dep = fake_apiserver.cluster.get("deployments", "default", "hello")
+        assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == image_of(v1)
+
+        await ingress.cleanup()  # the ingress goes away: the front says so
+        async with httpx.AsyncClient(timeout=10) as client:
+            down = await client.get(f"http://127.0.0.1:{front_port}/")
+        assert down.status_code == 502
+        assert f"the cluster's ingress at http://hello.localhost:{ingress_port} did not answer" in down.text
+    finally:
+        await front.close()
+        await ingress.cleanup()
