@@ -1,13 +1,10 @@
 """Replay and load tests against real builds served by the real local target over real HTTP.
 
-Until the serving side records exchanges itself, the first replay test records a real
-request/response the way it will (the exact bytes a real client got) and dispatches
-RequestRecorded; ``test_served_traffic_is_recorded_and_replayed`` relies on the server's own
-recording and passes once that lands."""
+Every real request is recorded by the server itself; the sessions' own polls (``wait_body``)
+carry the replay header so they are not."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -15,33 +12,23 @@ import httpx
 
 from devenv.engine.replay import REPLAY_HEADER, body_diff, header_changes
 from devenv.model import RecordedExchange
-from devenv.store import actions as a
 from tests.engine.session import Session, dev_session
 from tests.engine.wat_app import set_body, write_wat_app
 
 
 async def record_real_request(s: Session, app: str, suffix: str = "?q=1") -> RecordedExchange:
-    """One real GET to the app, kept as the serving side keeps it."""
-    url = s.url(app) + suffix
-    started = time.perf_counter()
+    """One real GET to the app, as the server recorded it."""
     async with httpx.AsyncClient(timeout=10) as client:
-        response = await client.get(url, headers={"authorization": "Bearer s3cret"})
-    parts = urlsplit(url)
-    exchange = RecordedExchange(
-        ts=time.time(),
-        app=app,
-        request_id=response.headers.get("x-request-id", "test-1"),
-        method="GET",
-        path=parts.path,
-        query=parts.query,
-        headers=tuple(response.request.headers.items()),
-        body=b"",
-        status=response.status_code,
-        response_headers=tuple(response.headers.items()),
-        response_body=response.content,
-        latency_ms=(time.perf_counter() - started) * 1000,
-    )
-    s.store.dispatch(a.RequestRecorded(exchange))
+        response = await client.get(s.url(app) + suffix, headers={"authorization": "Bearer s3cret"})
+    request_id = response.headers.get("x-request-id", "")
+    query = urlsplit(s.url(app) + suffix).query
+
+    def recorded() -> RecordedExchange | None:
+        return next((e for e in s.store.exchanges.exchanges(app) if e.query == query), None)
+
+    await s.wait(lambda _st: recorded() is not None, f"the server's record of {suffix} ({request_id})")
+    exchange = recorded()
+    assert exchange is not None
     return exchange
 
 
