@@ -46,6 +46,8 @@ from devenv.targets.local.guest_procs import GuestProcesses, freeze_wasm
 from devenv.targets.local.host_settings import HostApiSettings, origin
 from devenv.targets.local.runtime import WasmRuntime
 from devenv.targets.local.server import GuestOutput, LocalServer, ServedRequest, bind_listener
+from devenv.targets.local.spin_apps import SpinApps
+from devenv.targets.local.spin_cli import RuntimeChoice
 from devenv.targets.local.usage import UsageCounters, UsageMeter
 from devenv.targets.local.version_builder import VersionPlan
 
@@ -93,6 +95,13 @@ class LocalTarget:
         self._deploy_locks: dict[str, asyncio.Lock] = {}
         self._stager: VersionStager | None = None
         self.recording = False
+        # Apps only an installed `spin up` can serve (WASI 0.3 components), behind wasmdev's proxy.
+        self._spin_apps = SpinApps(
+            str(local.runtime),
+            self.host,
+            on_log=lambda line: store.dispatch(a.LogEmitted(line)),
+            on_request=lambda record: store.dispatch(a.RequestServed(record)),
+        )
 
     # --- Target protocol ---------------------------------------------------------------------------
 
@@ -148,6 +157,17 @@ class LocalTarget:
             # cache hit, so a redeploy costs milliseconds.
             server, stager = self._server, self._stager
             assert server is not None and stager is not None
+            # Decided from the components' import/export names before any compile: a Spin 4
+            # component never reaches the embedded host, whose refusal would come minutes later.
+            if await self._spin_apps.choose(built) is RuntimeChoice.SPIN:
+                await self._unserve(app)  # the port moves to Spin's proxy
+                result, port = await self._spin_apps.deploy(built, self.port_for(app))
+                self._bound[app] = port
+                self._usage.new_version(app)
+                return result
+            if self._spin_apps.serves(app):
+                await self._spin_apps.remove(app)  # back to the embedded host: its port is free now
+                self._bound.pop(app, None)
             notes: list[str] = []
             frozen: Path | None = None
             plan: VersionPlan | None = None
@@ -276,23 +296,30 @@ class LocalTarget:
         # After a deploy of the app still compiling: otherwise that deploy, finishing later,
         # would open the port again and serve an app the engine removed.
         async with self._deploy_locks.setdefault(app, asyncio.Lock()):
-            if self._server is not None:
-                for backend in self._backends:
-                    if backend.serves(app):
-                        await self._server.run(backend.remove(app))
+            await self._unserve(app)
+            await self._spin_apps.remove(app)
             self._bound.pop(app, None)
-            sock = self._sockets.pop(app, None)
-            if sock is not None:
-                sock.close()
-            frozen = self._frozen.pop(app, None)
-            if frozen is not None:
-                shutil.rmtree(frozen, ignore_errors=True)
             self._usage.forget(app)
             if self.cache is not None:
                 self.cache.forget(app)
 
+    async def _unserve(self, app: str) -> None:
+        """Stop serving ``app`` from the embedded host and free its port (deploy lock held)."""
+        if self._server is not None:
+            for backend in self._backends:
+                if backend.serves(app):
+                    await self._server.run(backend.remove(app))
+        self._bound.pop(app, None)
+        sock = self._sockets.pop(app, None)
+        if sock is not None:
+            sock.close()
+        frozen = self._frozen.pop(app, None)
+        if frozen is not None:
+            shutil.rmtree(frozen, ignore_errors=True)
+
     async def close(self) -> None:
         server, self._server = self._server, None
+        await self._spin_apps.close()
         try:
             if server is not None:
                 # Guests stuck in a loop end now, not at their deadline (up to request_timeout_s).
