@@ -35,7 +35,8 @@ async def test_keys_roll_back_replay_and_load_a_real_app(tmp_path: Path, compile
 
             await pilot.press("b")  # roll back
             assert await wait_until(pilot, lambda: panel.has_class("-rolled-back"), WAIT_S)
-            assert "screen one" in (await s.get("web")).text
+            # The test's own look, not the app's traffic: kept out of the recordings replayed next.
+            assert "screen one" in (await s.get("web", headers={"x-wasmdev-replay": "1"})).text
             assert "save to build again" in panel.banner_text
             assert s.count(a.BuildStarted, "web") == builds
 
