@@ -33,7 +33,7 @@ from devenv.targets.local.component_host import build_runner
 from devenv.targets.local.executor import ComponentRunner, RequestLimits, RunnerTable
 from devenv.targets.local.router import ServingVersion
 from devenv.targets.local.runtime import WasmRuntime
-from devenv.targets.local.server import LocalServer, ServedRequest
+from devenv.targets.local.server import GuestOutput, LocalServer, ServedRequest
 from devenv.targets.local.spin.deploy import SpinAppSettings
 from tests.targets.component_builds import BUILDS, COMPILED
 
@@ -112,7 +112,11 @@ def app_wasm(name: str) -> Path:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     if (app_dir / "requirements.txt").exists():
-        env["PATH"] = f"{app_venv(app_dir) / 'bin'}{os.pathsep}{env['PATH']}"
+        # As activating the app's own venv would: componentize-py also finds packages through
+        # VIRTUAL_ENV, which still names wasmdev's venv when the suite runs in an activated one.
+        venv = app_venv(app_dir)
+        env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env['PATH']}"
+        env["VIRTUAL_ENV"] = str(venv)
     BUILDS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=BUILDS) as tmp:
         work = Path(tmp) / name
@@ -153,15 +157,13 @@ class Recorder:
     served: list[ServedRequest] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def request_served(self, served: ServedRequest, ts: float | None = None) -> None:
+    def request_served(self, served: ServedRequest) -> None:
         with self.lock:
             self.served.append(served)
 
-    def guest_output(
-        self, app: str, component: str, request_id: str, stream: LogStream, text: str, ts: float | None = None
-    ) -> None:
+    def guest_output(self, output: GuestOutput) -> None:
         with self.lock:
-            self.lines.append((stream, text))
+            self.lines.append((output.stream, output.text))
 
     def text(self) -> str:
         with self.lock:
