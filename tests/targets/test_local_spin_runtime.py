@@ -9,13 +9,15 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import wasmtime
 
 from devenv.config import LocalSettings, Settings
 from devenv.errors import DeployError
+from devenv.model import BuiltApp
 from devenv.store.store import Store
 from devenv.targets.local.target import LocalTarget
 from tests.fakes.spin import harness
-from tests.fakes.spin.harness import P3, wasm_digest, write_spin_app
+from tests.fakes.spin.harness import P2, P3, wasm_digest, write_spin_app
 from tests.targets.local_helpers import make_app
 
 fake_spin_on_path = harness.fake_spin_on_path
@@ -77,5 +79,43 @@ async def test_an_app_moves_back_to_the_embedded_host_when_spin_is_no_longer_nee
         assert not any("spin up" in n for n in second.notes)
         status, body = await get(second.urls[0] + "/")
         assert status == 200 and "hello-wat v1!" in body  # the embedded host serves it now
+    finally:
+        await target.close()
+
+
+def mqtt_app(root: Path) -> BuiltApp:
+    """A component that imports Spin's MQTT interface (which the embedded host never hosts) and
+    exports a 0.2 handler: the embedded host could compile it, but not serve it."""
+    built = write_spin_app(root, P2, name="mq")
+    text = (
+        '(component (import "fermyon:spin/mqtt@2.0.0" (instance)) (component $c) '
+        f'(instance $i (instantiate $c)) (export "{P2}" (instance $i)))'
+    )
+    (root / "app.wasm").write_bytes(bytes(wasmtime.wat2wasm(text)))
+    return built
+
+
+async def test_auto_serves_under_spin_an_app_importing_what_the_embedded_host_lacks(
+    fake_spin_on_path: str, tmp_path: Path
+) -> None:
+    target = LocalTarget(Store(), settings(tmp_path), app_ports={"mq": 0})
+    try:
+        result = await target.deploy(mqtt_app(tmp_path / "app"))
+        assert any("served by `spin up`" in n for n in result.notes)
+        assert (await get(result.urls[0].rstrip("/") + "/"))[1].startswith("fake spin 4.1.0: mq ")
+    finally:
+        await target.close()
+
+
+async def test_without_spin_that_app_is_refused_at_deploy_naming_the_import_and_the_fixes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    target = LocalTarget(Store(), settings(tmp_path), app_ports={"mq": 0})
+    try:
+        with pytest.raises(DeployError) as err:
+            await target.deploy(mqtt_app(tmp_path / "app"))
+        assert "fermyon:spin/mqtt@2.0.0" in err.value.what
+        assert "install Spin" in err.value.fix and "--target k3d" in err.value.fix
     finally:
         await target.close()

@@ -15,8 +15,16 @@ from collections.abc import Callable
 from devenv.model import BuiltApp, LogLine, RequestRecord
 from devenv.targets.base import DeployResult
 from devenv.targets.local.cgi import based_route, route_prefix
-from devenv.targets.local.spin_cli import RuntimeChoice, SpinCli, choose_runtime, find_spin
+from devenv.targets.local.spin_cli import (
+    MIN_SPIN,
+    RuntimeChoice,
+    SpinCli,
+    app_worlds,
+    choose_runtime,
+    find_spin,
+)
 from devenv.targets.local.spin_runtime import SpinServer
+from devenv.targets.local.wasm_kind import WasmKind
 
 
 class SpinApps:
@@ -43,7 +51,12 @@ class SpinApps:
             # costs a process start, and a Spin installed later is found on the next `wasmdev up`.
             self._spin = await asyncio.to_thread(find_spin)
             self._looked = True
-        return await asyncio.to_thread(choose_runtime, built, self.setting, self._spin)
+        choice = await asyncio.to_thread(choose_runtime, built, self.setting, self._spin)
+        spin = self._spin
+        if choice is RuntimeChoice.EMBEDDED and spin is not None and spin.spin_version >= MIN_SPIN:
+            if self.setting == "auto" and await asyncio.to_thread(imports_beyond_the_embedded_host, built):
+                return RuntimeChoice.SPIN
+        return choice
 
     def serves(self, app: str) -> bool:
         return app in self._servers
@@ -81,3 +94,22 @@ class SpinApps:
 
     async def close(self) -> None:
         await asyncio.gather(*(self.remove(app) for app in list(self._servers)))
+
+
+def imports_beyond_the_embedded_host(built: BuiltApp) -> bool:
+    """Whether a component of ``built`` imports a host interface the embedded host never serves
+    (MySQL, MQTT, LLM, ...), read from the binary's import names. Imports that only came with
+    Spin's whole platform world (componentize-py imports all of it) do not count: the app may
+    never call them, and the embedded host's inner loop is the faster one."""
+    # Imported here: the host API tables load the Redis and PostgreSQL clients.
+    from devenv.targets.local.spin.deploy import host_interfaces
+    from devenv.targets.local.spin.imports import split_unhosted
+
+    interfaces = host_interfaces()
+    for world in app_worlds(built).values():
+        if world.binary is not WasmKind.COMPONENT:
+            continue  # a core module (WAGI) imports WASI preview 1, which the embedded host runs
+        refused, _bundled = split_unhosted(world.imports, interfaces)
+        if refused:
+            return True
+    return False

@@ -24,8 +24,9 @@ _WHAT = {
     "watch": "key-value watch",
 }
 REFUSED_FIX = (
-    "run the app on the cluster target (`wasmdev up --target k3d`), whose Spin runtime hosts it, "
-    "or remove the calls that need it from the component"
+    "install Spin (https://spinframework.dev/install) and wasmdev serves the app under `spin up` "
+    '(`[local] runtime = "spin"` for an app that imports Spin\'s whole platform world), run it on '
+    "the cluster target (`wasmdev up --target k3d`), or remove the calls that need it"
 )
 HOSTED = (
     "variables, key-value, SQLite, outbound Redis and PostgreSQL (fermyon:spin@2.0.0, spin:up@3.x), WASI 0.2"
