@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import subprocess
 import sys
 import tarfile
@@ -222,3 +223,14 @@ def test_the_cli_says_a_failed_pull_once_with_the_fix(standins: StandIns, tmp_pa
     )
     assert lines[-1].startswith("  fix: connect to the network") and "docker pull" in lines[-1]
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_the_cli_says_when_docker_does_not_answer(tmp_path: Path) -> None:
+    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path / 'no-docker.sock'}"}
+    run = [sys.executable, "-m", "devenv", "-C", str(tmp_path), "cluster", "image"]
+    done = subprocess.run(run, capture_output=True, text=True, cwd=REPO, timeout=120, env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    out = done.stdout + done.stderr
+    assert f"the Docker engine is not reachable at unix://{tmp_path / 'no-docker.sock'}" in out
+    assert "fix: start Docker" in out and "docker info" in out
+    assert "Traceback" not in out

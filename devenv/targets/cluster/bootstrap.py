@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
 import socket
 from collections.abc import Callable
 from contextlib import suppress
@@ -24,6 +23,7 @@ from typing import Protocol
 
 from devenv.errors import TargetUnavailable, WasmdevError
 from devenv.model import NodeRuntime
+from devenv.targets.cluster import docker_engine
 from devenv.targets.cluster.k3d import (
     INSTALL_K3D,
     MIN_K3D_VERSION,
@@ -89,20 +89,7 @@ STEPS: tuple[tuple[str, str], ...] = (
 
 def ping_docker() -> None:
     """Raise TargetUnavailable unless a Docker engine answers (DOCKER_HOST or the default socket)."""
-    import docker  # imported here: the local target must not pay for it
-
-    try:
-        client = docker.from_env(timeout=5)
-        try:
-            client.ping()
-        finally:
-            client.close()
-    except Exception as exc:  # DockerException, requests' ConnectionError, a bad DOCKER_HOST …
-        where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-        raise TargetUnavailable(
-            what=f"the Docker engine is not reachable at {where} ({first_line(exc)})",
-            fix="start Docker (`sudo systemctl start docker`, or open Docker Desktop), then check with `docker info`",
-        ) from exc
+    docker_engine.ping()
 
 
 def start_docker_container(name: str) -> None:

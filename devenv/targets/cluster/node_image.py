@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from devenv.errors import TargetUnavailable
 from devenv.model import NodeRuntime
+from devenv.targets.cluster import docker_engine
 from devenv.targets.cluster.steps import StepHandle
 
 if TYPE_CHECKING:
@@ -138,9 +139,7 @@ Progress = Callable[[str], None]
 
 
 def docker_client() -> Any:
-    import docker  # imported here: the local target must not pay for it
-
-    return docker.from_env(timeout=600)
+    return docker_engine.connect(timeout=600)
 
 
 def server_image_id(cluster_json: Mapping[str, Any]) -> str | None:
