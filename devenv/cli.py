@@ -92,7 +92,7 @@ def _fronted(inner: ClusterTarget, store: Store, settings: Settings, app_names: 
 
 
 def _app_names(workspace: Workspace) -> list[str]:
-    from devenv.config import app_names
+    from devenv.app_names import app_names
     from devenv.manifest import guess_app_name
 
     # The names apps run under: apps that share a declared name are named after their folders.

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devenv.config import app_names
+from devenv.app_names import app_names
 from devenv.engine.builder import Builder
 from devenv.engine.devloop import one_line
 from devenv.errors import BuildError, ManifestError, WasmdevError

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devenv.config import app_names, folder_app_name, load_workspace
+from devenv.app_names import app_names, folder_app_name
+from devenv.config import load_workspace
 from devenv.engine.builder import Builder
 from devenv.engine.changeset import AppRules, ChangeSet, classify
 from devenv.engine.samplers import Prober, ResourceSampler

@@ -290,7 +290,7 @@ def test_empty_registry_name_selects_image_import(tmp_path: Path) -> None:
 
 
 def test_apps_sharing_a_declared_name_are_named_after_their_folders(tmp_path: Path) -> None:
-    from devenv.config import app_names
+    from devenv.app_names import app_names
 
     root = tmp_path
     declared = {
