@@ -75,6 +75,7 @@ class _AppSlot:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     worker: asyncio.Task[None] | None = None
     building: asyncio.Task[BuiltApp] | None = None  # the build running now, cancelled by a newer edit
+    notes_said: tuple[str, ...] = ()  # the last deploy's notes, said in the log once, not on every save
 
     @property
     def rules(self) -> AppRules:
@@ -413,7 +414,9 @@ class DevLoop:
         timing = f" (edit→serving {e2s:.0f} ms)" if e2s is not None else ""
         self._system(name, f"serving {built.short_digest} at {where}{timing}")
         for note in result.notes:
-            self._system(name, note, level="warn")
+            if note not in slot.notes_said:
+                self._system(name, note, level="warn")
+        slot.notes_said = result.notes
         await self.timetravel.deployed(built, served_at=now, edit_to_serving_ms=e2s)
 
     async def serve_kept(self, built: BuiltApp, via: DeployVia | None = None) -> bool:

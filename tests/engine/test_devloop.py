@@ -8,6 +8,8 @@ import os
 import threading
 from pathlib import Path
 
+import pytest
+
 from devenv.model import AppStatus, BuildStatus
 from devenv.store import actions as a
 from tests.engine.session import dev_session
@@ -401,3 +403,28 @@ async def test_an_edit_to_a_granted_file_redeploys_without_a_build(
             await asyncio.sleep(0.05)
         assert s.count(a.BuildStarted, "hello-wat") == 1  # a redeploy, not a rebuild
         assert s.count(a.VersionServing, "hello-wat") == 2
+
+
+async def test_a_deploy_note_is_said_once_not_on_every_save(
+    tmp_path: Path, compile_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    from devenv.targets.local.target import LocalTarget
+
+    deploy = LocalTarget.deploy
+
+    async def deploy_with_a_note(self: LocalTarget, built):  # noqa: ANN001, ANN202
+        result = await deploy(self, built)
+        return replace(result, notes=(*result.notes, "imports that are not hosted here"))
+
+    monkeypatch.setattr(LocalTarget, "deploy", deploy_with_a_note)
+    manifest = write_wat_app(tmp_path, "noted", body="one")
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait_body("noted", "one")
+        set_body(manifest, "two")
+        await s.wait_body("noted", "two")
+        await s.wait(lambda _st: s.count(a.VersionServing, "noted") == 2, "the second deploy")
+        said = [x for x in s.actions if isinstance(x, a.LogEmitted) and "not hosted here" in x.line.text]
+        assert len(said) == 1  # the log says it once; the dashboard's serving state keeps it
+        assert all("imports that are not hosted here" in v.notes for v in s.actions if isinstance(v, a.VersionServing))
