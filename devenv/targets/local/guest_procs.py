@@ -284,6 +284,9 @@ class GuestProcesses:
             if errors:
                 if old is not None:  # processes that took the new build go back to the old one
                     await self._all("deploy", app, old[1].seq, old[1])
+                else:  # a first build: nothing to go back to, so processes that took it drop it
+                    undo = next(self._seq)
+                    await self._all("remove", app, undo, Remove(app, undo))
                 raise ProcessDeployFailed(errors[0])
             # Kept here from now on: a replacement process gets the socket and this build too.
             own = old[0] if old is not None else sock.dup()
