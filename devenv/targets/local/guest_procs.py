@@ -77,7 +77,7 @@ class GuestProcesses:
         log_dir: Path,
         observer: RequestObserver,
         on_restart: Callable[[str], None],
-        on_unserved: Callable[[dict[str, BuiltApp]], None],
+        on_unserved: Callable[[dict[str, Deploy]], None],
         record_body_bytes: int = 1024 * 1024,
     ) -> None:
         self.count = count
@@ -186,7 +186,7 @@ class GuestProcesses:
             # give the apps to wasmdev's own server now rather than leave their ports unanswered.
             self.broken = self.broken or f"serving processes keep exiting ({reason})"
             if self._apps:
-                self._on_unserved({app: deploy.built for app, (_, deploy) in self._apps.items()})
+                self._on_unserved({app: deploy for app, (_, deploy) in self._apps.items()})
             self._retire_idle()
             return
         # With survivors serving, retry ever more slowly past a burst of exits.
