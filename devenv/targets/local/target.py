@@ -194,8 +194,9 @@ class LocalTarget:
                 host_apis = await asyncio.to_thread(self._host_apis, port)
                 # Compiled and checked here in any case: a broken build fails with its message
                 # before any serving process sees it, and their builds are cache hits.
-                plan = await asyncio.to_thread(stager.build, built, f"{app}-{built.short_digest}", host_apis)
-                stager.cache.keep(app, plan.compiled_keys)
+                plan = await asyncio.to_thread(
+                    stager.build, built, f"{app}-{built.short_digest}", host_apis, keep_as=app
+                )
                 self._still_open(server, app)
                 backends = self._backends
                 for backend in backends:
