@@ -9,10 +9,10 @@ a runtime-config entry without ``path``.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -49,7 +49,7 @@ class SqliteFile:
             self._conn = conn
         return self._conn
 
-    @contextmanager
+    @contextlib.contextmanager
     def write_transaction(self) -> Iterator[sqlite3.Connection]:
         """The connection inside ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on error), with
         ``lock`` held. The lock only serialises this process's threads; each serving process has
@@ -60,10 +60,12 @@ class SqliteFile:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
+                conn.execute("COMMIT")  # may fail too (busy past the timeout): rolled back below
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):  # the first error is the one to tell
+                        conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
 
     def close(self) -> None:
         with self.lock:
