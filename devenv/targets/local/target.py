@@ -95,8 +95,8 @@ class LocalTarget:
         self._sockets: dict[str, socket.socket] = {}  # app -> its listening socket, bound here
         self._versions = itertools.count(1)
         self._deploy_locks: dict[str, asyncio.Lock] = {}
-        # The loop deploys run on (the engine's): apps moving in from dead serving processes are
-        # served from it, under their deploy lock. Kept until close() cancels them.
+        # The loop deploys run on (the engine's), where apps move in from dead serving processes
+        # under their deploy lock; the tasks doing so are kept here until done or cancelled.
         self._engine_loop: asyncio.AbstractEventLoop | None = None
         self._fallbacks: set[asyncio.Task[None]] = set()
         self._stager: VersionStager | None = None
