@@ -65,6 +65,7 @@ class CompileCache:
         self._memo_size = 0
         self._sizes: dict[str, int] = {}  # memo key -> bytes
         self._kept: dict[str, deque[frozenset[str]]] = {}  # app -> entry keys of its last builds
+        self._kept_lock = threading.Lock()  # two apps' deploys keep and prune from their threads
         self._tracked = threading.local()
         self.compiled = 0  # how many times this cache had to compile (a test and a bench read it)
         self.loaded = 0  # how many entries came from disk
@@ -85,17 +86,19 @@ class CompileCache:
     def keep(self, app: str, keys: frozenset[str]) -> None:
         """``keys`` are the entries of ``app``'s newest build: kept on disk with the previous
         ``keep_builds - 1`` builds' for rollback. Then prunes the directory to its budget."""
-        builds = self._kept.setdefault(app, deque(maxlen=self.keep_builds))
-        builds.append(keys)
+        with self._kept_lock:
+            self._kept.setdefault(app, deque(maxlen=self.keep_builds)).append(keys)
         self.prune()
 
     def forget(self, app: str) -> None:
-        self._kept.pop(app, None)
+        with self._kept_lock:
+            self._kept.pop(app, None)
 
     def prune(self) -> None:
         """Delete the least recently used entries not kept for rollback until the directory is
         within ``disk_bytes``."""
-        pinned = {k for builds in self._kept.values() for keys in builds for k in keys}
+        with self._kept_lock:
+            pinned = {k for builds in self._kept.values() for keys in builds for k in keys}
         entries: list[tuple[float, int, Path]] = []
         total = 0
         try:

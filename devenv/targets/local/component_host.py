@@ -193,6 +193,12 @@ class HttpComponentRunner:
             ctx.close_all()
             ctx.table.clear()
 
+    def close(self) -> None:
+        """Close this build's Spin store and database connections (shared files are closed
+        once, however many runners of the build use them)."""
+        if self._config.spin is not None:
+            self._config.spin.close()
+
     def handle(self, request: GuestRequest, log: GuestLog) -> tuple[GuestResponse, ExecutionStats]:
         started = time.monotonic()
         memory_error = [False]

@@ -30,17 +30,24 @@ class VersionStager:
         self.root = root
         self._count = itertools.count(1)
 
-    def build(self, built: BuiltApp, label: str, host_apis: HostApiSettings | None = None) -> VersionPlan:
+    def build(
+        self, built: BuiltApp, label: str, host_apis: HostApiSettings | None = None, *, keep_as: str | None = None
+    ) -> VersionPlan:
         """Stage ``built``'s granted files and build its version (blocking: run it in a thread).
         Each build gets its own folder: a rollback builds an earlier build again while its
         retired version may still serve a request from its files. Raises DeployError /
-        UnsupportedApp, leaving nothing staged."""
+        UnsupportedApp, leaving nothing staged. ``keep_as``: the app whose newest build this
+        is; its compiled entries are kept for rollback and the cache pruned, here in the
+        build's thread (pruning stats every entry of the cache)."""
         staging = self.root / f"{label}-{next(self._count)}"
         try:
-            return build_version(built, self.runtime, self.cache, self.limits, staging, host_apis)
+            plan = build_version(built, self.runtime, self.cache, self.limits, staging, host_apis)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        if keep_as is not None:
+            self.cache.keep(keep_as, plan.compiled_keys)
+        return plan
 
     def deploy(
         self, server: LocalServer, app: str, built: BuiltApp, label: str, host_apis: HostApiSettings | None = None

@@ -82,6 +82,11 @@ class ComponentRunner(Protocol):
         """Run one request on a fresh instance. Raises GuestError for a failed request."""
         ...
 
+    def close(self) -> None:
+        """Release what the runner holds open (Spin's store and database connections). Called
+        once, when the version it belongs to is retired and its last request has finished."""
+        ...
+
 
 @dataclass
 class RunnerTable:

@@ -77,7 +77,7 @@ class GuestProcesses:
         log_dir: Path,
         observer: RequestObserver,
         on_restart: Callable[[str], None],
-        on_unserved: Callable[[dict[str, BuiltApp]], None],
+        on_unserved: Callable[[dict[str, Deploy]], None],
         record_body_bytes: int = 1024 * 1024,
     ) -> None:
         self.count = count
@@ -186,7 +186,7 @@ class GuestProcesses:
             # give the apps to wasmdev's own server now rather than leave their ports unanswered.
             self.broken = self.broken or f"serving processes keep exiting ({reason})"
             if self._apps:
-                self._on_unserved({app: deploy.built for app, (_, deploy) in self._apps.items()})
+                self._on_unserved({app: deploy for app, (_, deploy) in self._apps.items()})
             self._retire_idle()
             return
         # With survivors serving, retry ever more slowly past a burst of exits.
@@ -284,6 +284,9 @@ class GuestProcesses:
             if errors:
                 if old is not None:  # processes that took the new build go back to the old one
                     await self._all("deploy", app, old[1].seq, old[1])
+                else:  # a first build: nothing to go back to, so processes that took it drop it
+                    undo = next(self._seq)
+                    await self._all("remove", app, undo, Remove(app, undo))
                 raise ProcessDeployFailed(errors[0])
             # Kept here from now on: a replacement process gets the socket and this build too.
             own = old[0] if old is not None else sock.dup()

@@ -49,6 +49,7 @@ class ServingVersion:
         self._retired = False
         self._lock = threading.Lock()
         self._on_idle: list[Callable[[], None]] = []
+        self._cleaned = False
 
     def match(self, path: str) -> RouteEntry | None:
         for entry in self.entries:
@@ -96,6 +97,17 @@ class ServingVersion:
             self._cleanup()
 
     def _cleanup(self) -> None:
+        with self._lock:
+            if self._cleaned:
+                return
+            self._cleaned = True
+        # The runners' open resources (Spin's SQLite connections, one set per build) go now,
+        # not whenever the garbage collector finds them: every deploy opens new ones.
+        closed: set[int] = set()
+        for _, runner in self.table.routes:
+            if id(runner) not in closed:  # several routes may share one component's runner
+                closed.add(id(runner))
+                runner.close()
         if self._staging is not None:
             shutil.rmtree(self._staging, ignore_errors=True)
             self._staging = None

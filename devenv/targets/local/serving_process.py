@@ -45,6 +45,7 @@ from devenv.targets.local.messages import (
 )
 
 HUNG_AFTER_S = 10.0  # no answer for this long: the process is hung (stopped, deadlocked), replaced
+EXIT_GRACE_S = 1.0  # its connection closed: this long to exit on its own before it is killed
 LOG_MAX_BYTES = 1024 * 1024  # a process's log past this is rotated to .1 (one old file kept)
 # Lines of a traceback that say nothing on their own: carets, tildes, and "|" continuations.
 _NOISE = re.compile(r"^[\s^~|]*$")
@@ -118,6 +119,7 @@ class ServingProcess:
         self.transport: asyncio.Transport | None = None
         self.listening: set[str] = set()
         self._lost = False
+        self._reaping: asyncio.Task[None] | None = None  # waiting for an exit, off the loop
         self._eof = False  # we half-closed: nothing more may be sent
         control, control_child = socket.socketpair()
         self.fds, fds_child = socket.socketpair()
@@ -215,31 +217,50 @@ class ServingProcess:
             self.proc.send_signal(signal.SIGKILL)
 
     def lost(self) -> None:
+        """Its connection closed (on the server loop, which also serves every in-process
+        request: nothing here may block). The exit is reported once the process is reaped."""
         if self._lost:
             return
         self._lost = True
-        reason = self.exit_reason()
+        self.fds.close()
+        code = self.proc.poll()
+        if code is not None:
+            self._report_lost(self.exit_reason(code))
+            return
+        # Not reaped yet: it is still exiting, alive but deaf, or another thread is reaping it
+        # (stop() does), which makes poll() answer None. Waited for in a thread.
+        self._reaping = asyncio.get_running_loop().create_task(self._reap_then_report())
+
+    async def _reap_then_report(self) -> None:
+        code = await asyncio.to_thread(self._wait_or_kill)
+        self._report_lost(self.exit_reason(code))
+
+    def _wait_or_kill(self) -> int | None:
+        """Blocking: the exit status, or None for a process that was alive but deaf and is killed
+        (a replacement takes over; this one must go)."""
+        try:
+            return self.proc.wait(timeout=EXIT_GRACE_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return None
+
+    def _report_lost(self, reason: str) -> None:
         for future in self.replies.values():
             if not future.done():
                 future.set_result(f"the process exited ({reason})")
         self.replies.clear()
         if not self.ready.done():
             self.ready.set_exception(ProcessesUnavailable(reason))
-        self.fds.close()
         shutil.rmtree(self.files_dir, ignore_errors=True)  # staged by a process that cannot now
         if not self.closed.done():
             self.closed.set_result(None)
         self.on_lost(self, reason)
 
-    def exit_reason(self) -> str:
-        code = self.proc.poll()
+    def exit_reason(self, code: int | None) -> str:
+        """Why the process ended, from its exit status (None: it was killed for going deaf)."""
         if code is None:
-            try:
-                code = self.proc.wait(timeout=1.0)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()  # alive but deaf: a replacement takes over, this one must go
-                asyncio.get_running_loop().run_in_executor(None, self.proc.wait)
-                return "its connection to wasmdev closed"
+            return "its connection to wasmdev closed"
         if self.hung:
             return f"it stopped answering for {HUNG_AFTER_S:g} s (hung) and was killed"
         if code < 0:

@@ -17,6 +17,7 @@ worker thread, swapping runs on the server loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import itertools
 import shutil
@@ -44,6 +45,7 @@ from devenv.targets.local.deploy import VersionStager
 from devenv.targets.local.executor import RequestLimits
 from devenv.targets.local.guest_procs import GuestProcesses, freeze_wasm
 from devenv.targets.local.host_settings import HostApiSettings, origin
+from devenv.targets.local.messages import Deploy
 from devenv.targets.local.runtime import WasmRuntime
 from devenv.targets.local.server import GuestOutput, LocalServer, ServedRequest, bind_listener
 from devenv.targets.local.spin_apps import SpinApps
@@ -93,6 +95,10 @@ class LocalTarget:
         self._sockets: dict[str, socket.socket] = {}  # app -> its listening socket, bound here
         self._versions = itertools.count(1)
         self._deploy_locks: dict[str, asyncio.Lock] = {}
+        # The loop deploys run on (the engine's), where apps move in from dead serving processes
+        # under their deploy lock; the tasks doing so are kept here until done or cancelled.
+        self._engine_loop: asyncio.AbstractEventLoop | None = None
+        self._fallbacks: set[asyncio.Task[None]] = set()
         self._stager: VersionStager | None = None
         self.recording = False
         # Apps only an installed `spin up` can serve (WASI 0.3 components), behind wasmdev's proxy.
@@ -108,6 +114,7 @@ class LocalTarget:
     async def start(self) -> None:
         if self._server is not None:
             return
+        self._engine_loop = asyncio.get_running_loop()
         try:
             self._runtime = WasmRuntime()
         except Exception as err:  # wasmtime's native library missing or broken
@@ -187,8 +194,9 @@ class LocalTarget:
                 host_apis = await asyncio.to_thread(self._host_apis, port)
                 # Compiled and checked here in any case: a broken build fails with its message
                 # before any serving process sees it, and their builds are cache hits.
-                plan = await asyncio.to_thread(stager.build, built, f"{app}-{built.short_digest}", host_apis)
-                stager.cache.keep(app, plan.compiled_keys)
+                plan = await asyncio.to_thread(
+                    stager.build, built, f"{app}-{built.short_digest}", host_apis, keep_as=app
+                )
                 self._still_open(server, app)
                 backends = self._backends
                 for backend in backends:
@@ -246,29 +254,70 @@ class LocalTarget:
         backends.append(InProcessBackend(self._server))
         return backends
 
-    def _serve_here_now(self, apps: dict[str, BuiltApp]) -> None:
-        """The serving processes are gone for good (on the server loop): serve their apps here."""
+    def _serve_here_now(self, apps: dict[str, Deploy]) -> None:
+        """The serving processes are gone for good (on the server loop): serve their apps here,
+        each from the Deploy the processes had (its frozen build and host API settings)."""
         why = self._processes.broken if self._processes is not None else None
-        for app, built in apps.items():
+        loop = self._engine_loop
+        for app, deploy in apps.items():
             self._note(app, f"{why or 'serving processes are gone'}; serving this app from wasmdev's own process")
-            asyncio.get_running_loop().create_task(self._serve_here(app, built))
+            if loop is None:
+                continue
+            try:
+                loop.call_soon_threadsafe(self._start_serving_here, app, deploy)
+            except RuntimeError:  # the engine's loop is closed: wasmdev is exiting
+                return
 
-    async def _serve_here(self, app: str, built: BuiltApp) -> None:
-        """On the server loop: build ``built`` (its frozen copy) here and serve it on its port,
-        unless a deploy or remove dealt with the app meanwhile."""
-        server, stager, processes = self._server, self._stager, self._processes
-        if server is None or stager is None:
+    def _start_serving_here(self, app: str, deploy: Deploy) -> None:
+        """On the engine loop: the move runs as a task close() can cancel, whose failure is
+        said in the app's log rather than lost."""
+        task = asyncio.get_running_loop().create_task(self._serve_here(app, deploy))
+        self._fallbacks.add(task)
+        task.add_done_callback(functools.partial(self._serving_here_done, app))
+
+    def _serving_here_done(self, app: str, task: asyncio.Task[None]) -> None:
+        self._fallbacks.discard(task)
+        if task.cancelled():
             return
-        try:
-            sock = self._sockets.get(app)
-            host_apis = await asyncio.to_thread(self._host_apis, sock.getsockname()[1]) if sock else None
-            plan = await asyncio.to_thread(stager.build, built, f"{app}-{built.short_digest}", host_apis)
-        except Exception as err:  # noqa: BLE001 - said in the app's log; the next save retries
+        err = task.exception()
+        if err is not None:
             self._note(app, f"could not serve this app from wasmdev's own process: {err}; save to retry")
-            return
-        sock = self._sockets.get(app)
-        if processes is None or not processes.serves(app) or sock is None or self._server is not server:
-            plan.version.retire()  # a deploy or remove got there first
+
+    async def _serve_here(self, app: str, deploy: Deploy) -> None:
+        """On the engine loop, under the app's deploy lock (so a deploy never interleaves with
+        it, and a newer build is never replaced by this older one): build ``deploy``'s frozen
+        build here and serve it on the app's port, unless a deploy or remove dealt with the app
+        meanwhile."""
+        async with self._deploy_locks.setdefault(app, asyncio.Lock()):
+            server, stager, processes = self._server, self._stager, self._processes
+            sock = self._sockets.get(app)
+            if server is None or stager is None or processes is None or sock is None:
+                return
+            if not processes.serves(app):
+                return  # a deploy or remove got there first
+            built = deploy.built
+            try:
+                plan = await asyncio.to_thread(stager.build, built, f"{app}-{built.short_digest}", deploy.host_apis)
+            except Exception as err:  # noqa: BLE001 - said in the app's log; the next save retries
+                self._note(app, f"could not serve this app from wasmdev's own process: {err}; save to retry")
+                return
+            if self._server is not server:
+                plan.version.retire()  # closed meanwhile
+                return
+            await server.run(self._take_over(server, processes, app, built, plan, sock))
+
+    @staticmethod
+    async def _take_over(
+        server: LocalServer,
+        processes: GuestProcesses,
+        app: str,
+        built: BuiltApp,
+        plan: VersionPlan,
+        sock: socket.socket,
+    ) -> None:
+        """On the server loop, where the processes' state lives: move ``app`` in from them."""
+        if not processes.serves(app):
+            plan.version.retire()
             return
         processes.forget(app)
         await InProcessBackend(server).serve(built, plan, sock)
@@ -319,6 +368,11 @@ class LocalTarget:
 
     async def close(self) -> None:
         server, self._server = self._server, None
+        # Apps still moving in from dead serving processes: nothing left to serve them on.
+        fallbacks = list(self._fallbacks)
+        for task in fallbacks:
+            task.cancel()
+        await asyncio.gather(*fallbacks, return_exceptions=True)
         await self._spin_apps.close()
         try:
             if server is not None:

@@ -172,6 +172,10 @@ class WagiRunner:
                 values.append(value)
         return names, values
 
+    def close(self) -> None:
+        """Nothing to release: a WAGI module gets no Spin host APIs, and each request's files
+        are its own."""
+
     def handle(self, request: GuestRequest, log: GuestLog) -> tuple[GuestResponse, ExecutionStats]:
         stdio = _stdio.files
         try:

@@ -9,9 +9,10 @@ a runtime-config entry without ``path``.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -47,6 +48,24 @@ class SqliteFile:
                 conn.execute(self._setup)
             self._conn = conn
         return self._conn
+
+    @contextlib.contextmanager
+    def write_transaction(self) -> Iterator[sqlite3.Connection]:
+        """The connection inside ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on error), with
+        ``lock`` held. The lock only serialises this process's threads; each serving process has
+        its own connection to the same file, so a read-then-write (an increment, a CAS) is atomic
+        only if SQLite's write lock is taken before the read."""
+        with self.lock:
+            conn = self.connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")  # may fail too (busy past the timeout): rolled back below
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):  # the first error is the one to tell
+                        conn.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         with self.lock:
@@ -108,9 +127,9 @@ class KvStore:
 
     def increment(self, key: str, delta: int) -> int:
         """wasi:keyvalue/atomics increment: the value as a little-endian i64 (Spin's encoding),
-        missing means 0; done under the file's lock, so atomic against this host's writers."""
-        with self.file.lock:
-            conn = self.file.connection()
+        missing means 0; one write transaction, so atomic against every connection to the file
+        (other serving processes, ``spin up``)."""
+        with self.file.write_transaction() as conn:
             row = conn.execute(
                 "SELECT value FROM spin_key_value WHERE store=? AND key=?", (self.label, key)
             ).fetchone()
@@ -124,9 +143,9 @@ class KvStore:
         return new
 
     def swap_if(self, key: str, expected: bytes | None, value: bytes) -> bool:
-        """Compare-and-swap: set ``value`` if the stored value is still ``expected``."""
-        with self.file.lock:
-            conn = self.file.connection()
+        """Compare-and-swap: set ``value`` if the stored value is still ``expected``, in one write
+        transaction (atomic across connections, as ``increment``)."""
+        with self.file.write_transaction() as conn:
             row = conn.execute(
                 "SELECT value FROM spin_key_value WHERE store=? AND key=?", (self.label, key)
             ).fetchone()
