@@ -195,8 +195,10 @@ def build_outputs(built: BuiltApp) -> frozenset[str]:
 
 def freeze_build(built: BuiltApp, folder: Path) -> BuiltApp:
     """``built`` with every component's wasm copied into ``folder`` (the build output is
-    overwritten by the next build). A component whose wasm cannot be read keeps its path: the
-    deploy then names the missing file."""
+    overwritten by the next build). A component whose wasm does not exist keeps its path: the
+    deploy then names the missing file. Any other failure to copy (a full disk, a read-only
+    state folder) raises: a kept build pointing at the live build output would let a later
+    rollback deploy new bytes under the old digest."""
     folder.mkdir(parents=True, exist_ok=True)
     frozen: dict[str, Path] = {}
     for component_id, component in built.spec.components.items():
@@ -204,9 +206,13 @@ def freeze_build(built: BuiltApp, folder: Path) -> BuiltApp:
         if source is None:
             continue  # fetched from a URL: the spec keeps its digest
         copy = folder / f"{component_id}.wasm"
-        with contextlib.suppress(OSError):
+        try:
             shutil.copyfile(source, copy)
-            frozen[component_id] = copy
+        except FileNotFoundError:
+            if Path(source).exists():
+                raise  # the source is there: it is the copy that failed
+            continue
+        frozen[component_id] = copy
     return dataclasses.replace(built, wasm=MappingProxyType({**built.wasm, **frozen}), trigger_time=None)
 
 

@@ -135,7 +135,14 @@ class TimeTravel:
                 built, served_at=served_at, edit_to_serving_ms=edit_to_serving_ms, image=image
             )
         except OSError as err:  # a full disk must not stop serving: the build is just not kept
-            self._system(app, f"could not keep build {built.short_digest} for rollback: {err}", "warn")
+            where = err.filename or self.history.root
+            self._system(
+                app,
+                f"could not keep build {built.short_digest} for rollback: {err.strerror or err} ({where}); "
+                "it serves, but a rollback cannot return to it — fix: free disk space or make "
+                f"{state_dir(self.workspace.root)} writable; the next build is kept again",
+                "warn",
+            )
             return
         if self.workspace.settings.app(app).replay and app not in self._rolling_back:
             if self.store.exchanges.exchanges(app):

@@ -135,3 +135,32 @@ def test_a_new_session_removes_history_left_by_dead_sessions_only(tmp_path: Path
     history = BuildHistory(Store(), tmp_path, keep=3)
     assert not left_by_dead.exists() and live.exists()
     assert history.root.parent == base and history.root.name.startswith(f"session-{os.getpid()}-")
+
+
+def test_a_build_whose_copy_fails_is_not_kept_pointing_at_the_live_output(tmp_path: Path) -> None:
+    """A copy that fails (full disk, read-only state folder) raises, so the build is not kept
+    with its wasm path still naming the build output a later build overwrites; a component
+    whose wasm is simply missing keeps its path (the deploy names the missing file)."""
+    import errno
+
+    from devenv.engine.history import freeze_build
+    from devenv.manifest import load_app
+    from devenv.model import BuiltApp
+
+    manifest = write_wat_app(tmp_path / "app", "web", body="one")
+    spec = load_app(manifest)
+    source = next(c.source for c in spec.components.values() if c.source is not None)
+    assert source is not None
+    source.parent.mkdir(parents=True, exist_ok=True)
+    source.write_bytes(b"\0asm\1\0\0\0")
+    built = BuiltApp(spec=spec, digest="sha256:" + "1" * 64, wasm={"web": source}, built_at=0.0)
+
+    folder = tmp_path / "kept"
+    (folder / "web.wasm").mkdir(parents=True)  # the copy cannot be written there
+    with pytest.raises(OSError) as caught:
+        freeze_build(built, folder)
+    assert caught.value.errno in (errno.EISDIR, errno.EACCES)
+
+    source.unlink()
+    missing = freeze_build(built, tmp_path / "kept-missing")
+    assert missing.wasm["web"] == source  # nothing to copy: the deploy will name the file
