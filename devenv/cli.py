@@ -23,7 +23,9 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -247,12 +249,28 @@ _CONTROL_TIMEOUT_S = {"history": 30.0, "rollback": 600.0, "replay": 600.0}
 
 def _session_folder(start: Path) -> Path:
     """The workspace whose session to talk to: the -C folder, or the nearest parent with a
-    running session's endpoint (a second terminal may sit in an app's folder)."""
+    running session's endpoint owned by this user (a second terminal may sit in an app's folder).
+
+    The walk does not stop at a folder holding a spin.toml or wasmdev.toml: an app's folder
+    inside a workspace has its own spin.toml, and `wasmdev replay` run there must still find the
+    workspace's session. It stops at the user's home instead (a folder above it is not the
+    user's workspace), or at the filesystem root when ``start`` is outside the home; a socket
+    another user owns (say a planted /tmp/.wasmdev/control.sock) is passed over on the way, and
+    the client checks the listening process's uid as well."""
     from devenv.control.server import socket_path
     from devenv.engine.history import state_dir
 
-    for folder in (start, *start.parents):
-        if socket_path(state_dir(folder)).exists():
+    home = Path.home().resolve()
+    folders = [start, *start.parents]
+    if start == home or home in start.parents:
+        folders = folders[: folders.index(home) + 1]
+    uid = os.getuid()
+    for folder in folders:
+        try:
+            info = socket_path(state_dir(folder)).lstat()
+        except OSError:
+            continue
+        if stat.S_ISSOCK(info.st_mode) and info.st_uid == uid:
             return folder
     return start
 

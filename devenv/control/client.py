@@ -4,6 +4,7 @@ the workspace and wait for its reply."""
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from devenv.control.messages import (
     decode,
     encode,
 )
-from devenv.control.server import connect, socket_path
+from devenv.control.server import connect, peer_uid, socket_path
 from devenv.errors import WasmdevError
 
 
@@ -45,6 +46,16 @@ def send(
                 where=str(path),
                 fix="run the command as the user who started `wasmdev up`",
             ) from None
+        # The socket's folder may be another user's (a /tmp parent of the workspace): whoever
+        # listens there must be us, or our commands (and their replies) go to a stranger.
+        server_uid = peer_uid(sock)
+        if server_uid != os.getuid():
+            raise WasmdevError(
+                what=f"the control socket is served by another user (uid {server_uid}), not by you; "
+                "nothing was sent to it",
+                where=str(path),
+                fix="run the command inside your own workspace, or name it with -C DIR",
+            )
         try:
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 # A session that refuses us answers and closes before reading: read its answer.

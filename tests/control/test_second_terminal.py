@@ -251,3 +251,85 @@ async def test_a_deep_workspace_keeps_its_endpoint_in_the_workspace(tmp_path: Pa
     finally:
         await server.close()
     assert not server.path.exists()
+
+
+def _bind(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(path))
+    sock.close()  # the socket file stays: enough for the walk, which only looks at it
+
+
+def test_the_walk_up_finds_only_the_users_own_session_and_stops_at_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from devenv.cli import _session_folder
+
+    home = tmp_path / "home" / "me"
+    workspace = home / "ws"
+    app = workspace / "web"
+    app.mkdir(parents=True)
+    (app / "spin.toml").write_text("")  # an app's own manifest does not stop the walk
+    monkeypatch.setenv("HOME", str(home))
+    _bind(socket_path(tmp_path / ".wasmdev"))  # above the home: never reached from inside it
+    assert _session_folder(app) == app
+    _bind(socket_path(workspace / ".wasmdev"))
+    assert _session_folder(app) == workspace
+    if os.getuid() == 0:  # as another user's planted socket would be
+        os.lchown(socket_path(workspace / ".wasmdev"), 65534, 65534)
+        assert _session_folder(app) == app
+        outside = tmp_path / "elsewhere" / "deep"
+        outside.mkdir(parents=True)
+        assert _session_folder(outside) == tmp_path  # outside the home: up to the root
+        os.lchown(socket_path(tmp_path / ".wasmdev"), 65534, 65534)
+        assert _session_folder(outside) == outside
+
+
+def test_the_client_refuses_a_socket_served_by_another_user(tmp_path: Path) -> None:
+    """Whoever listens must be this user: the peer's uid (SO_PEERCRED) is checked before a word
+    is sent. Needs root to listen as another user."""
+    from devenv.control.client import send
+
+    if os.getuid() != 0:
+        pytest.skip("listening as another user needs root")
+    folder = Path(tempfile.mkdtemp(prefix="wasmdev-planted-"))
+    os.chmod(folder, 0o777)
+    path = socket_path(folder / ".wasmdev")
+    path.parent.mkdir(mode=0o777)
+    os.chmod(path.parent, 0o777)
+    ready_r, ready_w = os.pipe()
+    got_r, got_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the stranger: listens, and reports whatever it is sent
+        status = 0
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            with socket.socket(socket.AF_UNIX) as server:
+                server.bind(str(path))
+                server.listen(1)
+                os.write(ready_w, b"1")
+                conn, _ = server.accept()
+                conn.settimeout(WAIT_S)
+                with conn:
+                    try:
+                        data = conn.recv(65536)
+                    except OSError:
+                        data = b""
+                    os.write(got_w, data or b"-")
+        except BaseException as err:
+            os.write(ready_w, f"child error: {err!r}".encode())
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(ready_w)
+    os.close(got_w)
+    assert os.read(ready_r, 200) == b"1"
+    with pytest.raises(WasmdevError) as caught:
+        send(folder, folder / ".wasmdev", HistoryQuery(app="web"), timeout_s=WAIT_S)
+    assert "served by another user (uid 65534)" in caught.value.what
+    with os.fdopen(got_r, "rb") as got:
+        assert got.read() == b"-"  # the stranger was sent nothing
+    os.waitpid(pid, 0)
+    os.close(ready_r)
