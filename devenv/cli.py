@@ -244,9 +244,6 @@ def cmd_screenshot(args: argparse.Namespace) -> int:
 
 # How long a command waits for the session's answer besides its own work (a cluster rollback
 # waits for the rollout).
-_CONTROL_TIMEOUT_S = {"history": 30.0, "rollback": 600.0, "replay": 600.0}
-
-
 def _session_folder(start: Path) -> Path:
     """The workspace whose session to talk to: the -C folder, or the nearest parent with a
     running session's endpoint owned by this user (a second terminal may sit in an app's folder).
@@ -278,6 +275,7 @@ def _session_folder(start: Path) -> Path:
 def cmd_control(args: argparse.Namespace) -> int:
     from devenv.control.client import send
     from devenv.control.messages import (
+        CLIENT_TIMEOUT_S,
         ControlRequest,
         HistoryQuery,
         LoadCommand,
@@ -288,7 +286,7 @@ def cmd_control(args: argparse.Namespace) -> int:
 
     workspace = _session_folder(Path(args.directory).resolve())
     request: ControlRequest
-    timeout = _CONTROL_TIMEOUT_S.get(args.command, 60.0)
+    timeout = CLIENT_TIMEOUT_S[args.command]
     if args.command == "history":
         request = HistoryQuery(app=args.app)
     elif args.command == "rollback":
@@ -303,7 +301,7 @@ def cmd_control(args: argparse.Namespace) -> int:
             connections=args.connections,
             requests=args.requests,
         )
-        timeout = args.duration + 90.0
+        timeout = args.duration + CLIENT_TIMEOUT_S["load"]
     reply = send(workspace, state_dir(workspace), request, timeout_s=timeout)
     for line in reply.lines:
         print(line)

@@ -10,6 +10,12 @@ from typing import Any
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # a reply carries at most a replay's diffs
 
+# How long the CLI waits for each command's reply (a load test: its duration plus this much).
+# The session's own waits inside a command stay well below these, so the client hears why a
+# command did not finish instead of timing out on a session that is still waiting.
+CLIENT_TIMEOUT_S = {"history": 30.0, "rollback": 600.0, "replay": 600.0, "load": 90.0}
+SESSION_WAIT_S = CLIENT_TIMEOUT_S["rollback"] / 2  # e.g. a rollback waiting for a deploy under way
+
 
 @dataclass(frozen=True)
 class HistoryQuery:

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from devenv.control.messages import (
+    SESSION_WAIT_S,
     ControlReply,
     ControlRequest,
     HistoryQuery,
@@ -277,7 +278,7 @@ class TimeTravel:
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._intent, action)
 
-    async def _deploys_settled(self, app: str, timeout_s: float = 900.0) -> None:
+    async def _deploys_settled(self, app: str, timeout_s: float = SESSION_WAIT_S) -> None:
         ended = self._deploying.get(app)
         if ended is not None:
             with contextlib.suppress(TimeoutError):

@@ -333,3 +333,40 @@ def test_the_client_refuses_a_socket_served_by_another_user(tmp_path: Path) -> N
         assert got.read() == b"-"  # the stranger was sent nothing
     os.waitpid(pid, 0)
     os.close(ready_r)
+
+
+async def test_a_command_is_cancelled_when_its_client_leaves_and_when_the_session_ends(tmp_path: Path) -> None:
+    """A Ctrl-C'd `wasmdev load --duration 10m` must not keep loading: the handler runs as a
+    task that ends with the client's connection, and close() cancels those still running."""
+    started: asyncio.Queue[str] = asyncio.Queue()
+    cancelled: asyncio.Queue[str] = asyncio.Queue()
+
+    async def handler(request: object) -> ControlReply:
+        assert isinstance(request, HistoryQuery)
+        await started.put(request.app)
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await cancelled.put(request.app)
+            raise
+        return ControlReply()
+
+    server = ControlServer(tmp_path / ".wasmdev", handler)
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(server.path))
+        writer.write(encode(HistoryQuery(app="left")))
+        await writer.drain()
+        assert await asyncio.wait_for(started.get(), WAIT_S) == "left"
+        writer.close()  # the client goes away (Ctrl-C)
+        assert await asyncio.wait_for(cancelled.get(), WAIT_S) == "left"
+
+        reader, writer = await asyncio.open_unix_connection(str(server.path))
+        writer.write(encode(HistoryQuery(app="stays")))
+        await writer.drain()
+        assert await asyncio.wait_for(started.get(), WAIT_S) == "stays"
+    finally:
+        await asyncio.wait_for(server.close(), WAIT_S)
+    assert cancelled.get_nowait() == "stays"  # the session ended: its running commands with it
+    assert await asyncio.wait_for(reader.read(), WAIT_S) == b""
+    writer.close()
