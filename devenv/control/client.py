@@ -67,6 +67,14 @@ def send(
                 where=str(path),
                 fix="check the session is not stuck (its dashboard or log), then try again",
             ) from None
+    if len(data) > MAX_MESSAGE_BYTES:  # _read_line stops past the cap
+        raise WasmdevError(
+            what=f"the session's reply is too large (over {MAX_MESSAGE_BYTES // (1024 * 1024)} MiB); "
+            "nothing of it is shown",
+            where=str(path),
+            fix="see the session's dashboard or log for the result; a session of the same wasmdev "
+            "version cuts its replies to fit",
+        )
     if not data:
         raise WasmdevError(
             what=f"the session in {workspace} closed the connection without an answer",

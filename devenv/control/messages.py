@@ -54,6 +54,38 @@ class ControlReply:
     error: str = ""
 
 
+MAX_LINE_CHARS = 2_000  # a reply line longer than this (a minified body's diff line) is cut
+_RESERVED_BYTES = 64 * 1024  # room for the JSON framing, escaping and the "left out" line
+
+
+def bounded(reply: ControlReply) -> ControlReply:
+    """``reply`` cut to fit one control message: each line to MAX_LINE_CHARS, the lines to the
+    message cap, saying how much was left out (a big replay's diffs)."""
+    budget = MAX_MESSAGE_BYTES - _RESERVED_BYTES - len(reply.error.encode()) * 2
+    kept: list[str] = []
+    cut_lines = 0
+    for line in reply.lines:
+        cut = len(line) > MAX_LINE_CHARS
+        if cut:
+            line = f"{line[:MAX_LINE_CHARS]} … ({len(line) - MAX_LINE_CHARS} more chars)"
+        size = len(json.dumps(line)) + 2  # as sent: escaped, quoted, and a separator
+        if size > budget:
+            break
+        budget -= size
+        cut_lines += cut
+        kept.append(line)
+    left_out = len(reply.lines) - len(kept)
+    notes = []
+    if cut_lines:
+        notes.append(f"{cut_lines} line(s) cut to {MAX_LINE_CHARS} characters")
+    if left_out:
+        cap = MAX_MESSAGE_BYTES // (1024 * 1024)
+        notes.append(f"{left_out} more line(s) left out: a reply holds at most {cap} MiB")
+    if not notes:
+        return reply
+    return dataclasses.replace(reply, lines=(*kept, f"… {'; '.join(notes)}"))
+
+
 _KINDS: dict[str, type] = {
     "history": HistoryQuery,
     "rollback": RollbackCommand,

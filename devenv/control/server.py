@@ -22,6 +22,7 @@ from devenv.control.messages import (
     BadMessage,
     ControlReply,
     ControlRequest,
+    bounded,
     decode,
     encode,
 )
@@ -141,7 +142,7 @@ class ControlServer:
                 if answered is None:
                     return  # the client left (a Ctrl-C'd `wasmdev load`): its command was cancelled
                 reply = answered
-            writer.write(encode(reply))
+            writer.write(encode(bounded(reply)))
             await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             pass  # the client went away or sent too much: nothing to answer

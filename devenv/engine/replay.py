@@ -37,6 +37,7 @@ VOLATILE_HEADERS = frozenset(
 # Not forwarded: framing and routing headers the client sets again for the replayed request.
 _NOT_SENT = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive", "expect"})
 MAX_DIFF_LINES = 200
+MAX_DIFF_LINE_CHARS = 500  # a minified body is one line: its diff line is cut, not shown whole
 
 
 def mask(name: str, value: str) -> str:
@@ -95,6 +96,12 @@ def body_diff(recorded: bytes, replayed: bytes) -> str:
         )
         if not lines:  # differ only in line endings or a final newline
             lines = [f"- {old!r}"[:200], f"+ {new!r}"[:200]]
+        lines = [
+            f"{line[:MAX_DIFF_LINE_CHARS]} … ({len(line) - MAX_DIFF_LINE_CHARS} more chars)"
+            if len(line) > MAX_DIFF_LINE_CHARS
+            else line
+            for line in lines
+        ]
         if len(lines) > MAX_DIFF_LINES:
             lines = lines[:MAX_DIFF_LINES] + [f"… {len(lines) - MAX_DIFF_LINES} more diff lines"]
         return "\n".join(lines)

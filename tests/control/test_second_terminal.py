@@ -4,6 +4,7 @@ talking to a running session over its Unix socket, and to none."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import httpx
@@ -370,3 +372,54 @@ async def test_a_command_is_cancelled_when_its_client_leaves_and_when_the_sessio
     assert cancelled.get_nowait() == "stays"  # the session ended: its running commands with it
     assert await asyncio.wait_for(reader.read(), WAIT_S) == b""
     writer.close()
+
+
+async def test_a_reply_too_big_for_one_message_is_cut_saying_so(tmp_path: Path) -> None:
+    """A big replay's diffs: each line is cut, the reply fits the message cap and says how much
+    was left out; a reply over the cap anyway (an older session) is a clear error."""
+    from devenv.control.client import send
+    from devenv.control.messages import MAX_LINE_CHARS, MAX_MESSAGE_BYTES
+
+    huge = tuple(f"line {i} " + "é" * 3_000 for i in range(2_000))  # ~12 MB as JSON
+
+    async def handler(_request: object) -> ControlReply:
+        return ControlReply(lines=huge, exit_code=1)
+
+    server = ControlServer(tmp_path / ".wasmdev", handler)
+    await server.start()
+    try:
+        reply = await asyncio.to_thread(send, tmp_path, tmp_path / ".wasmdev", HistoryQuery(app="web"), WAIT_S)
+    finally:
+        await server.close()
+    assert reply.exit_code == 1
+    assert len(encode(reply)) <= MAX_MESSAGE_BYTES
+    assert reply.lines[0].startswith("line 0 ") and len(reply.lines[0]) < MAX_LINE_CHARS + 40
+    shown = len(reply.lines) - 1
+    assert 0 < shown < len(huge)
+    assert reply.lines[-1] == (
+        f"… {shown} line(s) cut to {MAX_LINE_CHARS} characters; "
+        f"{len(huge) - shown} more line(s) left out: a reply holds at most 4 MiB"
+    )
+
+    # A session that does not cut (an older version): the client says what happened.
+    listener = socket.socket(socket.AF_UNIX)
+    path = socket_path(tmp_path / "old" / ".wasmdev")
+    path.parent.mkdir(parents=True)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def old_session() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            with contextlib.suppress(OSError):
+                conn.sendall(b'{"kind": "reply", "fields": {"lines": ["' + b"x" * (MAX_MESSAGE_BYTES + 10) + b'"]}}\n')
+
+    thread = threading.Thread(target=old_session)
+    thread.start()
+    try:
+        with pytest.raises(WasmdevError, match="reply is too large"):
+            await asyncio.to_thread(send, path.parent.parent, path.parent, HistoryQuery(app="web"), WAIT_S)
+    finally:
+        thread.join(WAIT_S)
+        listener.close()
