@@ -292,7 +292,7 @@ def cmd_control(args: argparse.Namespace) -> int:
     elif args.command == "rollback":
         request = RollbackCommand(app=args.app, digest=args.digest)
     elif args.command == "replay":
-        request = ReplayCommand(app=args.app)
+        request = ReplayCommand(app=args.app, all_methods=args.all_methods)
     else:
         request = LoadCommand(
             app=args.app,
@@ -300,6 +300,7 @@ def cmd_control(args: argparse.Namespace) -> int:
             duration_s=args.duration,
             connections=args.connections,
             requests=args.requests,
+            all_methods=args.all_methods,
         )
         timeout = args.duration + CLIENT_TIMEOUT_S["load"]
     reply = send(workspace, state_dir(workspace), request, timeout_s=timeout)
@@ -366,6 +367,13 @@ def _add_control_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     load.add_argument("--connections", type=_positive, default=8, metavar="N", help="connections (default 8)")
     load.add_argument("--requests", type=_positive, default=None, metavar="N", help="stop after N requests")
+    for command in (replay, load):
+        command.add_argument(
+            "--all-methods",
+            action="store_true",
+            help="also re-send recorded POST/PUT/DELETE/PATCH requests (they change the app's data again); "
+            "by default only GET, HEAD and OPTIONS are",
+        )
     for command in (history, rollback, replay, load):
         command.set_defaults(func=cmd_control)
 

@@ -31,6 +31,7 @@ class RollbackCommand:
 @dataclass(frozen=True)
 class ReplayCommand:
     app: str
+    all_methods: bool = False  # also re-send POST/PUT/DELETE/PATCH (they change state)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class LoadCommand:
     duration_s: float = 10.0
     connections: int = 8
     requests: int | None = None
+    all_methods: bool = False  # the recorded POST/PUT/DELETE/PATCH too
 
 
 ControlRequest = HistoryQuery | RollbackCommand | ReplayCommand | LoadCommand

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from devenv.engine.replay import REPLAY_HEADER, replay_headers, request_target
+from devenv.engine.replay import REPLAY_HEADER, is_safe, replay_headers, request_target
 from devenv.errors import WasmdevError
 from devenv.model import LoadReport, RecordedExchange
 from devenv.store.buffers import percentile
@@ -46,12 +46,18 @@ def path_request(path: str) -> LoadRequest:
     return LoadRequest("GET", path if path.startswith("/") else "/" + path, ((REPLAY_HEADER, "1"),))
 
 
-def recorded_requests(exchanges: Sequence[RecordedExchange]) -> list[LoadRequest]:
+def recorded_requests(exchanges: Sequence[RecordedExchange], *, all_methods: bool = False) -> list[LoadRequest]:
+    """The recorded requests a load test cycles through: whole bodies only, and only safe
+    methods unless ``all_methods`` (a load test repeats each one thousands of times)."""
     return [
         LoadRequest(e.method, request_target(e), tuple(replay_headers(e)), e.body)
         for e in exchanges
-        if not e.body_truncated
+        if not e.body_truncated and (all_methods or is_safe(e.method))
     ]
+
+
+def unsafe_count(exchanges: Sequence[RecordedExchange]) -> int:
+    return sum(1 for e in exchanges if not is_safe(e.method))
 
 
 def loopback_origin(origin: str) -> tuple[str, str | None]:

@@ -26,7 +26,7 @@ from devenv.control.messages import (
 )
 from devenv.control.server import ControlServer
 from devenv.engine.history import BuildHistory, age, state_dir
-from devenv.engine.loadtest import format_load, path_request, recorded_requests, run_load
+from devenv.engine.loadtest import format_load, path_request, recorded_requests, run_load, unsafe_count
 from devenv.engine.replay import format_report, origin_of, replay_exchanges
 from devenv.errors import WasmdevError
 from devenv.model import (
@@ -190,12 +190,14 @@ class TimeTravel:
             )
             return kept
 
-    async def replay(self, app: str) -> ReplayReport:
+    async def replay(self, app: str, *, all_methods: bool = False) -> ReplayReport:
         state = self._app_state(app)
         if not state.urls or not state.serving_digest:
             raise WasmdevError(what=f"app {app} serves no URL yet", fix="wait until it serves, then replay")
         exchanges = self.store.exchanges.exchanges(app)
-        report = await replay_exchanges(app, exchanges, origin_of(state.urls[0]), state.serving_digest)
+        report = await replay_exchanges(
+            app, exchanges, origin_of(state.urls[0]), state.serving_digest, all_methods=all_methods
+        )
         self.store.dispatch(a.ReplayFinished(app=app, report=report))
         # Every line in the log too: it is what `wasmdev up --headless` prints.
         lines = format_report(report)
@@ -217,11 +219,15 @@ class TimeTravel:
             requests = [path_request(command.path)]
             label = command.path
         else:
-            requests = recorded_requests(self.store.exchanges.exchanges(app))
+            exchanges = self.store.exchanges.exchanges(app)
+            requests = recorded_requests(exchanges, all_methods=command.all_methods)
             label = "recorded requests"
-            if not requests:  # nothing recorded yet: the app's first URL
+            if not requests:  # nothing (safe) recorded yet: the app's first URL
                 first = state.urls[0][len(origin_of(state.urls[0])) :] or "/"
                 requests, label = [path_request(first)], first
+            left_out = 0 if command.all_methods else unsafe_count(exchanges)
+            if left_out:
+                label += f" ({left_out} recorded POST/PUT/DELETE/PATCH… left out; --all-methods sends them)"
         self.store.dispatch(a.LoadTestStarted(app=app, ts=time.time()))
         report: LoadReport | None = None
         try:
@@ -257,8 +263,8 @@ class TimeTravel:
                         "save to build again",
                     )
                 )
-            case ReplayCommand(app=app):
-                report = await self.replay(app)
+            case ReplayCommand(app=app, all_methods=all_methods):
+                report = await self.replay(app, all_methods=all_methods)
                 return ControlReply(
                     lines=tuple(format_report(report)), exit_code=1 if report.differences else 0
                 )
@@ -307,7 +313,8 @@ class TimeTravel:
             self._system(app, " — fix: ".join(p for p in (err.what, err.fix) if p), "error")
 
     async def _replay_quietly(self, app: str) -> None:
-        await self._reported(app, self.replay(app))
+        all_methods = self.workspace.settings.app(app).replay_all_methods
+        await self._reported(app, self.replay(app, all_methods=all_methods))
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)

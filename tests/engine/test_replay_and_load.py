@@ -131,3 +131,34 @@ def test_diffs_mask_secrets_and_ignore_volatile_headers() -> None:
     assert body_diff(b"\x00\x01\x02", b"\x00\x09\x02\x03") == (
         "binary bodies differ: 3 bytes recorded, 4 replayed; first difference at byte 1"
     )
+
+
+async def test_replay_and_load_resend_only_safe_methods_unless_asked(tmp_path: Path, compile_cache: Path) -> None:
+    """A recorded POST would write to the app's real stores again: replay and load send GET,
+    HEAD and OPTIONS only, say how many they left out, and send all with all_methods."""
+    from devenv.control.messages import LoadCommand
+    from devenv.engine.replay import format_report
+
+    write_wat_app(tmp_path, "web", body="methods")
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait_body("web", "methods")
+        async with httpx.AsyncClient(timeout=10) as client:
+            await client.post(s.url("web") + "?posted=1", content=b"x=1")
+            await client.delete(s.url("web") + "?deleted=1")
+            await client.get(s.url("web") + "?got=1")
+        await s.wait(
+            lambda _st: {e.method for e in s.store.exchanges.exchanges("web")} >= {"POST", "DELETE", "GET"},
+            "the POST, DELETE and GET recorded",
+        )
+        before = len(s.store.metrics.requests("web"))
+        safe = await s.loop.timetravel.replay("web")
+        assert safe.replayed == 1 and safe.unsafe_skipped == 2
+        assert "2 not sent (methods other than GET/HEAD/OPTIONS change state" in format_report(safe)[0]
+        every = await s.loop.timetravel.replay("web", all_methods=True)
+        assert every.replayed == 3 and every.unsafe_skipped == 0
+
+        load = await s.loop.timetravel.load(LoadCommand(app="web", connections=1, requests=6))
+        assert load.requests == 6 and "2 recorded POST/PUT/DELETE/PATCH… left out" in load.url
+        await s.wait(lambda _st: len(s.store.metrics.requests("web")) >= before + 1 + 3 + 6, "the records")
+        sent = [r.method for r in s.store.metrics.requests("web")][before:]
+        assert sent.count("POST") == 1 and sent.count("DELETE") == 1  # the all-methods replay only
