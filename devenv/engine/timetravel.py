@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from devenv.control.messages import (
@@ -79,6 +79,7 @@ class TimeTravel:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rollback_locks: dict[str, asyncio.Lock] = {}
         self._rolling_back: set[str] = set()  # apps whose deploy now is a rollback (no auto replay)
+        self._running: set[tuple[str, str]] = set()  # ("replay" | "load test", app) under way
         # Apps with a deploy under way. A new build serves requests a moment before the engine
         # says so (the target swaps, then returns): a rollback waits for that word, so "the
         # build before the one serving" is judged against the build that really serves.
@@ -195,9 +196,10 @@ class TimeTravel:
         if not state.urls or not state.serving_digest:
             raise WasmdevError(what=f"app {app} serves no URL yet", fix="wait until it serves, then replay")
         exchanges = self.store.exchanges.exchanges(app)
-        report = await replay_exchanges(
-            app, exchanges, origin_of(state.urls[0]), state.serving_digest, all_methods=all_methods
-        )
+        with self._one_at_a_time("replay", app):
+            report = await replay_exchanges(
+                app, exchanges, origin_of(state.urls[0]), state.serving_digest, all_methods=all_methods
+            )
         self.store.dispatch(a.ReplayFinished(app=app, report=report))
         # Every line in the log too: it is what `wasmdev up --headless` prints.
         lines = format_report(report)
@@ -228,23 +230,39 @@ class TimeTravel:
             left_out = 0 if command.all_methods else unsafe_count(exchanges)
             if left_out:
                 label += f" ({left_out} recorded POST/PUT/DELETE/PATCH… left out; --all-methods sends them)"
-        self.store.dispatch(a.LoadTestStarted(app=app, ts=time.time()))
-        report: LoadReport | None = None
-        try:
-            report = await run_load(
-                app,
-                origin_of(state.urls[0]),
-                requests,
-                connections=command.connections,
-                duration_s=command.duration_s,
-                count=command.requests,
-                label=label,
-            )
-        finally:
-            self.store.dispatch(a.LoadTestFinished(app=app, report=report))
+        with self._one_at_a_time("load test", app):
+            self.store.dispatch(a.LoadTestStarted(app=app, ts=time.time()))
+            report: LoadReport | None = None
+            try:
+                report = await run_load(
+                    app,
+                    origin_of(state.urls[0]),
+                    requests,
+                    connections=command.connections,
+                    duration_s=command.duration_s,
+                    count=command.requests,
+                    label=label,
+                )
+            finally:
+                self.store.dispatch(a.LoadTestFinished(app=app, report=report))
         for line in format_load(report):
             self._system(app, line.strip())
         return report
+
+    @contextlib.contextmanager
+    def _one_at_a_time(self, kind: str, app: str) -> Iterator[None]:
+        """One replay and one load test per app at a time: a second `t` would measure the two
+        runs against each other, and the first to end would clear the panel's "running"."""
+        if (kind, app) in self._running:
+            raise WasmdevError(
+                what=f"app {app}: a {kind} is already running",
+                fix="wait for it to finish (the time-travel panel shows when), then start another",
+            )
+        self._running.add((kind, app))
+        try:
+            yield
+        finally:
+            self._running.discard((kind, app))
 
     # --- the control endpoint ------------------------------------------------------------------------
 

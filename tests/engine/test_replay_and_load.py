@@ -162,3 +162,54 @@ async def test_replay_and_load_resend_only_safe_methods_unless_asked(tmp_path: P
         await s.wait(lambda _st: len(s.store.metrics.requests("web")) >= before + 1 + 3 + 6, "the records")
         sent = [r.method for r in s.store.metrics.requests("web")][before:]
         assert sent.count("POST") == 1 and sent.count("DELETE") == 1  # the all-methods replay only
+
+
+def test_load_latencies_are_kept_in_bounded_bins_within_one_percent() -> None:
+    """Up to 10,000,000 requests: a fixed number of counters, and percentiles within 1% of the
+    exact nearest-rank ones."""
+    import math
+    import random
+
+    from devenv.engine.loadtest import LatencyHistogram
+    from devenv.store.buffers import percentile
+
+    rng = random.Random(7)
+    values = [rng.lognormvariate(1.0, 1.2) for _ in range(50_000)] + [0.0, 2_000_000.0]
+    histogram = LatencyHistogram()
+    size = len(histogram.bins)
+    for v in values:
+        histogram.add(v)
+    assert len(histogram.bins) == size < 3_000 and histogram.count == len(values)
+    exact = sorted(values)
+    for q in (50, 95, 99):
+        assert math.isclose(histogram.percentile(q), percentile(exact, q), rel_tol=0.01)
+    assert math.isnan(LatencyHistogram().percentile(50))
+
+
+async def test_a_second_load_or_replay_of_an_app_is_refused_while_one_runs(
+    tmp_path: Path, compile_cache: Path
+) -> None:
+    import asyncio
+
+    import pytest
+
+    from devenv.control.messages import LoadCommand
+    from devenv.errors import WasmdevError
+
+    write_wat_app(tmp_path, "web", body="busy")
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait_body("web", "busy")
+        await record_real_request(s, "web")
+        tt = s.loop.timetravel
+        first = asyncio.ensure_future(tt.load(LoadCommand(app="web", path="/", duration_s=300, connections=1)))
+        await s.wait(lambda st: st.apps["web"].load_running, "the first load test running")
+        with pytest.raises(WasmdevError, match="app web: a load test is already running"):
+            await tt.load(LoadCommand(app="web", path="/", duration_s=1, connections=1))
+        assert s.store.state.apps["web"].load_running  # the refusal did not clear it
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        await s.wait(lambda st: not st.apps["web"].load_running, "the first load test ended")
+        results = await asyncio.gather(tt.replay("web"), tt.replay("web"), return_exceptions=True)
+        assert results[0].replayed == 1  # type: ignore[union-attr]
+        assert isinstance(results[1], WasmdevError) and "replay is already running" in results[1].what
+        assert (await tt.replay("web")).replayed == 1  # and again once it ended
