@@ -164,3 +164,41 @@ def test_a_build_whose_copy_fails_is_not_kept_pointing_at_the_live_output(tmp_pa
     source.unlink()
     missing = freeze_build(built, tmp_path / "kept-missing")
     assert missing.wasm["web"] == source  # nothing to copy: the deploy will name the file
+
+
+GATE_PY = """\
+import pathlib, time
+started = time.monotonic()
+while not pathlib.Path("gate").exists() and time.monotonic() - started < 120:
+    time.sleep(0.02)
+"""
+
+
+async def test_a_rollback_during_a_build_is_deployed_after_that_builds_deploy(
+    tmp_path: Path, compile_cache: Path
+) -> None:
+    """Every deploy of an app goes through its worker: a rollback asked for while a build runs
+    waits for that build's deploy and then serves, instead of being overwritten by it a moment
+    after it reported success."""
+    import asyncio
+
+    manifest = write_wat_app(tmp_path, "web", body="one", extra_command=" && python gate.py")
+    (manifest.parent / "gate.py").write_text(GATE_PY)
+    gate = manifest.parent / "gate"
+    gate.touch()
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait_body("web", "one")
+        set_body(manifest, "two")
+        await s.wait_body("web", "two")
+        builds = s.count(a.BuildStarted, "web")
+        gate.unlink()  # the next build waits at the gate
+        set_body(manifest, "three")
+        await s.wait(lambda _st: s.count(a.BuildStarted, "web") > builds, "the build of three started")
+        rollback = asyncio.ensure_future(s.loop.timetravel.rollback("web"))  # to one
+        gate.touch()
+        kept = await rollback
+        await s.wait(lambda st: len(st.apps["web"].history) == 3, "three kept (its deploy happened)")
+        assert "one" in (await s.get("web")).text
+        assert s.store.state.apps["web"].serving_digest == kept.digest == s.store.state.apps["web"].history[2].digest
+        set_body(manifest, "four")  # a save after the rollback builds and serves as usual
+        await s.wait_body("web", "four")
