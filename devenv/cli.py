@@ -90,7 +90,13 @@ def _fronted(inner: ClusterTarget, store: Store, settings: Settings, app_names: 
     from devenv.config import app_ports
     from devenv.targets.recording_front import RecordingFront
 
-    return RecordingFront(inner, store, app_ports(settings, list(app_names)), settings.local.host)
+    return RecordingFront(
+        inner,
+        store,
+        app_ports(settings, list(app_names)),
+        settings.local.host,
+        record_body_bytes=settings.local.record_body_bytes,
+    )
 
 
 def _app_names(workspace: Workspace) -> list[str]:

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from devenv.model import ExchangeDifference, RecordedExchange, ReplayReport
+from devenv.targets.base import REPLAY_HEADER
 
-REPLAY_HEADER = "x-wasmdev-replay"
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 # Headers that differ between two identical responses (or are framing, checked via the body).
 VOLATILE_HEADERS = frozenset(
