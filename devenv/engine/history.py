@@ -32,6 +32,7 @@ from devenv.errors import WasmdevError
 from devenv.model import BuiltApp, KeptBuild
 from devenv.store import actions as a
 from devenv.store.store import Store
+from devenv.ui.format import format_age
 
 STATE_DIR = ".wasmdev"  # the workspace's state folder (history, the control socket)
 MAX_SNAPSHOT_FILES = 5_000  # a source tree bigger than this is summarised by its first files
@@ -235,11 +236,29 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def age(ts: float, now: float | None = None) -> str:
-    """ "3m ago" style, for history lines and the rollback banner."""
-    seconds = max(0.0, (now if now is not None else time.time()) - ts)
-    if seconds < 60:
-        return f"{seconds:.0f}s ago"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f}m ago"
-    return f"{seconds / 3600:.1f}h ago"
+
+def history_lines(
+    builds: tuple[KeptBuild, ...], serving: str | None, now: float | None = None, serving_mark: str = "*"
+) -> list[str]:
+    """Newest first, one line per kept build with its 12-hex-digit digest; the one serving is
+    marked. The one spelling for `wasmdev history` and the dashboard's time-travel panel."""
+    if not builds:
+        return ["no kept builds yet: each build that serves is kept"]
+    now = time.time() if now is None else now
+    blank = " " * len(serving_mark)
+    lines = []
+    for b in builds:
+        mark = serving_mark if b.digest == serving else blank
+        e2s = f"edit→serving {b.edit_to_serving_ms:.0f} ms" if b.edit_to_serving_ms is not None else "first build"
+        served = "served" if b.served else "never served"
+        changed = ", ".join(b.changed[:3]) + (f" +{len(b.changed) - 3}" if len(b.changed) > 3 else "")
+        image = f"  {b.image}" if b.image else ""
+        lines.append(
+            f"{mark} {b.short_digest}  {ago(b.built_at, now):>7}  {served:<12} {e2s:<22} {changed or '-'}{image}"
+        )
+    return lines
+
+
+def ago(ts: float, now: float | None = None) -> str:
+    """ "3m ago": the dashboard's spelling of an age (ui.format is pure, no Textual)."""
+    return f"{format_age((time.time() if now is None else now) - ts)} ago"

@@ -25,7 +25,7 @@ from devenv.control.messages import (
     RollbackCommand,
 )
 from devenv.control.server import ControlServer
-from devenv.engine.history import BuildHistory, age, state_dir
+from devenv.engine.history import BuildHistory, ago, history_lines, state_dir
 from devenv.engine.loadtest import format_load, path_request, recorded_requests, run_load, unsafe_count
 from devenv.engine.replay import format_report, origin_of, replay_exchanges
 from devenv.errors import WasmdevError
@@ -187,7 +187,7 @@ class TimeTravel:
             self.store.dispatch(a.RolledBack(app=app, digest=kept.digest, ts=now))
             self._system(
                 app,
-                f"rolled back to {kept.short_digest}… (built {age(kept.built_at, now)}); save to build again",
+                f"rolled back to {kept.short_digest}… (built {ago(kept.built_at, now)}); save to build again",
             )
             return kept
 
@@ -277,7 +277,7 @@ class TimeTravel:
                 kept = await self.rollback(app, digest)
                 return ControlReply(
                     lines=(
-                        f"{app}: serving {kept.short_digest} (built {age(kept.built_at)}) again; "
+                        f"{app}: serving {kept.short_digest} (built {ago(kept.built_at)}) again; "
                         "save to build again",
                     )
                 )
@@ -351,23 +351,3 @@ class TimeTravel:
             a.LogEmitted(LogLine(ts=time.time(), app=app, stream=LogStream.SYSTEM, text=text, level=level))
         )
 
-
-def history_lines(builds: tuple[KeptBuild, ...], serving: str | None, now: float | None = None) -> list[str]:
-    """Newest first, one line per kept build, with its 12-hex-digit digest."""
-    if not builds:
-        return ["no kept builds yet"]
-    lines = []
-    for b in builds:
-        mark = "*" if b.digest == serving else " "
-        e2s = (
-            f"edit→serving {b.edit_to_serving_ms:.0f} ms"
-            if b.edit_to_serving_ms is not None
-            else "first build"
-        )
-        served = "served" if b.served else "never served"
-        changed = ", ".join(b.changed[:3]) + (f" +{len(b.changed) - 3}" if len(b.changed) > 3 else "")
-        image = f"  {b.image}" if b.image else ""
-        lines.append(
-            f"{mark} {b.short_digest}  {age(b.built_at, now):>8}  {served:<12} {e2s:<22} {changed or '-'}{image}"
-        )
-    return lines
