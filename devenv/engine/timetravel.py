@@ -78,7 +78,9 @@ class TimeTravel:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rollback_locks: dict[str, asyncio.Lock] = {}
-        self._rolling_back: set[str] = set()  # apps whose deploy now is a rollback (no auto replay)
+        # app -> the kept digest a rollback is deploying (no auto replay for it; a build the app's
+        # worker deploys before the rollback still gets its replay)
+        self._rolling_back: dict[str, str] = {}
         self._running: set[tuple[str, str]] = set()  # ("replay" | "load test", app) under way
         # Apps with a deploy under way. A new build serves requests a moment before the engine
         # says so (the target swaps, then returns): a rollback waits for that word, so "the
@@ -146,7 +148,7 @@ class TimeTravel:
                 "warn",
             )
             return
-        if self.workspace.settings.app(app).replay and app not in self._rolling_back:
+        if self.workspace.settings.app(app).replay and self._rolling_back.get(app) != built.digest:
             if self.store.exchanges.exchanges(app):
                 self._spawn(self._replay_quietly(app))
 
@@ -171,11 +173,11 @@ class TimeTravel:
                     return await target.redeploy_image(built, image)
 
                 via = via_image
-            self._rolling_back.add(app)
+            self._rolling_back[app] = built.digest
             try:
                 served = await self.serve_kept(built, via)
             finally:
-                self._rolling_back.discard(app)
+                self._rolling_back.pop(app, None)
             if not served:
                 error = self.store.state.apps[app].error if app in self.store.state.apps else ""
                 raise WasmdevError(
