@@ -202,3 +202,25 @@ async def test_a_rollback_during_a_build_is_deployed_after_that_builds_deploy(
         assert s.store.state.apps["web"].serving_digest == kept.digest == s.store.state.apps["web"].history[2].digest
         set_body(manifest, "four")  # a save after the rollback builds and serves as usual
         await s.wait_body("web", "four")
+
+
+async def test_a_build_that_cannot_be_kept_serves_and_the_log_says_what_where_and_the_fix(
+    tmp_path: Path, compile_cache: Path
+) -> None:
+    manifest = write_wat_app(tmp_path, "web", body="kept")
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait_body("web", "kept")
+        history = s.loop.timetravel.history
+        blocker = tmp_path / "not-a-folder"
+        blocker.write_text("")
+        history.root = blocker / "session"  # its folders cannot be made: as a read-only .wasmdev
+        set_body(manifest, "not kept")
+        await s.wait_body("web", "not kept")  # it serves all the same
+
+        def warning() -> str:
+            return next((ln.text for ln in s.store.logs.tail(50) if "could not keep build" in ln.text), "")
+
+        await s.wait(lambda _st: bool(warning()), "the warning")
+        assert str(blocker) in warning() and "a rollback cannot return to it" in warning()
+        assert "fix: free disk space or make" in warning()
+        assert len(s.store.state.apps["web"].history) == 1  # only the first build is kept
