@@ -23,7 +23,9 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -88,7 +90,13 @@ def _fronted(inner: ClusterTarget, store: Store, settings: Settings, app_names: 
     from devenv.config import app_ports
     from devenv.targets.recording_front import RecordingFront
 
-    return RecordingFront(inner, store, app_ports(settings, list(app_names)), settings.local.host)
+    return RecordingFront(
+        inner,
+        store,
+        app_ports(settings, list(app_names)),
+        settings.local.host,
+        record_body_bytes=settings.local.record_body_bytes,
+    )
 
 
 def _app_names(workspace: Workspace) -> list[str]:
@@ -242,17 +250,30 @@ def cmd_screenshot(args: argparse.Namespace) -> int:
 
 # How long a command waits for the session's answer besides its own work (a cluster rollback
 # waits for the rollout).
-_CONTROL_TIMEOUT_S = {"history": 30.0, "rollback": 600.0, "replay": 600.0}
-
-
 def _session_folder(start: Path) -> Path:
     """The workspace whose session to talk to: the -C folder, or the nearest parent with a
-    running session's endpoint (a second terminal may sit in an app's folder)."""
+    running session's endpoint owned by this user (a second terminal may sit in an app's folder).
+
+    The walk does not stop at a folder holding a spin.toml or wasmdev.toml: an app's folder
+    inside a workspace has its own spin.toml, and `wasmdev replay` run there must still find the
+    workspace's session. It stops at the user's home instead (a folder above it is not the
+    user's workspace), or at the filesystem root when ``start`` is outside the home; a socket
+    another user owns (say a planted /tmp/.wasmdev/control.sock) is passed over on the way, and
+    the client checks the listening process's uid as well."""
     from devenv.control.server import socket_path
     from devenv.engine.history import state_dir
 
-    for folder in (start, *start.parents):
-        if socket_path(state_dir(folder)).exists():
+    home = Path.home().resolve()
+    folders = [start, *start.parents]
+    if start == home or home in start.parents:
+        folders = folders[: folders.index(home) + 1]
+    uid = os.getuid()
+    for folder in folders:
+        try:
+            info = socket_path(state_dir(folder)).lstat()
+        except OSError:
+            continue
+        if stat.S_ISSOCK(info.st_mode) and info.st_uid == uid:
             return folder
     return start
 
@@ -260,6 +281,7 @@ def _session_folder(start: Path) -> Path:
 def cmd_control(args: argparse.Namespace) -> int:
     from devenv.control.client import send
     from devenv.control.messages import (
+        CLIENT_TIMEOUT_S,
         ControlRequest,
         HistoryQuery,
         LoadCommand,
@@ -270,13 +292,13 @@ def cmd_control(args: argparse.Namespace) -> int:
 
     workspace = _session_folder(Path(args.directory).resolve())
     request: ControlRequest
-    timeout = _CONTROL_TIMEOUT_S.get(args.command, 60.0)
+    timeout = CLIENT_TIMEOUT_S[args.command]
     if args.command == "history":
         request = HistoryQuery(app=args.app)
     elif args.command == "rollback":
         request = RollbackCommand(app=args.app, digest=args.digest)
     elif args.command == "replay":
-        request = ReplayCommand(app=args.app)
+        request = ReplayCommand(app=args.app, all_methods=args.all_methods)
     else:
         request = LoadCommand(
             app=args.app,
@@ -284,8 +306,9 @@ def cmd_control(args: argparse.Namespace) -> int:
             duration_s=args.duration,
             connections=args.connections,
             requests=args.requests,
+            all_methods=args.all_methods,
         )
-        timeout = args.duration + 90.0
+        timeout = args.duration + CLIENT_TIMEOUT_S["load"]
     reply = send(workspace, state_dir(workspace), request, timeout_s=timeout)
     for line in reply.lines:
         print(line)
@@ -350,6 +373,13 @@ def _add_control_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     load.add_argument("--connections", type=_positive, default=8, metavar="N", help="connections (default 8)")
     load.add_argument("--requests", type=_positive, default=None, metavar="N", help="stop after N requests")
+    for command in (replay, load):
+        command.add_argument(
+            "--all-methods",
+            action="store_true",
+            help="also re-send recorded POST/PUT/DELETE/PATCH requests (they change the app's data again); "
+            "by default only GET, HEAD and OPTIONS are",
+        )
     for command in (history, rollback, replay, load):
         command.set_defaults(func=cmd_control)
 

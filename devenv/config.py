@@ -146,6 +146,7 @@ class AppSettings:
     memory_limit: str = "128Mi"
     enabled: bool = True
     replay: bool = False  # replay the recorded requests after every successful deploy
+    replay_all_methods: bool = False  # that replay re-sends POST/PUT/DELETE/PATCH too (real side effects)
 
 
 _DEFAULT_APP = AppSettings()
@@ -375,6 +376,7 @@ _APP_FIELDS: dict[str, Check] = {
     "memory_limit": _pattern(_MEMORY, "a memory quantity", "128Mi"),
     "enabled": _boolean,
     "replay": _boolean,
+    "replay_all_methods": _boolean,
 }
 _SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
     "local": (LocalSettings, _LOCAL_FIELDS),

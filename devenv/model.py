@@ -248,6 +248,7 @@ class ReplayReport:
     replayed: int
     differences: tuple[ExchangeDifference, ...] = ()
     skipped: int = 0  # recorded with a truncated body: sending a part would not be the same request
+    unsafe_skipped: int = 0  # POST/PUT/DELETE/PATCH…, not sent again unless asked (they change state)
 
 
 @dataclass(frozen=True)

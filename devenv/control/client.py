@@ -4,6 +4,7 @@ the workspace and wait for its reply."""
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from devenv.control.messages import (
     decode,
     encode,
 )
-from devenv.control.server import connect, socket_path
+from devenv.control.server import connect, peer_uid, socket_path
 from devenv.errors import WasmdevError
 
 
@@ -45,6 +46,16 @@ def send(
                 where=str(path),
                 fix="run the command as the user who started `wasmdev up`",
             ) from None
+        # The socket's folder may be another user's (a /tmp parent of the workspace): whoever
+        # listens there must be us, or our commands (and their replies) go to a stranger.
+        server_uid = peer_uid(sock)
+        if server_uid != os.getuid():
+            raise WasmdevError(
+                what=f"the control socket is served by another user (uid {server_uid}), not by you; "
+                "nothing was sent to it",
+                where=str(path),
+                fix="run the command inside your own workspace, or name it with -C DIR",
+            )
         try:
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 # A session that refuses us answers and closes before reading: read its answer.
@@ -56,6 +67,14 @@ def send(
                 where=str(path),
                 fix="check the session is not stuck (its dashboard or log), then try again",
             ) from None
+    if len(data) > MAX_MESSAGE_BYTES:  # _read_line stops past the cap
+        raise WasmdevError(
+            what=f"the session's reply is too large (over {MAX_MESSAGE_BYTES // (1024 * 1024)} MiB); "
+            "nothing of it is shown",
+            where=str(path),
+            fix="see the session's dashboard or log for the result; a session of the same wasmdev "
+            "version cuts its replies to fit",
+        )
     if not data:
         raise WasmdevError(
             what=f"the session in {workspace} closed the connection without an answer",

@@ -10,6 +10,12 @@ from typing import Any
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # a reply carries at most a replay's diffs
 
+# How long the CLI waits for each command's reply (a load test: its duration plus this much).
+# The session's own waits inside a command stay well below these, so the client hears why a
+# command did not finish instead of timing out on a session that is still waiting.
+CLIENT_TIMEOUT_S = {"history": 30.0, "rollback": 600.0, "replay": 600.0, "load": 90.0}
+SESSION_WAIT_S = CLIENT_TIMEOUT_S["rollback"] / 2  # e.g. a rollback waiting for a deploy under way
+
 
 @dataclass(frozen=True)
 class HistoryQuery:
@@ -25,6 +31,7 @@ class RollbackCommand:
 @dataclass(frozen=True)
 class ReplayCommand:
     app: str
+    all_methods: bool = False  # also re-send POST/PUT/DELETE/PATCH (they change state)
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,7 @@ class LoadCommand:
     duration_s: float = 10.0
     connections: int = 8
     requests: int | None = None
+    all_methods: bool = False  # the recorded POST/PUT/DELETE/PATCH too
 
 
 ControlRequest = HistoryQuery | RollbackCommand | ReplayCommand | LoadCommand
@@ -46,6 +54,38 @@ class ControlReply:
     lines: tuple[str, ...] = ()
     exit_code: int = 0
     error: str = ""
+
+
+MAX_LINE_CHARS = 2_000  # a reply line longer than this (a minified body's diff line) is cut
+_RESERVED_BYTES = 64 * 1024  # room for the JSON framing, escaping and the "left out" line
+
+
+def bounded(reply: ControlReply) -> ControlReply:
+    """``reply`` cut to fit one control message: each line to MAX_LINE_CHARS, the lines to the
+    message cap, saying how much was left out (a big replay's diffs)."""
+    budget = MAX_MESSAGE_BYTES - _RESERVED_BYTES - len(reply.error.encode()) * 2
+    kept: list[str] = []
+    cut_lines = 0
+    for line in reply.lines:
+        cut = len(line) > MAX_LINE_CHARS
+        if cut:
+            line = f"{line[:MAX_LINE_CHARS]} … ({len(line) - MAX_LINE_CHARS} more chars)"
+        size = len(json.dumps(line)) + 2  # as sent: escaped, quoted, and a separator
+        if size > budget:
+            break
+        budget -= size
+        cut_lines += cut
+        kept.append(line)
+    left_out = len(reply.lines) - len(kept)
+    notes = []
+    if cut_lines:
+        notes.append(f"{cut_lines} line(s) cut to {MAX_LINE_CHARS} characters")
+    if left_out:
+        cap = MAX_MESSAGE_BYTES // (1024 * 1024)
+        notes.append(f"{left_out} more line(s) left out: a reply holds at most {cap} MiB")
+    if not notes:
+        return reply
+    return dataclasses.replace(reply, lines=(*kept, f"… {'; '.join(notes)}"))
 
 
 _KINDS: dict[str, type] = {

@@ -22,6 +22,7 @@ from devenv.control.messages import (
     BadMessage,
     ControlReply,
     ControlRequest,
+    bounded,
     decode,
     encode,
 )
@@ -77,12 +78,19 @@ def _session_answers(path: Path) -> bool:
     return True
 
 
+async def _end_of_file(reader: asyncio.StreamReader) -> None:
+    with contextlib.suppress(ConnectionError):
+        while await reader.read(4096):
+            pass  # more than one line from a client is ignored
+
+
 class ControlServer:
     def __init__(self, state_folder: Path, handler: Handler) -> None:
         self.path = socket_path(state_folder)
         self.handler = handler
         self._server: asyncio.AbstractServer | None = None
         self._uid = os.getuid()
+        self._running: set[asyncio.Task[ControlReply]] = set()  # handlers under way, cancelled by close()
 
     async def start(self) -> None:
         """Listen; raises WasmdevError when another session in this workspace already does."""
@@ -110,6 +118,9 @@ class ControlServer:
         if self._server is None:
             return
         self._server.close()
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self._server.wait_closed()
         self._server = None
@@ -127,8 +138,11 @@ class ControlServer:
                     exit_code=1,
                 )
             else:
-                reply = await self._answer(await reader.readline())
-            writer.write(encode(reply))
+                answered = await self._answer_while_connected(await reader.readline(), reader)
+                if answered is None:
+                    return  # the client left (a Ctrl-C'd `wasmdev load`): its command was cancelled
+                reply = answered
+            writer.write(encode(bounded(reply)))
             await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             pass  # the client went away or sent too much: nothing to answer
@@ -139,6 +153,25 @@ class ControlServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    async def _answer_while_connected(self, line: bytes, reader: asyncio.StreamReader) -> ControlReply | None:
+        """The command's reply, or None when the client's connection ended first: a command
+        nobody waits for any more (a load test of ten minutes) is cancelled, not run out."""
+        task = asyncio.ensure_future(self._answer(line))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        # A client sends one line and then only reads: what comes next is its end of file.
+        gone = asyncio.ensure_future(_end_of_file(reader))
+        try:
+            await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not task.done():
+                task.cancel()
+            gone.cancel()
+            await asyncio.gather(task, gone, return_exceptions=True)
+        if task.cancelled():
+            return None
+        return task.result()
 
     async def _answer(self, line: bytes) -> ControlReply:
         try:

@@ -13,7 +13,10 @@ has one worker that acts on its own dirty flag, so an app never builds twice at 
 - a change to a file the app grants its guest (``files``) redeploys the version serving, which
   re-stages the files; an app whose folder vanished (moved out of the workspace) is removed;
 - file events that concern no app (a churning log file, a database) are dropped before the
-  watcher's quiet timer, so they never hold anyone's build.
+  watcher's quiet timer, so they never hold anyone's build;
+- a rollback (time travel) is handed to the app's worker too, so every deploy of one app is made
+  by that one task: a rollback asked for during a build waits for that build's deploy and then
+  supersedes it, and an edit saved after it builds and deploys after it.
 
 Intents from the UI (rebuild, restart, pause/resume watching, shutdown) arrive as store actions
 on any thread and are handed to this loop with ``call_soon_threadsafe``.
@@ -58,6 +61,15 @@ def one_line(text: str) -> str:
     return " — ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
+@dataclass(frozen=True)
+class _PendingRollback:
+    """A kept build waiting for the app's worker to deploy it; ``served`` says whether it went live."""
+
+    built: BuiltApp
+    via: DeployVia | None
+    served: asyncio.Future[bool]
+
+
 @dataclass
 class _AppSlot:
     """The loop's own bookkeeping for one manifest (the store holds what the user sees)."""
@@ -76,6 +88,7 @@ class _AppSlot:
     worker: asyncio.Task[None] | None = None
     building: asyncio.Task[BuiltApp] | None = None  # the build running now, cancelled by a newer edit
     notes_said: tuple[str, ...] = ()  # the last deploy's notes, said in the log once, not on every save
+    rollbacks: list[_PendingRollback] = field(default_factory=list)  # deployed by the worker, in order
 
     @property
     def rules(self) -> AppRules:
@@ -333,6 +346,7 @@ class DevLoop:
         while True:
             await slot.wake.wait()
             slot.wake.clear()
+            await self._roll_back(slot)
             if slot.restart:
                 slot.restart = False
                 await self._restart(slot)
@@ -423,10 +437,29 @@ class DevLoop:
         """Deploy a kept build again (a rollback: no build runs); True once it serves. A failure
         keeps what served before and is reported like any failed deploy."""
         slot = next((s for s in self._slots.values() if s.name == built.spec.name and not s.disabled), None)
-        if slot is None:
+        if slot is None or slot.worker is None or slot.worker.done():
             return False
-        await self._deploy(slot, built, via)
-        return slot.serving is built
+        pending = _PendingRollback(built, via, asyncio.get_running_loop().create_future())
+        slot.rollbacks.append(pending)
+        slot.wake.set()
+        worker = slot.worker
+        try:
+            # The worker may be removed with its app meanwhile: then nothing deploys it.
+            await asyncio.wait((pending.served, worker), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not pending.served.done():
+                pending.served.cancel()  # the worker passes over a rollback nobody waits for
+        return not pending.served.cancelled() and pending.served.result()
+
+    async def _roll_back(self, slot: _AppSlot) -> None:
+        """Deploy the rollbacks asked for since the worker last looked (oldest first)."""
+        while slot.rollbacks:
+            pending = slot.rollbacks.pop(0)
+            if pending.served.done():
+                continue
+            await self._deploy(slot, pending.built, pending.via)
+            if not pending.served.done():
+                pending.served.set_result(slot.serving is pending.built)
 
     async def _restart(self, slot: _AppSlot) -> None:
         if slot.serving is None:

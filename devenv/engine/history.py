@@ -32,6 +32,7 @@ from devenv.errors import WasmdevError
 from devenv.model import BuiltApp, KeptBuild
 from devenv.store import actions as a
 from devenv.store.store import Store
+from devenv.ui.format import format_age
 
 STATE_DIR = ".wasmdev"  # the workspace's state folder (history, the control socket)
 MAX_SNAPSHOT_FILES = 5_000  # a source tree bigger than this is summarised by its first files
@@ -195,8 +196,10 @@ def build_outputs(built: BuiltApp) -> frozenset[str]:
 
 def freeze_build(built: BuiltApp, folder: Path) -> BuiltApp:
     """``built`` with every component's wasm copied into ``folder`` (the build output is
-    overwritten by the next build). A component whose wasm cannot be read keeps its path: the
-    deploy then names the missing file."""
+    overwritten by the next build). A component whose wasm does not exist keeps its path: the
+    deploy then names the missing file. Any other failure to copy (a full disk, a read-only
+    state folder) raises: a kept build pointing at the live build output would let a later
+    rollback deploy new bytes under the old digest."""
     folder.mkdir(parents=True, exist_ok=True)
     frozen: dict[str, Path] = {}
     for component_id, component in built.spec.components.items():
@@ -204,9 +207,13 @@ def freeze_build(built: BuiltApp, folder: Path) -> BuiltApp:
         if source is None:
             continue  # fetched from a URL: the spec keeps its digest
         copy = folder / f"{component_id}.wasm"
-        with contextlib.suppress(OSError):
+        try:
             shutil.copyfile(source, copy)
-            frozen[component_id] = copy
+        except FileNotFoundError:
+            if Path(source).exists():
+                raise  # the source is there: it is the copy that failed
+            continue
+        frozen[component_id] = copy
     return dataclasses.replace(built, wasm=MappingProxyType({**built.wasm, **frozen}), trigger_time=None)
 
 
@@ -229,11 +236,29 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def age(ts: float, now: float | None = None) -> str:
-    """ "3m ago" style, for history lines and the rollback banner."""
-    seconds = max(0.0, (now if now is not None else time.time()) - ts)
-    if seconds < 60:
-        return f"{seconds:.0f}s ago"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f}m ago"
-    return f"{seconds / 3600:.1f}h ago"
+
+def history_lines(
+    builds: tuple[KeptBuild, ...], serving: str | None, now: float | None = None, serving_mark: str = "*"
+) -> list[str]:
+    """Newest first, one line per kept build with its 12-hex-digit digest; the one serving is
+    marked. The one spelling for `wasmdev history` and the dashboard's time-travel panel."""
+    if not builds:
+        return ["no kept builds yet: each build that serves is kept"]
+    now = time.time() if now is None else now
+    blank = " " * len(serving_mark)
+    lines = []
+    for b in builds:
+        mark = serving_mark if b.digest == serving else blank
+        e2s = f"edit→serving {b.edit_to_serving_ms:.0f} ms" if b.edit_to_serving_ms is not None else "first build"
+        served = "served" if b.served else "never served"
+        changed = ", ".join(b.changed[:3]) + (f" +{len(b.changed) - 3}" if len(b.changed) > 3 else "")
+        image = f"  {b.image}" if b.image else ""
+        lines.append(
+            f"{mark} {b.short_digest}  {ago(b.built_at, now):>7}  {served:<12} {e2s:<22} {changed or '-'}{image}"
+        )
+    return lines
+
+
+def ago(ts: float, now: float | None = None) -> str:
+    """ "3m ago": the dashboard's spelling of an age (ui.format is pure, no Textual)."""
+    return f"{format_age((time.time() if now is None else now) - ts)} ago"

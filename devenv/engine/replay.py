@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from devenv.model import ExchangeDifference, RecordedExchange, ReplayReport
+from devenv.targets.base import REPLAY_HEADER
 
-REPLAY_HEADER = "x-wasmdev-replay"
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 # Headers that differ between two identical responses (or are framing, checked via the body).
 VOLATILE_HEADERS = frozenset(
@@ -37,6 +37,14 @@ VOLATILE_HEADERS = frozenset(
 # Not forwarded: framing and routing headers the client sets again for the replayed request.
 _NOT_SENT = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive", "expect"})
 MAX_DIFF_LINES = 200
+# Sent again by default: a recorded POST/PUT/DELETE/PATCH would write to the app's real stores
+# (Redis, Postgres, key-value) once more, so it is re-sent only when asked (--all-methods).
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def is_safe(method: str) -> bool:
+    return method.upper() in SAFE_METHODS
+MAX_DIFF_LINE_CHARS = 500  # a minified body is one line: its diff line is cut, not shown whole
 
 
 def mask(name: str, value: str) -> str:
@@ -95,6 +103,12 @@ def body_diff(recorded: bytes, replayed: bytes) -> str:
         )
         if not lines:  # differ only in line endings or a final newline
             lines = [f"- {old!r}"[:200], f"+ {new!r}"[:200]]
+        lines = [
+            f"{line[:MAX_DIFF_LINE_CHARS]} … ({len(line) - MAX_DIFF_LINE_CHARS} more chars)"
+            if len(line) > MAX_DIFF_LINE_CHARS
+            else line
+            for line in lines
+        ]
         if len(lines) > MAX_DIFF_LINES:
             lines = lines[:MAX_DIFF_LINES] + [f"… {len(lines) - MAX_DIFF_LINES} more diff lines"]
         return "\n".join(lines)
@@ -137,16 +151,21 @@ async def replay_exchanges(
     origin: str,
     serving_digest: str,
     *,
+    all_methods: bool = False,
     timeout_s: float = 30.0,
 ) -> ReplayReport:
     """Send each exchange (oldest first, one at a time: the order a user produced them in) to
-    ``origin`` and compare. A request with a truncated body is skipped, not sent cut short."""
+    ``origin`` and compare. A request with a truncated body is skipped, not sent cut short; one
+    whose method is not safe (SAFE_METHODS) is skipped unless ``all_methods``."""
     differences: list[ExchangeDifference] = []
-    replayed = skipped = 0
+    replayed = skipped = unsafe_skipped = 0
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     # auto_decompress off: the recorded body is the bytes served, compressed or not.
     async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
         for exchange in exchanges:
+            if not all_methods and not is_safe(exchange.method):
+                unsafe_skipped += 1
+                continue
             if exchange.body_truncated:
                 skipped += 1
                 continue
@@ -181,6 +200,7 @@ async def replay_exchanges(
         replayed=replayed,
         differences=tuple(differences),
         skipped=skipped,
+        unsafe_skipped=unsafe_skipped,
     )
 
 
@@ -191,6 +211,12 @@ def format_report(report: ReplayReport) -> list[str]:
         f"{report.app}: replayed {report.replayed} recorded request(s) against {short}: "
         f"{len(report.differences)} differ"
         + (f", {report.skipped} skipped (body over the recording cap)" if report.skipped else "")
+        + (
+            f", {report.unsafe_skipped} not sent (methods other than GET/HEAD/OPTIONS change state; "
+            "--all-methods sends them)"
+            if report.unsafe_skipped
+            else ""
+        )
     ]
     for d in report.differences:
         status = f"{d.recorded_status} → {d.replayed_status or 'no response'}"

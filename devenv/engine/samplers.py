@@ -27,11 +27,10 @@ from urllib.parse import urlsplit
 from devenv.model import AppStatus, RequestRecord, ResourceSample
 from devenv.store import actions as a
 from devenv.store.store import Store
-from devenv.targets.base import ReportsUsage, UsageCounters, loopback_target
+from devenv.targets.base import PROBE_HEADER, ReportsUsage, UsageCounters, loopback_target
 
 log = logging.getLogger(__name__)
 
-PROBE_HEADER = "x-wasmdev-probe"
 PROBE_FAILED_STATUS = 599  # no HTTP answer at all (refused, reset, timed out): counted as an error
 _LIVE = (AppStatus.SERVING, AppStatus.DEGRADED)
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from devenv.control.messages import (
+    SESSION_WAIT_S,
     ControlReply,
     ControlRequest,
     HistoryQuery,
@@ -24,8 +25,8 @@ from devenv.control.messages import (
     RollbackCommand,
 )
 from devenv.control.server import ControlServer
-from devenv.engine.history import BuildHistory, age, state_dir
-from devenv.engine.loadtest import format_load, path_request, recorded_requests, run_load
+from devenv.engine.history import BuildHistory, ago, history_lines, state_dir
+from devenv.engine.loadtest import format_load, path_request, recorded_requests, run_load, unsafe_count
 from devenv.engine.replay import format_report, origin_of, replay_exchanges
 from devenv.errors import WasmdevError
 from devenv.model import (
@@ -77,7 +78,10 @@ class TimeTravel:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rollback_locks: dict[str, asyncio.Lock] = {}
-        self._rolling_back: set[str] = set()  # apps whose deploy now is a rollback (no auto replay)
+        # app -> the kept digest a rollback is deploying (no auto replay for it; a build the app's
+        # worker deploys before the rollback still gets its replay)
+        self._rolling_back: dict[str, str] = {}
+        self._running: set[tuple[str, str]] = set()  # ("replay" | "load test", app) under way
         # Apps with a deploy under way. A new build serves requests a moment before the engine
         # says so (the target swaps, then returns): a rollback waits for that word, so "the
         # build before the one serving" is judged against the build that really serves.
@@ -135,9 +139,16 @@ class TimeTravel:
                 built, served_at=served_at, edit_to_serving_ms=edit_to_serving_ms, image=image
             )
         except OSError as err:  # a full disk must not stop serving: the build is just not kept
-            self._system(app, f"could not keep build {built.short_digest} for rollback: {err}", "warn")
+            where = err.filename or self.history.root
+            self._system(
+                app,
+                f"could not keep build {built.short_digest} for rollback: {err.strerror or err} ({where}); "
+                "it serves, but a rollback cannot return to it — fix: free disk space or make "
+                f"{state_dir(self.workspace.root)} writable; the next build is kept again",
+                "warn",
+            )
             return
-        if self.workspace.settings.app(app).replay and app not in self._rolling_back:
+        if self.workspace.settings.app(app).replay and self._rolling_back.get(app) != built.digest:
             if self.store.exchanges.exchanges(app):
                 self._spawn(self._replay_quietly(app))
 
@@ -162,11 +173,11 @@ class TimeTravel:
                     return await target.redeploy_image(built, image)
 
                 via = via_image
-            self._rolling_back.add(app)
+            self._rolling_back[app] = built.digest
             try:
                 served = await self.serve_kept(built, via)
             finally:
-                self._rolling_back.discard(app)
+                self._rolling_back.pop(app, None)
             if not served:
                 error = self.store.state.apps[app].error if app in self.store.state.apps else ""
                 raise WasmdevError(
@@ -178,16 +189,19 @@ class TimeTravel:
             self.store.dispatch(a.RolledBack(app=app, digest=kept.digest, ts=now))
             self._system(
                 app,
-                f"rolled back to {kept.short_digest}… (built {age(kept.built_at, now)}); save to build again",
+                f"rolled back to {kept.short_digest}… (built {ago(kept.built_at, now)}); save to build again",
             )
             return kept
 
-    async def replay(self, app: str) -> ReplayReport:
+    async def replay(self, app: str, *, all_methods: bool = False) -> ReplayReport:
         state = self._app_state(app)
         if not state.urls or not state.serving_digest:
             raise WasmdevError(what=f"app {app} serves no URL yet", fix="wait until it serves, then replay")
         exchanges = self.store.exchanges.exchanges(app)
-        report = await replay_exchanges(app, exchanges, origin_of(state.urls[0]), state.serving_digest)
+        with self._one_at_a_time("replay", app):
+            report = await replay_exchanges(
+                app, exchanges, origin_of(state.urls[0]), state.serving_digest, all_methods=all_methods
+            )
         self.store.dispatch(a.ReplayFinished(app=app, report=report))
         # Every line in the log too: it is what `wasmdev up --headless` prints.
         lines = format_report(report)
@@ -209,28 +223,48 @@ class TimeTravel:
             requests = [path_request(command.path)]
             label = command.path
         else:
-            requests = recorded_requests(self.store.exchanges.exchanges(app))
+            exchanges = self.store.exchanges.exchanges(app)
+            requests = recorded_requests(exchanges, all_methods=command.all_methods)
             label = "recorded requests"
-            if not requests:  # nothing recorded yet: the app's first URL
+            if not requests:  # nothing (safe) recorded yet: the app's first URL
                 first = state.urls[0][len(origin_of(state.urls[0])) :] or "/"
                 requests, label = [path_request(first)], first
-        self.store.dispatch(a.LoadTestStarted(app=app, ts=time.time()))
-        report: LoadReport | None = None
-        try:
-            report = await run_load(
-                app,
-                origin_of(state.urls[0]),
-                requests,
-                connections=command.connections,
-                duration_s=command.duration_s,
-                count=command.requests,
-                label=label,
-            )
-        finally:
-            self.store.dispatch(a.LoadTestFinished(app=app, report=report))
+            left_out = 0 if command.all_methods else unsafe_count(exchanges)
+            if left_out:
+                label += f" ({left_out} recorded POST/PUT/DELETE/PATCH… left out; --all-methods sends them)"
+        with self._one_at_a_time("load test", app):
+            self.store.dispatch(a.LoadTestStarted(app=app, ts=time.time()))
+            report: LoadReport | None = None
+            try:
+                report = await run_load(
+                    app,
+                    origin_of(state.urls[0]),
+                    requests,
+                    connections=command.connections,
+                    duration_s=command.duration_s,
+                    count=command.requests,
+                    label=label,
+                )
+            finally:
+                self.store.dispatch(a.LoadTestFinished(app=app, report=report))
         for line in format_load(report):
             self._system(app, line.strip())
         return report
+
+    @contextlib.contextmanager
+    def _one_at_a_time(self, kind: str, app: str) -> Iterator[None]:
+        """One replay and one load test per app at a time: a second `t` would measure the two
+        runs against each other, and the first to end would clear the panel's "running"."""
+        if (kind, app) in self._running:
+            raise WasmdevError(
+                what=f"app {app}: a {kind} is already running",
+                fix="wait for it to finish (the time-travel panel shows when), then start another",
+            )
+        self._running.add((kind, app))
+        try:
+            yield
+        finally:
+            self._running.discard((kind, app))
 
     # --- the control endpoint ------------------------------------------------------------------------
 
@@ -245,12 +279,12 @@ class TimeTravel:
                 kept = await self.rollback(app, digest)
                 return ControlReply(
                     lines=(
-                        f"{app}: serving {kept.short_digest} (built {age(kept.built_at)}) again; "
+                        f"{app}: serving {kept.short_digest} (built {ago(kept.built_at)}) again; "
                         "save to build again",
                     )
                 )
-            case ReplayCommand(app=app):
-                report = await self.replay(app)
+            case ReplayCommand(app=app, all_methods=all_methods):
+                report = await self.replay(app, all_methods=all_methods)
                 return ControlReply(
                     lines=tuple(format_report(report)), exit_code=1 if report.differences else 0
                 )
@@ -270,7 +304,7 @@ class TimeTravel:
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._intent, action)
 
-    async def _deploys_settled(self, app: str, timeout_s: float = 900.0) -> None:
+    async def _deploys_settled(self, app: str, timeout_s: float = SESSION_WAIT_S) -> None:
         ended = self._deploying.get(app)
         if ended is not None:
             with contextlib.suppress(TimeoutError):
@@ -299,7 +333,8 @@ class TimeTravel:
             self._system(app, " — fix: ".join(p for p in (err.what, err.fix) if p), "error")
 
     async def _replay_quietly(self, app: str) -> None:
-        await self._reported(app, self.replay(app))
+        all_methods = self.workspace.settings.app(app).replay_all_methods
+        await self._reported(app, self.replay(app, all_methods=all_methods))
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
@@ -318,23 +353,3 @@ class TimeTravel:
             a.LogEmitted(LogLine(ts=time.time(), app=app, stream=LogStream.SYSTEM, text=text, level=level))
         )
 
-
-def history_lines(builds: tuple[KeptBuild, ...], serving: str | None, now: float | None = None) -> list[str]:
-    """Newest first, one line per kept build, with its 12-hex-digit digest."""
-    if not builds:
-        return ["no kept builds yet"]
-    lines = []
-    for b in builds:
-        mark = "*" if b.digest == serving else " "
-        e2s = (
-            f"edit→serving {b.edit_to_serving_ms:.0f} ms"
-            if b.edit_to_serving_ms is not None
-            else "first build"
-        )
-        served = "served" if b.served else "never served"
-        changed = ", ".join(b.changed[:3]) + (f" +{len(b.changed) - 3}" if len(b.changed) > 3 else "")
-        image = f"  {b.image}" if b.image else ""
-        lines.append(
-            f"{mark} {b.short_digest}  {age(b.built_at, now):>8}  {served:<12} {e2s:<22} {changed or '-'}{image}"
-        )
-    return lines

@@ -17,8 +17,17 @@ def _put(state: EngineState, app: AppState) -> EngineState:
 
 
 def reduce_timetravel(state: EngineState, action: a.Action) -> EngineState:
-    name = getattr(action, "app", None)
-    old = state.apps.get(name) if isinstance(name, str) else None
+    match action:
+        case (
+            a.HistoryChanged(app=name)
+            | a.RolledBack(app=name)
+            | a.ReplayFinished(app=name)
+            | a.LoadTestStarted(app=name)
+            | a.LoadTestFinished(app=name)
+        ):
+            old = state.apps.get(name)
+        case _:
+            return state
     if old is None:
         return state
     match action:

@@ -32,6 +32,11 @@ from urllib.parse import urlsplit
 from devenv.errors import WasmdevError
 from devenv.model import BuiltApp
 
+# Headers wasmdev adds to its own requests, read by every serving side (local server, the
+# cluster front) and by the engine that sends them.
+REPLAY_HEADER = "x-wasmdev-replay"  # replays and load tests: served and measured, never recorded
+PROBE_HEADER = "x-wasmdev-probe"  # the prober's polls: it reports its own figure
+
 
 class UnsupportedApp(WasmdevError):
     """The target recognised the app but cannot host it (e.g. a component world it lacks)."""

@@ -5,6 +5,9 @@ latency graph and the request log, and real requests recorded (RecordedExchange)
 Wraps a cluster target (deploys, rollbacks and removals go to it unchanged) and swaps the URLs
 it returns for the front's. Requests carrying ``x-wasmdev-replay`` (replays, load tests) are
 served and measured but not recorded; wasmdev's own probes are left to the prober's figures.
+
+Responses are streamed to the client as they arrive (a large download or a slow stream is never
+held whole in memory); only their first ``record_body_bytes`` are kept for the recording.
 """
 
 from __future__ import annotations
@@ -15,23 +18,32 @@ import itertools
 import socket
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
 
+from devenv.config import LocalSettings
 from devenv.errors import DeployError
 from devenv.model import BuiltApp, LogLine, LogStream, RecordedExchange, RequestRecord
 from devenv.store import actions as a
 from devenv.store.store import Store
-from devenv.targets.base import DeployResult, KeepsImages, Target
-from devenv.targets.cluster.ingress_check import loopback_target
+from devenv.targets.base import (
+    PROBE_HEADER,
+    REPLAY_HEADER,
+    DeployResult,
+    KeepsImages,
+    Target,
+    loopback_target,
+)
 
-RECORD_BODY_BYTES = 1024 * 1024  # bodies kept for replay up to this size (more is marked truncated)
 MAX_BODY_BYTES = 64 * 1024 * 1024  # larger requests are refused (413), as a dev proxy
-REPLAY_HEADER = "x-wasmdev-replay"
-PROBE_HEADER = "x-wasmdev-probe"
+CHUNK_BYTES = 64 * 1024
+# No total timeout (a slow handler or a long download is the app's business), but an upstream
+# silent this long between two chunks is taken as gone: a dead ingress does not hold a handler.
+UPSTREAM_READ_TIMEOUT_S = 300.0
 _HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -55,8 +67,11 @@ class ClusterTarget(Target, KeepsImages, Protocol):
 class _AppFront:
     """One app's port: forwards every request to ``upstream`` (the app's ingress URL)."""
 
-    def __init__(self, store: Store, app: str, upstream: str, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, store: Store, app: str, upstream: str, session: aiohttp.ClientSession, record_body_bytes: int
+    ) -> None:
         self.store = store
+        self.record_body_bytes = record_body_bytes
         self.app = app
         self.upstream = upstream
         self.session = session
@@ -101,56 +116,92 @@ class _AppFront:
         target, extra = loopback_target(self.upstream.rstrip("/") + request.raw_path)
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
         headers += list(extra.items())
+        cap = self.record_body_bytes
+        kept = bytearray()  # the response body's first ``cap`` bytes, for the recording
+        size = 0
+        status = 502
+        response_headers: list[tuple[str, str]] = []
+        response: web.StreamResponse | None = None
         try:
             async with self.session.request(
                 request.method, target, headers=headers, data=body or None, allow_redirects=False
             ) as upstream:
-                response_body = await upstream.read()
                 status = upstream.status
                 response_headers = [
                     (k, v) for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP
                 ]
+                response = web.StreamResponse(status=status)
+                for name, value in response_headers:
+                    response.headers.add(name, value)
+                if upstream.content_length is not None and request.method != "HEAD":
+                    response.content_length = upstream.content_length
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_chunked(CHUNK_BYTES):
+                    size += len(chunk)
+                    if len(kept) < cap:
+                        kept += chunk[: cap - len(kept)]
+                    await response.write(chunk)
+                await response.write_eof()
         except (aiohttp.ClientError, TimeoutError) as err:
-            status = 502
-            response_body = (
+            if response is not None:
+                raise  # cut off mid-stream: the client sees the connection end, as it would upstream
+            kept = bytearray(
                 f"wasmdev: the cluster's ingress at {self.upstream} did not answer for app {self.app}: "
-                f"{err or type(err).__name__}\n"
-            ).encode()
+                f"{err or type(err).__name__}\n".encode()
+            )
+            size = len(kept)
             response_headers = [("Content-Type", "text/plain; charset=utf-8")]
-        latency_ms = (time.perf_counter() - started) * 1000
-        self._report(request, request_id, body, status, response_headers, response_body, latency_ms)
-        response = web.Response(status=status, body=response_body)
-        for name, value in response_headers:
-            if name.lower() != "content-encoding" or response_body:
-                response.headers.add(name, value)
+            response = web.Response(status=502, body=bytes(kept), headers=response_headers)
+        finally:
+            latency_ms = (time.perf_counter() - started) * 1000
+            self._report(
+                request,
+                request_id,
+                body,
+                _Response(status, response_headers, bytes(kept), truncated=size > len(kept)),
+                latency_ms,
+            )
         return response
 
     def _report(
-        self,
-        request: web.Request,
-        request_id: str,
-        body: bytes,
-        status: int,
-        response_headers: list[tuple[str, str]],
-        response_body: bytes,
-        latency_ms: float,
+        self, request: web.Request, request_id: str, body: bytes, response: _Response, latency_ms: float
     ) -> None:
         if PROBE_HEADER in request.headers:
             return  # the prober reports its own figure
         now = time.time()
         path = request.rel_url.path
+        status = response.status
         self.store.dispatch(
             a.RequestServed(
-                RequestRecord(now, self.app, "", request.method, path, status, latency_ms, request_id)
+                RequestRecord(
+                    ts=now,
+                    app=self.app,
+                    component="",
+                    method=request.method,
+                    path=path,
+                    status=status,
+                    latency_ms=latency_ms,
+                    request_id=request_id,
+                )
             )
         )
         level = "error" if status >= 500 else ("warn" if status >= 400 else "info")
         text = f"{request.method} {path} {status} {latency_ms:.1f}ms (via the cluster)"
         self.store.dispatch(
-            a.LogEmitted(LogLine(now, self.app, LogStream.REQUEST, text, request_id=request_id, level=level))
+            a.LogEmitted(
+                LogLine(
+                    ts=now,
+                    app=self.app,
+                    stream=LogStream.REQUEST,
+                    text=text,
+                    request_id=request_id,
+                    level=level,
+                )
+            )
         )
         if REPLAY_HEADER in request.headers:
             return
+        cap = self.record_body_bytes
         exchange = RecordedExchange(
             ts=now,
             app=self.app,
@@ -159,15 +210,25 @@ class _AppFront:
             path=path,
             query=request.rel_url.raw_query_string,
             headers=tuple(request.headers.items()),
-            body=body[:RECORD_BODY_BYTES],
+            body=body[:cap],
             status=status,
-            response_headers=tuple(response_headers),
-            response_body=response_body[:RECORD_BODY_BYTES],
+            response_headers=tuple(response.headers),
+            response_body=response.body,
             latency_ms=latency_ms,
-            body_truncated=len(body) > RECORD_BODY_BYTES,
-            response_truncated=len(response_body) > RECORD_BODY_BYTES,
+            body_truncated=len(body) > cap,
+            response_truncated=response.truncated,
         )
         self.store.dispatch(a.RequestRecorded(exchange))
+
+
+@dataclass(frozen=True)
+class _Response:
+    """What the recording keeps of a response: its first bytes, and whether there was more."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    truncated: bool
 
 
 class RecordingFront:
@@ -175,9 +236,16 @@ class RecordingFront:
     without one gets a free port)."""
 
     def __init__(
-        self, inner: ClusterTarget, store: Store, ports: Mapping[str, int], host: str = "127.0.0.1"
+        self,
+        inner: ClusterTarget,
+        store: Store,
+        ports: Mapping[str, int],
+        host: str = "127.0.0.1",
+        *,
+        record_body_bytes: int = LocalSettings.record_body_bytes,
     ) -> None:
         self.inner = inner
+        self.record_body_bytes = record_body_bytes
         self.name = inner.name
         self.store = store
         self.ports = dict(ports)
@@ -222,12 +290,13 @@ class RecordingFront:
         upstream = f"{parts.scheme}://{parts.netloc}"
         async with self._lock:
             if self._session is None:
-                # No total timeout: a slow handler is the app's business; a dead ingress fails on connect.
-                timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+                timeout = aiohttp.ClientTimeout(
+                    total=None, sock_connect=10, sock_read=UPSTREAM_READ_TIMEOUT_S
+                )
                 self._session = aiohttp.ClientSession(timeout=timeout, auto_decompress=False)
             front = self._fronts.get(app)
             if front is None:
-                front = _AppFront(self.store, app, upstream, self._session)
+                front = _AppFront(self.store, app, upstream, self._session, self.record_body_bytes)
                 await front.start(self.host, self.ports.get(app, 0))
                 self._fronts[app] = front
                 self.store.dispatch(

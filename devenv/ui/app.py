@@ -19,7 +19,7 @@ from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Container, Vertical
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Footer, Input
 
 from devenv.model import EngineState, LogLine, LogStream
 from devenv.store import Store
@@ -41,7 +41,7 @@ from devenv.ui.widgets.build_error import BuildErrorPanel, failing_app
 from devenv.ui.widgets.filter_input import FilterInput
 from devenv.ui.widgets.graphs import LatencyGraph, ResourceGraph
 from devenv.ui.widgets.log_view import LogView
-from devenv.ui.widgets.status_bar import status_text
+from devenv.ui.widgets.status_bar import StatusBar, status_text
 from devenv.ui.widgets.timetravel import TimeTravelPanel
 
 REFRESH_HZ = 10.0
@@ -141,7 +141,7 @@ class WasmdevApp(IntentActions, App[None]):
     def compose(self) -> ComposeResult:
         # Widgets are kept as attributes: the timer must reach them even while another screen
         # (the command palette) is on top, where app.query_one would look.
-        self._status = Static("", id="status")
+        self._status = StatusBar("", id="status")
         self._bootstrap = BootstrapPanel(id="bootstrap")
         self._build_error = BuildErrorPanel(id="build-error")
         self._timetravel = TimeTravelPanel(id="timetravel")
@@ -250,7 +250,7 @@ class WasmdevApp(IntentActions, App[None]):
         self._state_dirty = False
         self._seen_generation = state.generation
         self._last_state_refresh = time.monotonic()
-        status = status_text(state, self.layout_name)
+        status = status_text(state, self.layout_name, self._status.warning_style)
         if status != self._status_shown:
             self._status_shown = status
             self._status.update(status)

@@ -4,6 +4,7 @@ talking to a running session over its Unix socket, and to none."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import httpx
@@ -251,3 +253,173 @@ async def test_a_deep_workspace_keeps_its_endpoint_in_the_workspace(tmp_path: Pa
     finally:
         await server.close()
     assert not server.path.exists()
+
+
+def _bind(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(path))
+    sock.close()  # the socket file stays: enough for the walk, which only looks at it
+
+
+def test_the_walk_up_finds_only_the_users_own_session_and_stops_at_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from devenv.cli import _session_folder
+
+    home = tmp_path / "home" / "me"
+    workspace = home / "ws"
+    app = workspace / "web"
+    app.mkdir(parents=True)
+    (app / "spin.toml").write_text("")  # an app's own manifest does not stop the walk
+    monkeypatch.setenv("HOME", str(home))
+    _bind(socket_path(tmp_path / ".wasmdev"))  # above the home: never reached from inside it
+    assert _session_folder(app) == app
+    _bind(socket_path(workspace / ".wasmdev"))
+    assert _session_folder(app) == workspace
+    if os.getuid() == 0:  # as another user's planted socket would be
+        os.lchown(socket_path(workspace / ".wasmdev"), 65534, 65534)
+        assert _session_folder(app) == app
+        outside = tmp_path / "elsewhere" / "deep"
+        outside.mkdir(parents=True)
+        assert _session_folder(outside) == tmp_path  # outside the home: up to the root
+        os.lchown(socket_path(tmp_path / ".wasmdev"), 65534, 65534)
+        assert _session_folder(outside) == outside
+
+
+def test_the_client_refuses_a_socket_served_by_another_user(tmp_path: Path) -> None:
+    """Whoever listens must be this user: the peer's uid (SO_PEERCRED) is checked before a word
+    is sent. Needs root to listen as another user."""
+    from devenv.control.client import send
+
+    if os.getuid() != 0:
+        pytest.skip("listening as another user needs root")
+    folder = Path(tempfile.mkdtemp(prefix="wasmdev-planted-"))
+    os.chmod(folder, 0o777)
+    path = socket_path(folder / ".wasmdev")
+    path.parent.mkdir(mode=0o777)
+    os.chmod(path.parent, 0o777)
+    ready_r, ready_w = os.pipe()
+    got_r, got_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the stranger: listens, and reports whatever it is sent
+        status = 0
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            with socket.socket(socket.AF_UNIX) as server:
+                server.bind(str(path))
+                server.listen(1)
+                os.write(ready_w, b"1")
+                conn, _ = server.accept()
+                conn.settimeout(WAIT_S)
+                with conn:
+                    try:
+                        data = conn.recv(65536)
+                    except OSError:
+                        data = b""
+                    os.write(got_w, data or b"-")
+        except BaseException as err:
+            os.write(ready_w, f"child error: {err!r}".encode())
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(ready_w)
+    os.close(got_w)
+    assert os.read(ready_r, 200) == b"1"
+    with pytest.raises(WasmdevError) as caught:
+        send(folder, folder / ".wasmdev", HistoryQuery(app="web"), timeout_s=WAIT_S)
+    assert "served by another user (uid 65534)" in caught.value.what
+    with os.fdopen(got_r, "rb") as got:
+        assert got.read() == b"-"  # the stranger was sent nothing
+    os.waitpid(pid, 0)
+    os.close(ready_r)
+
+
+async def test_a_command_is_cancelled_when_its_client_leaves_and_when_the_session_ends(tmp_path: Path) -> None:
+    """A Ctrl-C'd `wasmdev load --duration 10m` must not keep loading: the handler runs as a
+    task that ends with the client's connection, and close() cancels those still running."""
+    started: asyncio.Queue[str] = asyncio.Queue()
+    cancelled: asyncio.Queue[str] = asyncio.Queue()
+
+    async def handler(request: object) -> ControlReply:
+        assert isinstance(request, HistoryQuery)
+        await started.put(request.app)
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await cancelled.put(request.app)
+            raise
+        return ControlReply()
+
+    server = ControlServer(tmp_path / ".wasmdev", handler)
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(server.path))
+        writer.write(encode(HistoryQuery(app="left")))
+        await writer.drain()
+        assert await asyncio.wait_for(started.get(), WAIT_S) == "left"
+        writer.close()  # the client goes away (Ctrl-C)
+        assert await asyncio.wait_for(cancelled.get(), WAIT_S) == "left"
+
+        reader, writer = await asyncio.open_unix_connection(str(server.path))
+        writer.write(encode(HistoryQuery(app="stays")))
+        await writer.drain()
+        assert await asyncio.wait_for(started.get(), WAIT_S) == "stays"
+    finally:
+        await asyncio.wait_for(server.close(), WAIT_S)
+    assert cancelled.get_nowait() == "stays"  # the session ended: its running commands with it
+    assert await asyncio.wait_for(reader.read(), WAIT_S) == b""
+    writer.close()
+
+
+async def test_a_reply_too_big_for_one_message_is_cut_saying_so(tmp_path: Path) -> None:
+    """A big replay's diffs: each line is cut, the reply fits the message cap and says how much
+    was left out; a reply over the cap anyway (an older session) is a clear error."""
+    from devenv.control.client import send
+    from devenv.control.messages import MAX_LINE_CHARS, MAX_MESSAGE_BYTES
+
+    huge = tuple(f"line {i} " + "é" * 3_000 for i in range(2_000))  # ~12 MB as JSON
+
+    async def handler(_request: object) -> ControlReply:
+        return ControlReply(lines=huge, exit_code=1)
+
+    server = ControlServer(tmp_path / ".wasmdev", handler)
+    await server.start()
+    try:
+        reply = await asyncio.to_thread(send, tmp_path, tmp_path / ".wasmdev", HistoryQuery(app="web"), WAIT_S)
+    finally:
+        await server.close()
+    assert reply.exit_code == 1
+    assert len(encode(reply)) <= MAX_MESSAGE_BYTES
+    assert reply.lines[0].startswith("line 0 ") and len(reply.lines[0]) < MAX_LINE_CHARS + 40
+    shown = len(reply.lines) - 1
+    assert 0 < shown < len(huge)
+    assert reply.lines[-1] == (
+        f"… {shown} line(s) cut to {MAX_LINE_CHARS} characters; "
+        f"{len(huge) - shown} more line(s) left out: a reply holds at most 4 MiB"
+    )
+
+    # A session that does not cut (an older version): the client says what happened.
+    listener = socket.socket(socket.AF_UNIX)
+    path = socket_path(tmp_path / "old" / ".wasmdev")
+    path.parent.mkdir(parents=True)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def old_session() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            with contextlib.suppress(OSError):
+                conn.sendall(b'{"kind": "reply", "fields": {"lines": ["' + b"x" * (MAX_MESSAGE_BYTES + 10) + b'"]}}\n')
+
+    thread = threading.Thread(target=old_session)
+    thread.start()
+    try:
+        with pytest.raises(WasmdevError, match="reply is too large"):
+            await asyncio.to_thread(send, path.parent.parent, path.parent, HistoryQuery(app="web"), WAIT_S)
+    finally:
+        thread.join(WAIT_S)
+        listener.close()

@@ -135,3 +135,92 @@ def test_a_new_session_removes_history_left_by_dead_sessions_only(tmp_path: Path
     history = BuildHistory(Store(), tmp_path, keep=3)
     assert not left_by_dead.exists() and live.exists()
     assert history.root.parent == base and history.root.name.startswith(f"session-{os.getpid()}-")
+
+
+def test_a_build_whose_copy_fails_is_not_kept_pointing_at_the_live_output(tmp_path: Path) -> None:
+    """A copy that fails (full disk, read-only state folder) raises, so the build is not kept
+    with its wasm path still naming the build output a later build overwrites; a component
+    whose wasm is simply missing keeps its path (the deploy names the missing file)."""
+    import errno
+
+    from devenv.engine.history import freeze_build
+    from devenv.manifest import load_app
+    from devenv.model import BuiltApp
+
+    manifest = write_wat_app(tmp_path / "app", "web", body="one")
+    spec = load_app(manifest)
+    source = next(c.source for c in spec.components.values() if c.source is not None)
+    assert source is not None
+    source.parent.mkdir(parents=True, exist_ok=True)
+    source.write_bytes(b"\0asm\1\0\0\0")
+    built = BuiltApp(spec=spec, digest="sha256:" + "1" * 64, wasm={"web": source}, built_at=0.0)
+
+    folder = tmp_path / "kept"
+    (folder / "web.wasm").mkdir(parents=True)  # the copy cannot be written there
+    with pytest.raises(OSError) as caught:
+        freeze_build(built, folder)
+    assert caught.value.errno in (errno.EISDIR, errno.EACCES)
+
+    source.unlink()
+    missing = freeze_build(built, tmp_path / "kept-missing")
+    assert missing.wasm["web"] == source  # nothing to copy: the deploy will name the file
+
+
+GATE_PY = """\
+import pathlib, time
+started = time.monotonic()
+while not pathlib.Path("gate").exists() and time.monotonic() - started < 120:
+    time.sleep(0.02)
+"""
+
+
+async def test_a_rollback_during_a_build_is_deployed_after_that_builds_deploy(
+    tmp_path: Path, compile_cache: Path
+) -> None:
+    """Every deploy of an app goes through its worker: a rollback asked for while a build runs
+    waits for that build's deploy and then serves, instead of being overwritten by it a moment
+    after it reported success."""
+    import asyncio
+
+    manifest = write_wat_app(tmp_path, "web", body="one", extra_command=" && python gate.py")
+    (manifest.parent / "gate.py").write_text(GATE_PY)
+    gate = manifest.parent / "gate"
+    gate.touch()
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait_body("web", "one")
+        set_body(manifest, "two")
+        await s.wait_body("web", "two")
+        builds = s.count(a.BuildStarted, "web")
+        gate.unlink()  # the next build waits at the gate
+        set_body(manifest, "three")
+        await s.wait(lambda _st: s.count(a.BuildStarted, "web") > builds, "the build of three started")
+        rollback = asyncio.ensure_future(s.loop.timetravel.rollback("web"))  # to one
+        gate.touch()
+        kept = await rollback
+        await s.wait(lambda st: len(st.apps["web"].history) == 3, "three kept (its deploy happened)")
+        assert "one" in (await s.get("web")).text
+        assert s.store.state.apps["web"].serving_digest == kept.digest == s.store.state.apps["web"].history[2].digest
+        set_body(manifest, "four")  # a save after the rollback builds and serves as usual
+        await s.wait_body("web", "four")
+
+
+async def test_a_build_that_cannot_be_kept_serves_and_the_log_says_what_where_and_the_fix(
+    tmp_path: Path, compile_cache: Path
+) -> None:
+    manifest = write_wat_app(tmp_path, "web", body="kept")
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait_body("web", "kept")
+        history = s.loop.timetravel.history
+        blocker = tmp_path / "not-a-folder"
+        blocker.write_text("")
+        history.root = blocker / "session"  # its folders cannot be made: as a read-only .wasmdev
+        set_body(manifest, "not kept")
+        await s.wait_body("web", "not kept")  # it serves all the same
+
+        def warning() -> str:
+            return next((ln.text for ln in s.store.logs.tail(50) if "could not keep build" in ln.text), "")
+
+        await s.wait(lambda _st: bool(warning()), "the warning")
+        assert str(blocker) in warning() and "a rollback cannot return to it" in warning()
+        assert "fix: free disk space or make" in warning()
+        assert len(s.store.state.apps["web"].history) == 1  # only the first build is kept

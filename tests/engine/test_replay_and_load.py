@@ -131,3 +131,85 @@ def test_diffs_mask_secrets_and_ignore_volatile_headers() -> None:
     assert body_diff(b"\x00\x01\x02", b"\x00\x09\x02\x03") == (
         "binary bodies differ: 3 bytes recorded, 4 replayed; first difference at byte 1"
     )
+
+
+async def test_replay_and_load_resend_only_safe_methods_unless_asked(tmp_path: Path, compile_cache: Path) -> None:
+    """A recorded POST would write to the app's real stores again: replay and load send GET,
+    HEAD and OPTIONS only, say how many they left out, and send all with all_methods."""
+    from devenv.control.messages import LoadCommand
+    from devenv.engine.replay import format_report
+
+    write_wat_app(tmp_path, "web", body="methods")
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait_body("web", "methods")
+        async with httpx.AsyncClient(timeout=10) as client:
+            await client.post(s.url("web") + "?posted=1", content=b"x=1")
+            await client.delete(s.url("web") + "?deleted=1")
+            await client.get(s.url("web") + "?got=1")
+        await s.wait(
+            lambda _st: {e.method for e in s.store.exchanges.exchanges("web")} >= {"POST", "DELETE", "GET"},
+            "the POST, DELETE and GET recorded",
+        )
+        before = len(s.store.metrics.requests("web"))
+        safe = await s.loop.timetravel.replay("web")
+        assert safe.replayed == 1 and safe.unsafe_skipped == 2
+        assert "2 not sent (methods other than GET/HEAD/OPTIONS change state" in format_report(safe)[0]
+        every = await s.loop.timetravel.replay("web", all_methods=True)
+        assert every.replayed == 3 and every.unsafe_skipped == 0
+
+        load = await s.loop.timetravel.load(LoadCommand(app="web", connections=1, requests=6))
+        assert load.requests == 6 and "2 recorded POST/PUT/DELETE/PATCH… left out" in load.url
+        await s.wait(lambda _st: len(s.store.metrics.requests("web")) >= before + 1 + 3 + 6, "the records")
+        sent = [r.method for r in s.store.metrics.requests("web")][before:]
+        assert sent.count("POST") == 1 and sent.count("DELETE") == 1  # the all-methods replay only
+
+
+def test_load_latencies_are_kept_in_bounded_bins_within_one_percent() -> None:
+    """Up to 10,000,000 requests: a fixed number of counters, and percentiles within 1% of the
+    exact nearest-rank ones."""
+    import math
+    import random
+
+    from devenv.engine.loadtest import LatencyHistogram
+    from devenv.store.buffers import percentile
+
+    rng = random.Random(7)
+    values = [rng.lognormvariate(1.0, 1.2) for _ in range(50_000)] + [0.0, 2_000_000.0]
+    histogram = LatencyHistogram()
+    size = len(histogram.bins)
+    for v in values:
+        histogram.add(v)
+    assert len(histogram.bins) == size < 3_000 and histogram.count == len(values)
+    exact = sorted(values)
+    for q in (50, 95, 99):
+        assert math.isclose(histogram.percentile(q), percentile(exact, q), rel_tol=0.01)
+    assert math.isnan(LatencyHistogram().percentile(50))
+
+
+async def test_a_second_load_or_replay_of_an_app_is_refused_while_one_runs(
+    tmp_path: Path, compile_cache: Path
+) -> None:
+    import asyncio
+
+    import pytest
+
+    from devenv.control.messages import LoadCommand
+    from devenv.errors import WasmdevError
+
+    write_wat_app(tmp_path, "web", body="busy")
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait_body("web", "busy")
+        await record_real_request(s, "web")
+        tt = s.loop.timetravel
+        first = asyncio.ensure_future(tt.load(LoadCommand(app="web", path="/", duration_s=300, connections=1)))
+        await s.wait(lambda st: st.apps["web"].load_running, "the first load test running")
+        with pytest.raises(WasmdevError, match="app web: a load test is already running"):
+            await tt.load(LoadCommand(app="web", path="/", duration_s=1, connections=1))
+        assert s.store.state.apps["web"].load_running  # the refusal did not clear it
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        await s.wait(lambda st: not st.apps["web"].load_running, "the first load test ended")
+        results = await asyncio.gather(tt.replay("web"), tt.replay("web"), return_exceptions=True)
+        assert results[0].replayed == 1  # type: ignore[union-attr]
+        assert isinstance(results[1], WasmdevError) and "replay is already running" in results[1].what
+        assert (await tt.replay("web")).replayed == 1  # and again once it ended

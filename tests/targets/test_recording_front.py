@@ -4,6 +4,7 @@ server routing by Host, as Traefik does); requests through it are measured and r
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -74,7 +75,9 @@ async def test_cluster_apps_are_served_measured_and_recorded_through_a_local_por
         served = [(r.method, r.path, r.status) for r in store.metrics.requests("hello")]
         assert served == [("POST", "/cart", 200), ("GET", "/load", 200)]  # both in the latency graph
 
-        report = await replay_exchanges("hello", [recorded], origin_of(result.urls[0]), v1.digest)
+        report = await replay_exchanges(
+            "hello", [recorded], origin_of(result.urls[0]), v1.digest, all_methods=True
+        )
         assert report.replayed == 1 and report.differences == ()
 
         # A rollback re-applies the kept image and keeps the same front.
@@ -89,6 +92,61 @@ async def test_cluster_apps_are_served_measured_and_recorded_through_a_local_por
             down = await client.get(f"http://127.0.0.1:{front_port}/")
         assert down.status_code == 502
         assert f"the cluster's ingress at http://hello.localhost:{ingress_port} did not answer" in down.text
+    finally:
+        await front.close()
+        await ingress.cleanup()
+
+
+async def test_responses_stream_through_the_front_and_only_their_first_bytes_are_recorded(
+    fake_apiserver: FakeApiServer, tmp_path: Path
+) -> None:
+    """A large or slow response is passed on chunk by chunk, not read whole into memory first:
+    the client sees the first chunk while the ingress still holds the rest back. The recording
+    keeps the first ``record_body_bytes`` (from settings) and marks the rest cut off."""
+    from tests.engine.session import WAIT_S
+
+    store = Store()
+    ingress_port, front_port = free_port(), free_port()
+    first_seen = asyncio.Event()
+    released_by_client: list[bool] = []
+    chunk = b"x" * 65536
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        await response.prepare(request)
+        await response.write(b"first:" + chunk)
+        try:
+            await asyncio.wait_for(first_seen.wait(), WAIT_S)
+            released_by_client.append(True)
+        except TimeoutError:
+            released_by_client.append(False)
+        for _ in range(64):  # 4 MiB more
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_route("GET", "/{tail:.*}", stream)
+    ingress = web.AppRunner(app)
+    await ingress.setup()
+    await web.TCPSite(ingress, "127.0.0.1", ingress_port).start()
+    inner = make_target(fake_apiserver, store, http_base_url=f"http://localhost:{ingress_port}")
+    front = RecordingFront(inner, store, {"hello": front_port}, record_body_bytes=1000)
+    try:
+        await front.deploy(build("hello", "v1"))
+        received = 0
+        async with httpx.AsyncClient(timeout=WAIT_S * 2) as client:
+            async with client.stream("GET", f"http://127.0.0.1:{front_port}/big") as response:
+                assert response.status_code == 200
+                async for part in response.aiter_raw():
+                    received += len(part)
+                    if received >= len(b"first:"):
+                        first_seen.set()
+        assert released_by_client == [True]  # the first chunk arrived before the rest was sent
+        assert received == len(b"first:") + 65 * len(chunk)
+        (recorded,) = store.exchanges.exchanges("hello")
+        assert recorded.response_body == (b"first:" + chunk)[:1000] and recorded.response_truncated
+        assert recorded.status == 200
     finally:
         await front.close()
         await ingress.cleanup()

@@ -4,12 +4,15 @@ test; an older build serving is said plainly (banner and status bar)."""
 
 from __future__ import annotations
 
+from rich.color import Color
+from rich.text import Text
 from textual.widgets import Static
 
 from devenv.model import ExchangeDifference, KeptBuild, LoadReport, ReplayReport
 from devenv.store import Store
 from devenv.store import actions as a
 from devenv.ui.commands import palette_commands
+from devenv.ui.widgets.status_bar import StatusBar
 from devenv.ui.widgets.timetravel import TimeTravelPanel
 from tests.ui.helpers import NOW, SIZE, make_app, run_palette, serve, spec, wait_until
 
@@ -66,7 +69,16 @@ async def test_an_older_build_serving_is_shown_plainly_until_a_new_build_serves(
         store.dispatch(a.RolledBack("web", OLD, NOW - 5))
         assert await wait_until(pilot, lambda: panel.has_class("-rolled-back"))
         assert panel.banner_text == "⏪ web: rolled back to 9a9a9a9a9a9a… (3m ago); save to build again"
-        assert "rolled back: web" in str(app.query_one("#status", Static).content)
+        status = app.query_one("#status", Static)
+        assert "rolled back: web" in str(status.content)
+        assert isinstance(status, StatusBar) and isinstance(status.content, Text)
+        # Styled by the theme's CSS (the warning colour, bold), not a colour named in Python.
+        span = next(sp for sp in status.content.spans if "rolled back" in status.content.plain[sp.start : sp.end])
+        assert span.style == status.warning_style
+        assert status.warning_style.bold and status.warning_style.color is not None
+        warning = Color.parse(app.current_theme.warning or "").triplet
+        assert warning is not None and status.warning_style.color.triplet is not None
+        assert all(abs(x - y) <= 2 for x, y in zip(status.warning_style.color.triplet, warning, strict=True))
         serve(store, "web", NEW, NOW, port=3007)  # the next save built anew
         assert await wait_until(pilot, lambda: not panel.has_class("-rolled-back"))
         assert "rolled back" not in str(app.query_one("#status", Static).content)

@@ -12,24 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from urllib.parse import urlsplit
 
 import aiohttp
 
+from devenv.targets.base import loopback_target
 from devenv.targets.cluster.resources import HEALTH_PATH
-
-
-def loopback_target(url: str) -> tuple[str, dict[str, str]]:
-    """``http://hello.localhost:8081/x`` → (``http://127.0.0.1:8081/x``, ``{"Host": "hello.localhost:8081"}``).
-
-    Other URLs are returned as they are, with no extra headers.
-    """
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if host != "localhost" and not host.endswith(".localhost"):
-        return url, {}
-    netloc = "127.0.0.1" + (f":{parts.port}" if parts.port else "")
-    return parts._replace(netloc=netloc).geturl(), {"Host": parts.netloc}
 
 
 async def wait_until_routed(url: str, timeout_s: float, interval_s: float = 0.2) -> str:

@@ -27,6 +27,7 @@ from aiohttp.web_server import Server
 
 from devenv.errors import DeployError, TargetUnavailable
 from devenv.model import LogStream, RecordedExchange
+from devenv.targets.base import REPLAY_HEADER
 from devenv.targets.local.executor import ExecutionStats, GuestError, GuestRequest, GuestResponse
 from devenv.targets.local.guest_pool import GuestPool, GuestScheduler, QueueFull
 from devenv.targets.local.messages import GuestOutput, ServedRequest
@@ -39,7 +40,6 @@ MAX_BODY_BYTES = 64 * 1024 * 1024  # aiohttp's default (1 MiB) would refuse ordi
 WAITING_PER_WORKER = 16  # requests that may wait for a guest thread, per thread, before 503s
 MIN_WAITING = 64  # ... and at least this many: a browser or a load test opens dozens at once
 RETRY_AFTER_S = "1"
-REPLAY_HEADER = "x-wasmdev-replay"  # wasmdev's own replays and load tests: served, never recorded
 _TEXT = (("Content-Type", "text/plain"),)
 _request_ids = itertools.count(1)
 

@@ -16,6 +16,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Label, Static
 
+from devenv.engine.history import history_lines
 from devenv.model import AppState, KeptBuild, LoadReport, ReplayReport
 from devenv.ui.format import format_age, short_digest
 
@@ -33,24 +34,7 @@ def rollback_banner(app: AppState, now: float) -> str:
 
 
 def history_text(builds: tuple[KeptBuild, ...], serving: str | None, now: float) -> Text:
-    text = Text()
-    if not builds:
-        text.append("No kept builds yet: each build that serves is kept here.")
-        return text
-    for i, b in enumerate(builds):
-        mark = "▶ " if b.digest == serving else "  "
-        e2s = (
-            f"edit→serving {b.edit_to_serving_ms:.0f} ms"
-            if b.edit_to_serving_ms is not None
-            else "first build"
-        )
-        changed = ", ".join(b.changed[:3]) + (f" +{len(b.changed) - 3}" if len(b.changed) > 3 else "")
-        line = f"{mark}{b.short_digest}  {format_age(now - b.built_at):>4} ago  "
-        line += f"{'served' if b.served else 'never served':<12}  {e2s:<22}  {changed or '—'}"
-        if b.image:
-            line += f"  {b.image}"
-        text.append(("\n" if i else "") + line)
-    return text
+    return Text("\n".join(history_lines(builds, serving, now, serving_mark="▶")))
 
 
 def replay_text(report: ReplayReport | None, now: float, added: Style, removed: Style) -> Text:
@@ -64,6 +48,8 @@ def replay_text(report: ReplayReport | None, now: float, added: Style, removed: 
     )
     if report.skipped:
         head += f", {report.skipped} skipped (body over the recording cap)"
+    if report.unsafe_skipped:
+        head += f", {report.unsafe_skipped} not sent (POST/PUT/DELETE/PATCH: `wasmdev replay --all-methods`)"
     text.append(head)
     shown = 0
     for d in report.differences:
