@@ -283,3 +283,23 @@ async def test_choosing_a_runtime_reads_each_component_once(
     built = mqtt_app(tmp_path / "app")
     assert await apps.choose(built) is RuntimeChoice.SPIN
     assert sorted(reads) == sorted(built.wasm.values())  # two components, each parsed once
+
+
+async def test_an_app_served_by_serving_processes_moves_to_spin_and_back_on_its_port(
+    fake_spin_on_path: str, tmp_path: Path
+) -> None:
+    from tests.targets.local_helpers import local_settings
+
+    target = LocalTarget(Store(), local_settings(tmp_path, guest_processes=2), app_ports={"demo": 0})
+    try:
+        first = await target.deploy(make_app(tmp_path / "wat", name="demo"))
+        url = first.urls[0] + "/"
+        assert "hello-wat v1!" in (await get(url))[1]
+        to_spin = await target.deploy(write_spin_app(tmp_path / "spin", P3, name="demo"))
+        assert to_spin.urls[0].rstrip("/") + "/" == url.split("/hello")[0] + "/"  # the same port
+        assert (await get(url))[1].startswith("fake spin 4.1.0: demo ")
+        back = await target.deploy(make_app(tmp_path / "wat2", name="demo"))
+        assert back.urls == first.urls
+        assert "hello-wat v1!" in (await get(url))[1]
+    finally:
+        await target.close()
