@@ -321,3 +321,26 @@ async def test_a_kept_build_is_served_from_its_frozen_wasm_not_the_latest_output
     await server.deploy(built_app(root))  # the current build again: from the app's own manifest
     assert (await get(server.port, "/"))[1] == f"fake spin 4.1.0: hello {v2_digest}\n"
     await wait_for(lambda: not staged.exists())
+
+
+async def test_a_streamed_response_reaches_the_client_as_it_comes(
+    served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    server, rec = served
+    gate = tmp_path / "gate"
+    monkeypatch.setenv("FAKE_SPIN_STREAM_GATE", str(gate))
+    server.env = dict(os.environ)
+    server.recording = True
+    exchanges: list[RecordedExchange] = []
+    server.on_exchange = exchanges.append
+    await server.deploy(write_spin_app(tmp_path / "app", P3))
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{server.port}/stream/events") as resp:
+            assert resp.status == 200
+            # The second part is only sent once the first has come through the proxy.
+            first = await asyncio.wait_for(resp.content.readline(), timeout=30)
+            assert first == b"first\n"
+            gate.touch()
+            assert await resp.content.read() == b"second\n"
+    await wait_for(lambda: len(exchanges) == 1)
+    assert exchanges[0].response_body == b"first\nsecond\n" and rec.requests[-1].status == 200

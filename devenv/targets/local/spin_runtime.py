@@ -307,10 +307,16 @@ class SpinServer:
             return web.Response(status=503, text=f"{self.app}: not deployed yet\n")
         started = time.perf_counter()
         request_id = f"s-{next(_request_ids):06x}"
+        record = self.recording and self.on_exchange is not None and REPLAY_HEADER not in request.headers
+        cap = self.record_body_bytes
         target.in_flight += 1
         target.idle.clear()
-        response_headers: dict[str, str] = {}
-        payload = b""
+        body = b""
+        status = 502
+        response: web.StreamResponse | None = None
+        kept = bytearray()  # the response body as recorded, up to the cap
+        sent = 0
+        answered: tuple[tuple[str, str], ...] = ()  # the response headers as Spin sent them
         try:
             body = await request.read()
             headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
@@ -322,17 +328,34 @@ class SpinServer:
                     data=body or None,
                     allow_redirects=False,
                 ) as upstream:
-                    payload = await upstream.read()
                     status = upstream.status
-                    response_headers = {
-                        k: v
-                        for k, v in upstream.headers.items()
-                        if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length"
-                    }
-            except (TimeoutError, ClientError) as exc:
-                status = 502
-                payload = f"{self.app}: spin did not answer ({exc!r})\n".encode()
-                response_headers = {"Content-Type": "text/plain; charset=utf-8"}
+                    answered = tuple(upstream.headers.items())
+                    # Streamed as it comes (server-sent events, large downloads), as clients
+                    # would get it from Spin itself.
+                    response = web.StreamResponse(
+                        status=status,
+                        headers={
+                            k: v for k, v in answered if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length"
+                        },
+                    )
+                    if upstream.content_length is not None:
+                        response.content_length = upstream.content_length
+                    await response.prepare(request)
+                    async for chunk in upstream.content.iter_any():
+                        sent += len(chunk)
+                        if record and len(kept) < cap:
+                            kept += chunk[: cap - len(kept)]
+                        await response.write(chunk)
+                    await response.write_eof()
+            except (TimeoutError, ClientError, ConnectionResetError) as exc:
+                if response is None:  # nothing sent yet: say why
+                    payload = f"{self.app}: spin did not answer ({exc!r})\n".encode()
+                    response = web.Response(status=502, body=payload, content_type="text/plain")
+                    kept, sent = bytearray(payload[:cap]), len(payload)
+                    answered = tuple(response.headers.items())
+                else:  # cut off mid-body: the client must not take it for a whole response
+                    response.force_close()
+                    status = 502
         finally:
             target.in_flight -= 1
             if target.in_flight == 0:
@@ -351,8 +374,8 @@ class SpinServer:
                 request_id=request_id,
             )
         )
-        if self.recording and self.on_exchange is not None and REPLAY_HEADER not in request.headers:
-            cap = self.record_body_bytes
+        assert response is not None  # every way out of the try without one raised
+        if record and self.on_exchange is not None:
             self.on_exchange(
                 RecordedExchange(
                     ts=time.time(),
@@ -363,16 +386,16 @@ class SpinServer:
                     query=request.rel_url.raw_query_string,
                     headers=tuple(request.headers.items()),
                     body=body[:cap],
-                    status=status,
-                    response_headers=tuple(response_headers.items()),
-                    response_body=payload[:cap],
+                    status=response.status,
+                    response_headers=answered,
+                    response_body=bytes(kept),
                     latency_ms=latency_ms,
                     body_truncated=len(body) > cap,
-                    response_truncated=len(payload) > cap,
+                    response_truncated=sent > cap,
                     component=component,
                 )
             )
-        return web.Response(status=status, headers=response_headers, body=payload)
+        return response
 
     def _component_for(self, path: str) -> str:
         if self._built is None:
