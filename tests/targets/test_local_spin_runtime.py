@@ -244,13 +244,14 @@ async def test_recording_covers_apps_served_by_spin(fake_spin_on_path: str, tmp_
         await target.close()
 
 
-async def test_spin_up_gets_the_workspace_runtime_config_file(fake_spin_on_path: str, tmp_path: Path) -> None:
+async def test_spin_up_gets_the_workspace_runtime_config_file_and_request_timeout(fake_spin_on_path: str, tmp_path: Path) -> None:
     local = LocalSettings(
         host="127.0.0.1",
         base_port=0,
         guest_processes=0,
         cache_dir=str(tmp_path / "cache"),
         runtime_config=Path("runtime-config.toml"),  # relative to the workspace root
+        request_timeout_s=7.5,
     )
     (tmp_path / "runtime-config.toml").write_text("this is [not toml\n")
     target = LocalTarget(Store(), Settings(root=tmp_path, local=local), app_ports={"hello": 0})
@@ -261,6 +262,8 @@ async def test_spin_up_gets_the_workspace_runtime_config_file(fake_spin_on_path:
         (tmp_path / "runtime-config.toml").write_text('[key_value_store.default]\ntype = "spin"\n')
         result = await target.deploy(write_spin_app(tmp_path / "app", P3))
         assert (await get(result.urls[0].rstrip("/") + "/"))[0] == 200
+        # The proxy waits for Spin as long as the embedded host lets a guest run.
+        assert target._spin_apps._servers["hello"].request_timeout_s == 7.5  # noqa: SLF001
     finally:
         await target.close()
 
