@@ -6,6 +6,7 @@ longer needs Spin."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import aiohttp
@@ -303,6 +304,43 @@ async def test_an_app_served_by_serving_processes_moves_to_spin_and_back_on_its_
         assert (await get(url))[1].startswith("fake spin 4.1.0: demo ")
         back = await target.deploy(make_app(tmp_path / "wat2", name="demo"))
         assert back.urls == first.urls
+        assert "hello-wat v1!" in (await get(url))[1]
+    finally:
+        await target.close()
+
+
+async def test_the_port_never_refuses_a_connection_while_an_app_moves_between_runtimes(
+    fake_spin_on_path: str, tmp_path: Path
+) -> None:
+    target = LocalTarget(Store(), settings(tmp_path), app_ports={"demo": 0})
+    try:
+        first = await target.deploy(make_app(tmp_path / "wat", name="demo"))
+        url = first.urls[0] + "/"
+        port = target.bound_port("demo")
+        assert port is not None
+        refused: list[str] = []
+        connects = 0
+
+        async def knock(until: asyncio.Task) -> None:  # type: ignore[type-arg]
+            # The kernel completes a connection to a listening port even before anyone
+            # accepts it: a refusal means the port was closed at that moment.
+            nonlocal connects
+            while not until.done():
+                try:
+                    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                except OSError as err:
+                    refused.append(str(err))
+                    continue
+                connects += 1
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+
+        for built in (write_spin_app(tmp_path / "spin", P3, name="demo"), make_app(tmp_path / "wat2", name="demo")):
+            deploy = asyncio.create_task(target.deploy(built))
+            await asyncio.gather(deploy, knock(deploy), knock(deploy))
+            assert target.bound_port("demo") == port
+        assert connects and not refused, refused[:3]
         assert "hello-wat v1!" in (await get(url))[1]
     finally:
         await target.close()

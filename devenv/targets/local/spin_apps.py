@@ -10,6 +10,7 @@ as an embedded app's do. This runs on the engine's loop; the embedded server has
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
@@ -83,15 +84,20 @@ class SpinApps:
             server.recording = on
 
     async def deploy(
-        self, built: BuiltApp, port: int, *, release: Callable[[], Awaitable[None]] | None = None
+        self,
+        built: BuiltApp,
+        port: int,
+        *,
+        release: Callable[[], Awaitable[socket.socket | None]] | None = None,
     ) -> tuple[DeployResult, int]:
         """Serve ``built`` under Spin on ``port``; returns the result and the port bound.
 
         For an app not served here yet, ``spin up`` must answer on its private port before
-        ``release`` (which frees ``port`` from whatever served the app before) runs and the port
-        is bound: a `spin up` that fails leaves the previous version serving. A redeploy keeps
-        the old process serving until the new one answers. Raises DeployError, the previous
-        version still serving; TargetUnavailable once ``close()`` ran."""
+        ``release`` runs: it stops whatever served the app before and hands over its listening
+        socket for ``port`` (or None: the port is bound anew), so a `spin up` that fails leaves
+        the previous version serving. A redeploy keeps the old process serving until the new
+        one answers. Raises DeployError, the previous version still serving; TargetUnavailable
+        once ``close()`` ran."""
         app = built.spec.name
         if self._closed:
             raise _closed(app)
@@ -103,9 +109,7 @@ class SpinApps:
             server = self._starting[app] = self._new_server(app, port)
             try:
                 await server.deploy(built)
-                if release is not None:
-                    await release()
-                await server.start()
+                await server.start(await release() if release is not None else None)
                 if self._closed:
                     raise _closed(app)
             except BaseException:
@@ -137,6 +141,14 @@ class SpinApps:
         )
         server.recording = self._recording
         return server
+
+    async def hand_over(self, app: str) -> socket.socket:
+        """Stop serving ``app`` (served here) and return its port's listening socket, still
+        open: the embedded host takes the port over without refusing a connection."""
+        server = self._servers.pop(app)
+        sock = server.hand_over()
+        await server.close()
+        return sock
 
     async def remove(self, app: str) -> None:
         server = self._servers.pop(app, None)

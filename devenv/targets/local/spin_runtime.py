@@ -36,7 +36,7 @@ from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
 from devenv.errors import DeployError, TargetUnavailable
 from devenv.model import BuiltApp, LogLine, LogStream, RecordedExchange, RequestRecord
-from devenv.targets.local.server import MAX_BODY_BYTES, REPLAY_HEADER
+from devenv.targets.local.server import LISTEN_BACKLOG, MAX_BODY_BYTES, REPLAY_HEADER
 from devenv.targets.local.spin_cli import SpinCli
 from devenv.targets.local.spin_staging import SpinManifest, manifest_for
 
@@ -108,7 +108,8 @@ class SpinServer:
         self._starting: _SpinProcess | None = None  # the process a deploy waits for
         self._closed = False
         self._built: BuiltApp | None = None
-        self._runner: web.ServerRunner | None = None
+        self._runner: web.BaseRunner | None = None
+        self._sock: socket.socket | None = None
         self._session: ClientSession | None = None
         self._deploy_lock = asyncio.Lock()
 
@@ -116,33 +117,42 @@ class SpinServer:
     def serving_digest(self) -> str | None:
         return self._current.digest if self._current else None
 
-    async def start(self) -> None:
-        """Listen on the app's port (503 until a deploy answers)."""
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Listen on the app's port (503 until a deploy answers): on ``sock`` when given (a
+        listening socket for that port, which this server then owns: the port the embedded
+        host served never closes), else on a new socket."""
         if self._closed:
+            if sock is not None:
+                sock.close()
             raise self._closed_error()
+        if sock is None:
+            try:
+                family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+                sock = socket.create_server((self.host, self.port), family=family, backlog=LISTEN_BACKLOG)
+            except OSError as err:
+                raise DeployError(
+                    what=f"app {self.app}: cannot listen on {self.host}:{self.port}: {err.strerror or err}",
+                    where=f"the app's port ([apps.{self.app}].port or [local].base_port)",
+                    fix="stop what uses that port, or give the app another port in wasmdev.toml",
+                ) from err
+        self._sock = sock  # closed by close(), whatever happens below
+        sock.setblocking(False)
         self._session = ClientSession(
             timeout=ClientTimeout(total=self.request_timeout_s), auto_decompress=False
         )
         # Bodies up to the embedded server's cap: aiohttp's default (1 MiB) refuses uploads.
         application = web.Application(client_max_size=MAX_BODY_BYTES)
         application.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(application, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port)
-        try:
-            await site.start()
-        except OSError as err:
-            await runner.cleanup()
-            await self._session.close()
-            self._session = None
-            raise DeployError(
-                what=f"app {self.app}: cannot listen on {self.host}:{self.port}: {err.strerror or err}",
-                where=f"the app's port ([apps.{self.app}].port or [local].base_port)",
-                fix="stop what uses that port, or give the app another port in wasmdev.toml",
-            ) from err
-        if self.port == 0:  # an ephemeral port: say which one was given
-            self.port = runner.addresses[0][1]
-        self._runner = runner
+        self._runner = web.AppRunner(application, access_log=None)
+        await self._runner.setup()
+        await web.SockSite(self._runner, sock).start()
+        self.port = sock.getsockname()[1]  # the one given for port 0
+
+    def hand_over(self) -> socket.socket:
+        """A copy of the listening socket for whatever serves the app next: the port stays
+        open (connections wait in its queue) while this server closes. Call before ``close``."""
+        assert self._sock is not None, "start() first"
+        return self._sock.dup()
 
     async def deploy(self, built: BuiltApp) -> None:
         """Start ``spin up`` for this build and switch to it once it answers; raises DeployError
@@ -177,6 +187,9 @@ class SpinServer:
             if self._runner is not None:
                 await self._runner.cleanup()
                 self._runner = None
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
             if self._current is not None:
                 await self._stop(self._current)
                 self._current = None

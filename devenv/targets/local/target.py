@@ -169,9 +169,14 @@ class LocalTarget:
             if await self._spin_apps.choose(built) is RuntimeChoice.SPIN:
                 # `spin up` answers on its private port before the embedded host lets the port
                 # go (release): a Spin that fails to start leaves the embedded version serving.
-                result, port = await self._spin_apps.deploy(
-                    built, self.port_for(app), release=lambda: self._unserve(app)
-                )
+                async def release() -> socket.socket | None:
+                    # A copy of the listening socket keeps the port open across the handover.
+                    held = self._sockets.get(app)
+                    kept = held.dup() if held is not None else None
+                    await self._unserve(app)
+                    return kept
+
+                result, port = await self._spin_apps.deploy(built, self.port_for(app), release=release)
                 self._still_open(server, app)
                 self._bound[app] = port
                 self._usage.new_version(app)
@@ -203,10 +208,9 @@ class LocalTarget:
                 plan = await asyncio.to_thread(stager.build, built, f"{app}-{built.short_digest}", host_apis)
                 stager.cache.keep(app, plan.compiled_keys)
                 self._still_open(server, app)
-                if from_spin:  # built and checked: now the port moves back from Spin's proxy
-                    await self._spin_apps.remove(app)
+                if from_spin:  # built and checked: now the port moves back from Spin's proxy, open
+                    sock = self._sockets[app] = await self._spin_apps.hand_over(app)
                     self._bound.pop(app, None)
-                    sock = self._sockets[app] = bind_listener(self.host, port, app)
                 backends = self._backends
                 for backend in backends:
                     try:
