@@ -5,6 +5,8 @@ longer needs Spin."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 
 import aiohttp
@@ -12,13 +14,14 @@ import pytest
 import wasmtime
 
 from devenv.config import LocalSettings, Settings
-from devenv.errors import DeployError
+from devenv.errors import DeployError, TargetUnavailable
 from devenv.model import BuiltApp
 from devenv.store.store import Store
+from devenv.targets.local.spin_cli import RuntimeChoice
 from devenv.targets.local.target import LocalTarget
 from tests.fakes.spin import harness
 from tests.fakes.spin.harness import P2, P3, wasm_digest, write_spin_app
-from tests.targets.local_helpers import make_app
+from tests.targets.local_helpers import Comp, make_app
 
 fake_spin_on_path = harness.fake_spin_on_path
 
@@ -117,5 +120,227 @@ async def test_without_spin_that_app_is_refused_at_deploy_naming_the_import_and_
             await target.deploy(mqtt_app(tmp_path / "app"))
         assert "fermyon:spin/mqtt@2.0.0" in err.value.what
         assert "install Spin" in err.value.fix and "--target k3d" in err.value.fix
+    finally:
+        await target.close()
+
+
+# --- moving between the embedded host and `spin up` without a gap ---------------------------------
+
+
+def broken_spin_app(root: Path) -> BuiltApp:
+    """A Spin 4 app whose second component is missing: chosen for Spin, refused by `spin up`."""
+    built = write_spin_app(root, P3, name="demo")
+    (root / "api.wasm").unlink()
+    return built
+
+
+async def test_a_spin_up_that_fails_leaves_the_embedded_version_serving(
+    fake_spin_on_path: str, tmp_path: Path
+) -> None:
+    target = LocalTarget(Store(), settings(tmp_path), app_ports={"demo": 0})
+    try:
+        first = await target.deploy(make_app(tmp_path / "wat", name="demo"))
+        url = first.urls[0] + "/"
+        assert (await get(url))[1].count("hello-wat v1!") == 1
+        with pytest.raises(DeployError) as err:
+            await target.deploy(broken_spin_app(tmp_path / "spin"))
+        assert "Failed to load component `api`" in err.value.what
+        status, body = await get(url)  # the port never closed: the embedded version still serves
+        assert status == 200 and "hello-wat v1!" in body
+        assert target.bound_port("demo") == int(url.split(":")[2].split("/")[0])
+    finally:
+        await target.close()
+
+
+async def test_a_failed_build_back_on_the_embedded_host_leaves_spin_serving(
+    fake_spin_on_path: str, tmp_path: Path
+) -> None:
+    target = LocalTarget(Store(), settings(tmp_path), app_ports={"demo": 0})
+    try:
+        first = await target.deploy(write_spin_app(tmp_path / "spin", P3, name="demo"))
+        url = first.urls[0].rstrip("/") + "/"
+        before = await get(url)
+        assert before[1].startswith("fake spin 4.1.0: demo ")
+        broken = make_app(tmp_path / "wat", [Comp(wasm=b"\x00asm\x01\x00\x00\x00 not a module")], name="demo")
+        with pytest.raises(DeployError):
+            await target.deploy(broken)
+        assert await get(url) == before  # Spin still serves the app on its port
+        # ... and a good embedded build then takes the same port over.
+        moved = await target.deploy(make_app(tmp_path / "wat2", name="demo"))
+        assert moved.urls[0].startswith(url.rstrip("/"))
+        assert "hello-wat v1!" in (await get(moved.urls[0] + "/"))[1]
+    finally:
+        await target.close()
+
+
+# --- shutting down while `spin up` starts ------------------------------------------------------------
+
+
+def spin_processes(marker: str) -> list[int]:
+    """Live processes whose command line mentions ``marker`` (the test's own app folder)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in cmdline and " up " in cmdline.replace("\0", " ") and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
+async def test_closing_while_spin_up_starts_leaves_no_spin_process(
+    fake_spin_on_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_SPIN_STARTUP_S", "30")  # still starting when the target closes
+    target = LocalTarget(Store(), settings(tmp_path), app_ports={"hello": 0})
+    marker = str(tmp_path / "app")
+    deploy = asyncio.create_task(target.deploy(write_spin_app(tmp_path / "app", P3)))
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while not spin_processes(marker):
+            assert loop.time() < deadline and not deploy.done(), "spin up never started"
+            await asyncio.sleep(0.02)
+        await target.close()
+        with pytest.raises(TargetUnavailable):
+            await deploy
+        assert spin_processes(marker) == []
+        with pytest.raises(TargetUnavailable):  # a deploy after close starts nothing
+            await target._spin_apps.deploy(write_spin_app(tmp_path / "app", P3), 0)  # noqa: SLF001
+        assert spin_processes(marker) == []
+    finally:
+        if not deploy.done():
+            deploy.cancel()
+        await target.close()
+
+
+# --- recording, the runtime config and the single parse -------------------------------------------
+
+
+async def test_recording_covers_apps_served_by_spin(fake_spin_on_path: str, tmp_path: Path) -> None:
+    store = Store()
+    target = LocalTarget(store, settings(tmp_path), app_ports={"hello": 0})
+    try:
+        target.set_recording(True)  # before the app's Spin server exists
+        result = await target.deploy(write_spin_app(tmp_path / "app", P3))
+        base = result.urls[0].rstrip("/")
+        async with aiohttp.ClientSession() as s:
+            async with s.post(base + "/items?x=1", data=b"payload") as r:
+                assert r.status == 200
+            async with s.get(base + "/replayed", headers={"x-wasmdev-replay": "1"}) as r:
+                assert r.status == 200
+        exchanges = store.exchanges.exchanges("hello")
+        assert [(e.method, e.path, e.query, e.body, e.status) for e in exchanges] == [
+            ("POST", "/items", "x=1", b"payload", 200)
+        ]
+        assert exchanges[0].component == "hello" and exchanges[0].response_body.startswith(b"fake spin 4.1.0")
+        target.set_recording(False)
+        await get(base + "/later")
+        assert len(store.exchanges.exchanges("hello")) == 1
+    finally:
+        await target.close()
+
+
+async def test_spin_up_gets_the_workspace_runtime_config_file_and_request_timeout(fake_spin_on_path: str, tmp_path: Path) -> None:
+    local = LocalSettings(
+        host="127.0.0.1",
+        base_port=0,
+        guest_processes=0,
+        cache_dir=str(tmp_path / "cache"),
+        runtime_config=Path("runtime-config.toml"),  # relative to the workspace root
+        request_timeout_s=7.5,
+    )
+    (tmp_path / "runtime-config.toml").write_text("this is [not toml\n")
+    target = LocalTarget(Store(), Settings(root=tmp_path, local=local), app_ports={"hello": 0})
+    try:
+        with pytest.raises(DeployError) as err:
+            await target.deploy(write_spin_app(tmp_path / "app", P3))
+        assert f"runtime config file '{tmp_path / 'runtime-config.toml'}'" in err.value.what
+        (tmp_path / "runtime-config.toml").write_text('[key_value_store.default]\ntype = "spin"\n')
+        result = await target.deploy(write_spin_app(tmp_path / "app", P3))
+        assert (await get(result.urls[0].rstrip("/") + "/"))[0] == 200
+        # The proxy waits for Spin as long as the embedded host lets a guest run.
+        assert target._spin_apps._servers["hello"].request_timeout_s == 7.5  # noqa: SLF001
+    finally:
+        await target.close()
+
+
+async def test_choosing_a_runtime_reads_each_component_once(
+    fake_spin_on_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from devenv.targets.local import spin_cli
+    from devenv.targets.local.spin_apps import SpinApps
+
+    reads: list[Path] = []
+    real = spin_cli.read_world
+
+    def counting(path: Path):  # noqa: ANN202
+        reads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(spin_cli, "read_world", counting)
+    apps = SpinApps("auto", "127.0.0.1", on_log=lambda _l: None, on_request=lambda _r: None)
+    built = mqtt_app(tmp_path / "app")
+    assert await apps.choose(built) is RuntimeChoice.SPIN
+    assert sorted(reads) == sorted(built.wasm.values())  # two components, each parsed once
+
+
+async def test_an_app_served_by_serving_processes_moves_to_spin_and_back_on_its_port(
+    fake_spin_on_path: str, tmp_path: Path
+) -> None:
+    from tests.targets.local_helpers import local_settings
+
+    target = LocalTarget(Store(), local_settings(tmp_path, guest_processes=2), app_ports={"demo": 0})
+    try:
+        first = await target.deploy(make_app(tmp_path / "wat", name="demo"))
+        url = first.urls[0] + "/"
+        assert "hello-wat v1!" in (await get(url))[1]
+        to_spin = await target.deploy(write_spin_app(tmp_path / "spin", P3, name="demo"))
+        assert to_spin.urls[0].rstrip("/") + "/" == url.split("/hello")[0] + "/"  # the same port
+        assert (await get(url))[1].startswith("fake spin 4.1.0: demo ")
+        back = await target.deploy(make_app(tmp_path / "wat2", name="demo"))
+        assert back.urls == first.urls
+        assert "hello-wat v1!" in (await get(url))[1]
+    finally:
+        await target.close()
+
+
+async def test_the_port_never_refuses_a_connection_while_an_app_moves_between_runtimes(
+    fake_spin_on_path: str, tmp_path: Path
+) -> None:
+    target = LocalTarget(Store(), settings(tmp_path), app_ports={"demo": 0})
+    try:
+        first = await target.deploy(make_app(tmp_path / "wat", name="demo"))
+        url = first.urls[0] + "/"
+        port = target.bound_port("demo")
+        assert port is not None
+        refused: list[str] = []
+        connects = 0
+
+        async def knock(until: asyncio.Task) -> None:  # type: ignore[type-arg]
+            # The kernel completes a connection to a listening port even before anyone
+            # accepts it: a refusal means the port was closed at that moment.
+            nonlocal connects
+            while not until.done():
+                try:
+                    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                except OSError as err:
+                    refused.append(str(err))
+                    continue
+                connects += 1
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+
+        for built in (write_spin_app(tmp_path / "spin", P3, name="demo"), make_app(tmp_path / "wat2", name="demo")):
+            deploy = asyncio.create_task(target.deploy(built))
+            await asyncio.gather(deploy, knock(deploy), knock(deploy))
+            assert target.bound_port("demo") == port
+        assert connects and not refused, refused[:3]
+        assert "hello-wat v1!" in (await get(url))[1]
     finally:
         await target.close()

@@ -5,16 +5,19 @@ keep the old process serving until the new one answers."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
+import shutil
 import socket
 import subprocess
 from pathlib import Path
+from types import MappingProxyType
 
 import aiohttp
 import pytest
 
 from devenv.errors import DeployError
-from devenv.model import LogLine, LogStream, RequestRecord
+from devenv.model import LogLine, LogStream, RecordedExchange, RequestRecord
 from devenv.targets.local.spin_cli import (
     RuntimeChoice,
     SpinCli,
@@ -247,3 +250,97 @@ async def test_a_busy_app_port_is_one_clear_error(fake_spin_on_path: str) -> Non
             await server.start()
     assert f"cannot listen on 127.0.0.1:{port}" in err.value.what and "another port" in err.value.fix
     await server.close()
+
+
+async def test_uploads_past_1_mib_are_forwarded_as_the_embedded_server_takes_them(
+    served, tmp_path: Path  # noqa: ANN001
+) -> None:
+    server, rec = served
+    await server.deploy(write_spin_app(tmp_path / "app", P3))
+    async with aiohttp.ClientSession() as session:
+        upload = b"x" * (3 * 1024 * 1024)  # past aiohttp's default limit of 1 MiB
+        async with session.post(f"http://127.0.0.1:{server.port}/upload", data=upload) as resp:
+            assert resp.status == 200, await resp.text()
+    assert [(r.method, r.path, r.status) for r in rec.requests] == [("POST", "/upload", 200)]
+
+
+async def test_uploads_past_1_mib_are_recorded_up_to_the_cap(
+    fake_spin_on_path: str, tmp_path: Path
+) -> None:
+    exchanges: list[RecordedExchange] = []
+    server = SpinServer(
+        find_spin(),
+        "hello",
+        free_port(),
+        on_log=lambda _l: None,
+        on_request=lambda _r: None,
+        on_exchange=exchanges.append,
+        record_body_bytes=1000,
+    )
+    server.recording = True
+    await server.start()
+    try:
+        await server.deploy(write_spin_app(tmp_path / "app", P3))
+        upload = b"x" * (3 * 1024 * 1024)  # past aiohttp's default limit of 1 MiB
+        async with aiohttp.ClientSession() as session:
+            async with session.put(f"http://127.0.0.1:{server.port}/upload", data=upload) as resp:
+                assert resp.status == 200, await resp.text()
+    finally:
+        await server.close()
+    [exchange] = exchanges
+    assert exchange.method == "PUT" and exchange.path == "/upload" and exchange.status == 200
+    assert exchange.body == upload[:1000] and exchange.body_truncated
+    assert exchange.response_body.startswith(b"fake spin 4.1.0: hello") and not exchange.response_truncated
+
+
+async def test_a_kept_build_is_served_from_its_frozen_wasm_not_the_latest_output(
+    served, tmp_path: Path  # noqa: ANN001
+) -> None:
+    server, _rec = served
+    root = tmp_path / "app"
+    v1 = write_spin_app(root, P3, marker="v1")
+    (root / "static").mkdir()
+    (root / "static" / "page.txt").write_text("kept\n")
+    await server.deploy(v1)
+    v1_digest = wasm_digest(root / "app.wasm")
+    frozen = tmp_path / "history" / "v1"  # as the history keeps it (engine/history.freeze_build)
+    frozen.mkdir(parents=True)
+    shutil.copyfile(root / "app.wasm", frozen / "hello.wasm")
+    kept_v1 = dataclasses.replace(v1, wasm=MappingProxyType({**v1.wasm, "hello": frozen / "hello.wasm"}))
+
+    await server.deploy(write_spin_app(root, P3, marker="v2"))  # the build output now holds v2
+    v2_digest = wasm_digest(root / "app.wasm")
+    assert (await get(server.port, "/"))[1] == f"fake spin 4.1.0: hello {v2_digest}\n"
+
+    await server.deploy(kept_v1)  # a rollback
+    assert (await get(server.port, "/"))[1] == f"fake spin 4.1.0: hello {v1_digest}\n"
+    staged = server._current.manifest.staged  # noqa: SLF001 - the staged folder must go with its process
+    assert staged is not None and (staged / "static" / "page.txt").read_text() == "kept\n"
+    assert (root / "spin.toml").read_text().count("app.wasm") == 1  # the app's own manifest untouched
+
+    await server.deploy(built_app(root))  # the current build again: from the app's own manifest
+    assert (await get(server.port, "/"))[1] == f"fake spin 4.1.0: hello {v2_digest}\n"
+    await wait_for(lambda: not staged.exists())
+
+
+async def test_a_streamed_response_reaches_the_client_as_it_comes(
+    served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    server, rec = served
+    gate = tmp_path / "gate"
+    monkeypatch.setenv("FAKE_SPIN_STREAM_GATE", str(gate))
+    server.env = dict(os.environ)
+    server.recording = True
+    exchanges: list[RecordedExchange] = []
+    server.on_exchange = exchanges.append
+    await server.deploy(write_spin_app(tmp_path / "app", P3))
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{server.port}/stream/events") as resp:
+            assert resp.status == 200
+            # The second part is only sent once the first has come through the proxy.
+            first = await asyncio.wait_for(resp.content.readline(), timeout=30)
+            assert first == b"first\n"
+            gate.touch()
+            assert await resp.content.read() == b"second\n"
+    await wait_for(lambda: len(exchanges) == 1)
+    assert exchanges[0].response_body == b"first\nsecond\n" and rec.requests[-1].status == 200

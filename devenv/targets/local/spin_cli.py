@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -91,11 +91,20 @@ def app_worlds(built: BuiltApp) -> Mapping[str, ComponentWorld]:
     return worlds
 
 
-def choose_runtime(built: BuiltApp, setting: RuntimeSetting | str, spin: SpinCli | None) -> RuntimeChoice:
+def choose_runtime(
+    built: BuiltApp,
+    setting: RuntimeSetting | str,
+    spin: SpinCli | None,
+    *,
+    needs_spin: Callable[[Mapping[str, ComponentWorld]], bool] | None = None,
+) -> RuntimeChoice:
     """Which runtime serves ``built``, or a DeployError that says why none can and both fixes.
 
-    Reads only the components' import/export names (milliseconds), so it can run before the
-    embedded host's compile, which takes minutes for an 18 MB component."""
+    Reads only the components' import/export names (milliseconds, each component parsed once),
+    so it can run before the embedded host's compile, which takes minutes for an 18 MB
+    component. ``needs_spin`` (the local target's list of host interfaces, kept out of this
+    module's imports) says whether worlds the embedded host could load import what it never
+    serves: with ``"auto"`` and a usable Spin, such an app goes to Spin too."""
     setting = RuntimeSetting(setting)
     worlds = app_worlds(built)
     blocked = {c: w for c, w in worlds.items() if not embedded_serves(w)}
@@ -103,8 +112,10 @@ def choose_runtime(built: BuiltApp, setting: RuntimeSetting | str, spin: SpinCli
         if blocked:
             raise _refusal(built, blocked, '[local] runtime = "embedded" is set', spin, embedded_only=True)
         return RuntimeChoice.EMBEDDED
+    spin_usable = spin is not None and spin.spin_version >= MIN_SPIN
     if setting is RuntimeSetting.AUTO and not blocked:
-        return RuntimeChoice.EMBEDDED
+        if not (spin_usable and needs_spin is not None and needs_spin(worlds)):
+            return RuntimeChoice.EMBEDDED
     if spin is None or spin.spin_version < MIN_SPIN:
         reason = "no `spin` is on PATH" if spin is None else f"the `spin` on PATH is {spin.version} (< 3)"
         if setting is RuntimeSetting.SPIN and not blocked:

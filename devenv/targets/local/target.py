@@ -102,11 +102,18 @@ class LocalTarget:
         self._stager: VersionStager | None = None
         self.recording = False
         # Apps only an installed `spin up` can serve (WASI 0.3 components), behind wasmdev's proxy.
+        runtime_config = local.runtime_config
+        if runtime_config is not None and not runtime_config.is_absolute():
+            runtime_config = Path(settings.root) / runtime_config
         self._spin_apps = SpinApps(
             str(local.runtime),
             self.host,
             on_log=lambda line: store.dispatch(a.LogEmitted(line)),
             on_request=lambda record: store.dispatch(a.RequestServed(record)),
+            on_exchange=lambda exchange: store.dispatch(a.RequestRecorded(exchange)),
+            request_timeout_s=float(local.request_timeout_s),
+            record_body_bytes=int(local.record_body_bytes),
+            runtime_config=runtime_config,
         )
 
     # --- Target protocol ---------------------------------------------------------------------------
@@ -167,14 +174,22 @@ class LocalTarget:
             # Decided from the components' import/export names before any compile: a Spin 4
             # component never reaches the embedded host, whose refusal would come minutes later.
             if await self._spin_apps.choose(built) is RuntimeChoice.SPIN:
-                await self._unserve(app)  # the port moves to Spin's proxy
-                result, port = await self._spin_apps.deploy(built, self.port_for(app))
+                # `spin up` answers on its private port before the embedded host lets the port
+                # go (release): a Spin that fails to start leaves the embedded version serving.
+                async def release() -> socket.socket | None:
+                    # A copy of the listening socket keeps the port open across the handover.
+                    held = self._sockets.get(app)
+                    kept = held.dup() if held is not None else None
+                    await self._unserve(app)
+                    return kept
+
+                result, port = await self._spin_apps.deploy(built, self.port_for(app), release=release)
+                self._still_open(server, app)
                 self._bound[app] = port
                 self._usage.new_version(app)
                 return result
-            if self._spin_apps.serves(app):
-                await self._spin_apps.remove(app)  # back to the embedded host: its port is free now
-                self._bound.pop(app, None)
+            # Back from Spin: it serves until this build is built and checked (below).
+            from_spin = self._spin_apps.serves(app)
             notes: list[str] = []
             frozen: Path | None = None
             plan: VersionPlan | None = None
@@ -188,9 +203,12 @@ class LocalTarget:
                 # Bound before the build: the app's own address is part of what its components
                 # are linked with (`http://self`). A build that fails frees it below.
                 sock = self._sockets.get(app)
-                if sock is None:
-                    sock = self._sockets[app] = bind_listener(self.host, self.port_for(app), app)
-                port = sock.getsockname()[1]
+                if from_spin:
+                    port = self._spin_apps.port(app)  # Spin's proxy holds it until the swap
+                else:
+                    if sock is None:
+                        sock = self._sockets[app] = bind_listener(self.host, self.port_for(app), app)
+                    port = sock.getsockname()[1]
                 host_apis = await asyncio.to_thread(self._host_apis, port)
                 # Compiled and checked here in any case: a broken build fails with its message
                 # before any serving process sees it, and their builds are cache hits.
@@ -198,6 +216,9 @@ class LocalTarget:
                     stager.build, built, f"{app}-{built.short_digest}", host_apis, keep_as=app
                 )
                 self._still_open(server, app)
+                if from_spin:  # built and checked: now the port moves back from Spin's proxy, open
+                    sock = self._sockets[app] = await self._spin_apps.hand_over(app)
+                    self._bound.pop(app, None)
                 backends = self._backends
                 for backend in backends:
                     try:
@@ -433,6 +454,7 @@ class LocalTarget:
         """Capture each real request as a ``RequestRecorded`` (requests carrying
         ``x-wasmdev-replay`` are served but not recorded)."""
         self.recording = on
+        self._spin_apps.set_recording(on)
         if self._server is not None:
             for backend in self._backends:
                 self._server.loop.call_soon_threadsafe(backend.set_recording, on)
