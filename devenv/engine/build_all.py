@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from devenv.app_names import app_names
 from devenv.engine.builder import Builder
-from devenv.engine.devloop import one_line
+from devenv.engine.system_log import one_line
 from devenv.errors import BuildError, ManifestError, WasmdevError
 from devenv.manifest import guess_app_name, load_app
 from devenv.model import LogLine, LogStream

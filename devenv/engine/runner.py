@@ -12,7 +12,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from devenv.engine.devloop import DevLoop, one_line
+from devenv.engine.devloop import DevLoop
+from devenv.engine.system_log import one_line
 from devenv.errors import WasmdevError
 from devenv.model import LogLine, LogStream
 from devenv.store import actions as a
