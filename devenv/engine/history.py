@@ -32,7 +32,7 @@ from devenv.errors import WasmdevError
 from devenv.model import BuiltApp, KeptBuild
 from devenv.store import actions as a
 from devenv.store.store import Store
-from devenv.ui.format import format_age
+from devenv.timefmt import format_age
 
 STATE_DIR = ".wasmdev"  # the workspace's state folder (history, the control socket)
 MAX_SNAPSHOT_FILES = 5_000  # a source tree bigger than this is summarised by its first files
@@ -260,5 +260,5 @@ def history_lines(
 
 
 def ago(ts: float, now: float | None = None) -> str:
-    """ "3m ago": the dashboard's spelling of an age (ui.format is pure, no Textual)."""
+    """ "3m ago": the dashboard's spelling of an age (devenv.timefmt, shared with the UI)."""
     return f"{format_age((time.time() if now is None else now) - ts)} ago"

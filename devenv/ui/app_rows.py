@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from rich.text import Text
 
 from devenv.model import AppState, AppStatus, BuildStatus, EngineState
-from devenv.ui.format import EMPTY, format_age, format_duration, format_ms, short_digest
+from devenv.timefmt import EMPTY, format_age, format_duration
+from devenv.ui.format import format_ms, short_digest
 
 COMPONENT_SEPARATOR = "\t"  # in row keys: app names and component ids never hold a tab
 LOCAL_TARGET = "local"

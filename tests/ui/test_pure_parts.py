@@ -12,8 +12,9 @@ from textual.app import App
 from devenv.model import AppStatus, LogLine, LogStream
 from devenv.store import Store
 from devenv.store import actions as a
+from devenv.timefmt import format_age, format_duration
 from devenv.ui.app_rows import COLUMNS, app_of_key, rows_for
-from devenv.ui.format import format_age, format_bytes, format_duration, format_ms, short_digest
+from devenv.ui.format import format_bytes, format_ms, short_digest
 from devenv.ui.layouts import DEFAULT_LAYOUT, builtin_layouts, describe_css, discover_layouts, validate_layout
 from devenv.ui.log_filter import LogFilter
 from devenv.ui.widgets.build_error import failing_app

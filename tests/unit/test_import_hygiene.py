@@ -35,6 +35,22 @@ def test_core_modules_do_not_import_textual() -> None:
     assert out.stdout.strip() == "", f"{out.stdout.strip()} pulls in Textual"
 
 
+def test_core_modules_do_not_import_the_ui_package() -> None:
+    # The engine reports into the store and knows nothing of the dashboard; only the entry point
+    # (devenv.cli, which opens the dashboard) may reach into devenv.ui.
+    names = [name for name in CORE_MODULES if name != "devenv.cli"]
+    code = (
+        "import importlib, sys\n"
+        f"for name in {names!r}:\n"
+        "    importlib.import_module(name)\n"
+        "    if any(m == 'devenv.ui' or m.startswith('devenv.ui.') for m in sys.modules):\n"
+        "        print(name); break\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"{out.stdout.strip()} pulls in devenv.ui"
+
+
 def test_the_walk_finds_the_engine_targets_and_oci_modules() -> None:
     for name in ("devenv.engine.devloop", "devenv.targets.cluster.kube", "devenv.oci.registry", "devenv.cli"):
         assert name in CORE_MODULES

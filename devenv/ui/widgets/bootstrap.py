@@ -11,7 +11,7 @@ from textual.containers import Vertical
 from textual.widgets import Label, ProgressBar, Static
 
 from devenv.model import StepState, StepStatus
-from devenv.ui.format import format_duration
+from devenv.timefmt import format_duration
 
 FINISHED = (StepStatus.DONE, StepStatus.SKIPPED)
 STEP_MARKS: dict[StepStatus, tuple[str, str]] = {

@@ -12,7 +12,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Label, Static
 
 from devenv.model import AppState, BuildStatus, EngineState
-from devenv.ui.format import format_age, short_digest
+from devenv.timefmt import format_age
+from devenv.ui.format import short_digest
 
 
 def failing_app(state: EngineState, selected: str | None) -> AppState | None:

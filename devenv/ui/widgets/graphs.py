@@ -17,7 +17,8 @@ from textual_plotext import PlotextPlot
 
 from devenv.model import ResourceSample
 from devenv.store.buffers import LatencySummary
-from devenv.ui.format import EMPTY, format_bytes, format_ms, format_percent
+from devenv.timefmt import EMPTY
+from devenv.ui.format import format_bytes, format_ms, format_percent
 
 MIB = 1024 * 1024
 

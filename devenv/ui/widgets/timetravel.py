@@ -18,7 +18,8 @@ from textual.widgets import Label, Static
 
 from devenv.engine.history import history_lines
 from devenv.model import AppState, KeptBuild, LoadReport, ReplayReport
-from devenv.ui.format import format_age, short_digest
+from devenv.timefmt import format_age
+from devenv.ui.format import short_digest
 
 KEYS_HINT = "b roll back · v replay · t load test · h close"
 MAX_DIFF_LINES_SHOWN = 60
