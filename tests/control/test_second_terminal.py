@@ -265,7 +265,7 @@ def _bind(path: Path) -> None:
 def test_the_walk_up_finds_only_the_users_own_session_and_stops_at_home(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from devenv.cli import _session_folder
+    from devenv.cli_timetravel import session_folder
 
     home = tmp_path / "home" / "me"
     workspace = home / "ws"
@@ -274,17 +274,17 @@ def test_the_walk_up_finds_only_the_users_own_session_and_stops_at_home(
     (app / "spin.toml").write_text("")  # an app's own manifest does not stop the walk
     monkeypatch.setenv("HOME", str(home))
     _bind(socket_path(tmp_path / ".wasmdev"))  # above the home: never reached from inside it
-    assert _session_folder(app) == app
+    assert session_folder(app) == app
     _bind(socket_path(workspace / ".wasmdev"))
-    assert _session_folder(app) == workspace
+    assert session_folder(app) == workspace
     if os.getuid() == 0:  # as another user's planted socket would be
         os.lchown(socket_path(workspace / ".wasmdev"), 65534, 65534)
-        assert _session_folder(app) == app
+        assert session_folder(app) == app
         outside = tmp_path / "elsewhere" / "deep"
         outside.mkdir(parents=True)
-        assert _session_folder(outside) == tmp_path  # outside the home: up to the root
+        assert session_folder(outside) == tmp_path  # outside the home: up to the root
         os.lchown(socket_path(tmp_path / ".wasmdev"), 65534, 65534)
-        assert _session_folder(outside) == outside
+        assert session_folder(outside) == outside
 
 
 def test_the_client_refuses_a_socket_served_by_another_user(tmp_path: Path) -> None:
