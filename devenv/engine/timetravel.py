@@ -25,10 +25,11 @@ from devenv.control.messages import (
     RollbackCommand,
 )
 from devenv.control.server import ControlServer
-from devenv.engine.history import BuildHistory, ago, history_lines, state_dir
+from devenv.engine.history import BuildHistory, state_dir
 from devenv.engine.loadtest import format_load, path_request, recorded_requests, run_load, unsafe_count
 from devenv.engine.replay import format_report, origin_of, replay_exchanges
 from devenv.errors import WasmdevError
+from devenv.kept_builds import ago, history_lines
 from devenv.model import (
     AppState,
     BuiltApp,

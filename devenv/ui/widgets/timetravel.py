@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Label, Static
 
-from devenv.engine.history import history_lines
+from devenv.kept_builds import history_lines
 from devenv.model import AppState, KeptBuild, LoadReport, ReplayReport
 from devenv.timefmt import format_age
 from devenv.ui.format import short_digest
