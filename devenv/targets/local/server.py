@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import functools
 import itertools
 import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
@@ -30,6 +29,7 @@ from aiohttp.web_server import Server
 from devenv.errors import DeployError, TargetUnavailable
 from devenv.model import LogStream, RecordedExchange
 from devenv.targets.base import REPLAY_HEADER
+from devenv.targets.local.accepting import PortAcceptor
 from devenv.targets.local.executor import ExecutionStats, GuestError, GuestRequest, GuestResponse
 from devenv.targets.local.guest_pool import GuestPool, GuestScheduler, QueueFull
 from devenv.targets.local.messages import GuestOutput, ServedRequest
@@ -42,7 +42,6 @@ MAX_BODY_BYTES = 64 * 1024 * 1024  # aiohttp's default (1 MiB) would refuse ordi
 WAITING_PER_WORKER = 16  # requests that may wait for a guest thread, per thread, before 503s
 MIN_WAITING = 64  # ... and at least this many: a browser or a load test opens dozens at once
 RETRY_AFTER_S = "1"
-ACCEPT_RETRY_S = 1.0  # out of file descriptors: how long the port waits before accepting again
 _TEXT = (("Content-Type", "text/plain"),)
 _request_ids = itertools.count(1)
 
@@ -85,17 +84,12 @@ class _OneLineLog:
         return level >= 30
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True)
 class _Listener:
-    """One app's port: the socket this server accepts from, and the connections it took from
-    the kernel whose transport the loop has not made yet."""
+    """One app's port: what accepts its connections, and the aiohttp server they go to."""
 
-    port: int
-    sock: socket.socket
+    acceptor: PortAcceptor
     server: Server
-    per_wakeup: int
-    connecting: set[asyncio.Task[Any]] = field(default_factory=set)
-    retry: asyncio.TimerHandle | None = None
 
 
 class LocalServer:
@@ -197,7 +191,7 @@ class LocalServer:
         if app in self._listeners:
             if sock is not None:
                 sock.close()
-            return self._listeners[app].port
+            return self._listeners[app].acceptor.port
         loop = asyncio.get_running_loop()
         server = Server(
             self._handler_for(app),
@@ -210,49 +204,22 @@ class LocalServer:
         )
         if sock is None:
             sock = bind_listener(self.host, port, app)
-        sock.setblocking(False)
         sock.listen(LISTEN_BACKLOG)
-        # Accepted here rather than by ``loop.create_server``: asyncio's server takes a
-        # connection from the kernel and makes its transport a loop turn later, and a
-        # connection taken just before its server closes is then dropped without being closed
-        # (its transport refuses a closed server), so the client waits for its own timeout.
-        # Here every connection taken is tracked until its transport exists, and remove()
-        # waits for those before aiohttp closes the connections it knows.
-        # asyncio would accept up to ``backlog`` connections per wake-up, so the first process
-        # to wake would take a whole burst (wrk's or a browser's connections) and serve it
-        # alone: with a shared socket one per wake-up lets the processes take turns.
-        per_wakeup = 1 if self.shared_accept else LISTEN_BACKLOG
-        listener = _Listener(sock.getsockname()[1], sock, server, per_wakeup)
-        self._listeners[app] = listener
-        loop.add_reader(sock.fileno(), self._accept, app, listener)
-        return listener.port
-
-    def _accept(self, app: str, listener: _Listener) -> None:
-        """The port has connections waiting (on the server loop): take them, each into a
-        tracked task that makes its transport."""
-        loop = asyncio.get_running_loop()
-        for _ in range(listener.per_wakeup):
-            try:
-                conn, _ = listener.sock.accept()
-            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-                return  # the queue is empty (or another process sharing the socket took it)
-            except OSError as err:
-                if err.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    raise
-                # The kernel keeps the port readable: stop listening for a while, as asyncio does.
-                self._system_note(app, f"cannot accept a connection: {err.strerror or err}; retrying in {ACCEPT_RETRY_S:.0f}s")
-                loop.remove_reader(listener.sock.fileno())
-                listener.retry = loop.call_later(ACCEPT_RETRY_S, self._accept_again, app, listener)
-                return
-            conn.setblocking(False)
-            task = loop.create_task(loop.connect_accepted_socket(listener.server, conn))
-            listener.connecting.add(task)
-            task.add_done_callback(functools.partial(_connected, listener, conn))
-
-    def _accept_again(self, app: str, listener: _Listener) -> None:
-        listener.retry = None
-        if self._listeners.get(app) is listener:
-            asyncio.get_running_loop().add_reader(listener.sock.fileno(), self._accept, app, listener)
+        # Accepted by PortAcceptor, not ``loop.create_server``: asyncio's server drops (without
+        # closing) a connection it took just before it closed, and remove() closes while an
+        # app moves under traffic. asyncio would also accept up to ``backlog`` connections per
+        # wake-up, so the first process to wake would take a whole burst (wrk's or a browser's
+        # connections) and serve it alone: with a shared socket one per wake-up lets the
+        # processes take turns.
+        acceptor = PortAcceptor(
+            sock,
+            server,
+            per_wakeup=1 if self.shared_accept else LISTEN_BACKLOG,
+            on_error=lambda text: self._system_note(app, text),
+        )
+        acceptor.start()
+        self._listeners[app] = _Listener(acceptor, server)
+        return acceptor.port
 
     def serves(self, app: str) -> bool:
         """``app`` has a version or a port here (on the server loop)."""
@@ -269,12 +236,9 @@ class LocalServer:
         old = self._versions.get(app)
         listener = self._listeners.pop(app, None)
         if listener is not None:
-            if listener.retry is not None:
-                listener.retry.cancel()
-            asyncio.get_running_loop().remove_reader(listener.sock.fileno())
-            listener.sock.close()  # this server's copy: connections still queued go to the next
-            # Connections taken but not yet connected to aiohttp would be missed by shutdown().
-            await asyncio.gather(*listener.connecting, return_exceptions=True)
+            # This server's copy of the socket closes (connections still queued go to whoever
+            # holds another); connections it took are aiohttp's before shutdown() looks.
+            await listener.acceptor.stop()
             # Close keep-alive connections too, letting requests in flight finish (bounded).
             await listener.server.shutdown(timeout=SHUTDOWN_GRACE_S)
         # After the port: a request on a connection taken before the port closed is served by
@@ -497,14 +461,6 @@ def bind_listener(host: str, port: int, app: str) -> socket.socket:
     # and an event loop's accept() blocks when another process took the connection first.
     sock.setblocking(False)
     return sock
-
-
-def _connected(listener: _Listener, conn: socket.socket, task: asyncio.Task[Any]) -> None:
-    """A connection's transport is made (it belongs to aiohttp now), or could not be: then
-    the connection is closed here, not left to the garbage collector."""
-    listener.connecting.discard(task)
-    if task.cancelled() or task.exception() is not None:
-        conn.close()
 
 
 def _request_factory(server_loop: asyncio.AbstractEventLoop) -> Callable[..., web.BaseRequest]:

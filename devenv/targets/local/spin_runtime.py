@@ -36,6 +36,7 @@ from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
 from devenv.errors import DeployError, TargetUnavailable
 from devenv.model import BuiltApp, LogLine, LogStream, RecordedExchange, RequestRecord
+from devenv.targets.local.accepting import PortAcceptor
 from devenv.targets.local.server import LISTEN_BACKLOG, MAX_BODY_BYTES, REPLAY_HEADER
 from devenv.targets.local.spin_cli import SpinCli
 from devenv.targets.local.spin_staging import SpinManifest, manifest_for
@@ -109,6 +110,7 @@ class SpinServer:
         self._closed = False
         self._built: BuiltApp | None = None
         self._runner: web.BaseRunner | None = None
+        self._acceptor: PortAcceptor | None = None
         self._sock: socket.socket | None = None
         self._session: ClientSession | None = None
         self._deploy_lock = asyncio.Lock()
@@ -145,7 +147,13 @@ class SpinServer:
         application.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(application, access_log=None)
         await self._runner.setup()
-        await web.SockSite(self._runner, sock).start()
+        assert self._runner.server is not None
+        # Not aiohttp's SockSite: its asyncio server drops, unclosed, a connection taken just
+        # before close() while the app moves back to the embedded host (accepting.py).
+        self._acceptor = PortAcceptor(
+            sock, self._runner.server, per_wakeup=LISTEN_BACKLOG, on_error=lambda text: self._log(LogStream.SYSTEM, text)
+        )
+        self._acceptor.start()
         self.port = sock.getsockname()[1]  # the one given for port 0
 
     def hand_over(self) -> socket.socket:
@@ -184,6 +192,9 @@ class SpinServer:
         if starting is not None:
             await self._stop(starting)  # its deploy stops waiting now, not at its timeout
         async with self._deploy_lock:
+            if self._acceptor is not None:
+                await self._acceptor.stop()  # every connection taken is the runner's, closed below
+                self._acceptor = None
             if self._runner is not None:
                 await self._runner.cleanup()
                 self._runner = None
