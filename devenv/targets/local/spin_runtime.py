@@ -340,6 +340,7 @@ class SpinServer:
         response: web.StreamResponse | None = None
         kept = bytearray()  # the response body as recorded, up to the cap
         sent = 0
+        whole = False  # every byte of Spin's body written (a client that then leaves got it all)
         answered: tuple[tuple[str, str], ...] = ()  # the response headers as Spin sent them
         try:
             body = await request.read()
@@ -370,6 +371,7 @@ class SpinServer:
                         if record and len(kept) < cap:
                             kept += chunk[: cap - len(kept)]
                         await response.write(chunk)
+                    whole = True
                     await response.write_eof()
             except (TimeoutError, ClientError, ConnectionResetError) as exc:
                 if response is None:  # nothing sent yet: say why
@@ -377,7 +379,7 @@ class SpinServer:
                     response = web.Response(status=502, body=payload, content_type="text/plain")
                     kept, sent = bytearray(payload[:cap]), len(payload)
                     answered = tuple(response.headers.items())
-                else:  # cut off mid-body: the client must not take it for a whole response
+                elif not whole:  # cut off mid-body: the client must not take it for a whole response
                     response.force_close()
                     status = 502
         finally:

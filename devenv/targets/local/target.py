@@ -175,19 +175,7 @@ class LocalTarget:
             # Decided from the components' import/export names before any compile: a Spin 4
             # component never reaches the embedded host, whose refusal would come minutes later.
             if await self._spin_apps.choose(built) is RuntimeChoice.SPIN:
-                # `spin up` answers on its private port before the embedded host lets the port
-                # go (release): a Spin that fails to start leaves the embedded version serving.
-                async def release() -> socket.socket | None:
-                    # A copy of the listening socket keeps the port open across the handover.
-                    kept = self._ports.copy(app)
-                    await self._unserve(app)
-                    return kept
-
-                result, port = await self._spin_apps.deploy(built, self.port_for(app), release=release)
-                self._still_open(server, app)
-                self._ports.mark_bound(app, port)
-                self._usage.new_version(app)
-                return result
+                return await self._deploy_to_spin(server, built)
             # Back from Spin: it serves until this build is built and checked (below).
             from_spin = self._spin_apps.serves(app)
             notes: list[str] = []
@@ -257,6 +245,24 @@ class LocalTarget:
             base = f"http://{self.host}:{port}"
             urls = tuple(base + p for p in plan.version.url_paths())
             return DeployResult(urls=urls, notes=tuple(plan.notes) + tuple(notes))
+
+    async def _deploy_to_spin(self, server: LocalServer, built: BuiltApp) -> DeployResult:
+        """Serve ``built`` with `spin up` behind the app's port (deploy lock held)."""
+        app = built.spec.name
+
+        # `spin up` answers on its private port before the embedded host lets the port go
+        # (release): a Spin that fails to start leaves the embedded version serving.
+        async def release() -> socket.socket | None:
+            # A copy of the listening socket keeps the port open across the handover.
+            kept = self._ports.copy(app)
+            await self._unserve(app)
+            return kept
+
+        result, port = await self._spin_apps.deploy(built, self.port_for(app), release=release)
+        self._still_open(server, app)
+        self._ports.mark_bound(app, port)
+        self._usage.new_version(app)
+        return result
 
     def _host_apis(self, port: int) -> HostApiSettings:
         """What Spin's host APIs get for a deploy: the runtime config file read anew (an edit
