@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
@@ -28,6 +29,7 @@ from aiohttp.web_server import Server
 from devenv.errors import DeployError, TargetUnavailable
 from devenv.model import LogStream, RecordedExchange
 from devenv.targets.base import REPLAY_HEADER
+from devenv.targets.local.accepting import PortAcceptor
 from devenv.targets.local.executor import ExecutionStats, GuestError, GuestRequest, GuestResponse
 from devenv.targets.local.guest_pool import GuestPool, GuestScheduler, QueueFull
 from devenv.targets.local.messages import GuestOutput, ServedRequest
@@ -82,6 +84,14 @@ class _OneLineLog:
         return level >= 30
 
 
+@dataclass(frozen=True)
+class _Listener:
+    """One app's port: what accepts its connections, and the aiohttp server they go to."""
+
+    acceptor: PortAcceptor
+    server: Server
+
+
 class LocalServer:
     def __init__(
         self,
@@ -111,7 +121,7 @@ class LocalServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._versions: dict[str, ServingVersion] = {}  # touched only on the server loop
-        self._listeners: dict[str, tuple[int, asyncio.AbstractServer, Server]] = {}
+        self._listeners: dict[str, _Listener] = {}
 
     # --- lifecycle (called from any thread) ----------------------------------------------------
 
@@ -181,7 +191,7 @@ class LocalServer:
         if app in self._listeners:
             if sock is not None:
                 sock.close()
-            return self._listeners[app][0]
+            return self._listeners[app].acceptor.port
         loop = asyncio.get_running_loop()
         server = Server(
             self._handler_for(app),
@@ -194,18 +204,22 @@ class LocalServer:
         )
         if sock is None:
             sock = bind_listener(self.host, port, app)
-        if self.shared_accept:
-            # asyncio accepts up to ``backlog`` connections per wake-up, so the first process to
-            # wake would take a whole burst (wrk's or a browser's connections) and serve it
-            # alone. One per wake-up lets the processes sharing the socket take turns; the
-            # kernel's queue gets its real length back right after.
-            listener = await loop.create_server(server, sock=sock, backlog=1)
-            sock.listen(LISTEN_BACKLOG)
-        else:
-            listener = await loop.create_server(server, sock=sock, backlog=LISTEN_BACKLOG)
-        bound = listener.sockets[0].getsockname()[1]
-        self._listeners[app] = (bound, listener, server)
-        return bound
+        sock.listen(LISTEN_BACKLOG)
+        # Accepted by PortAcceptor, not ``loop.create_server``: asyncio's server drops (without
+        # closing) a connection it took just before it closed, and remove() closes while an
+        # app moves under traffic. asyncio would also accept up to ``backlog`` connections per
+        # wake-up, so the first process to wake would take a whole burst (wrk's or a browser's
+        # connections) and serve it alone: with a shared socket one per wake-up lets the
+        # processes take turns.
+        acceptor = PortAcceptor(
+            sock,
+            server,
+            per_wakeup=1 if self.shared_accept else LISTEN_BACKLOG,
+            on_error=lambda text: self._system_note(app, text),
+        )
+        acceptor.start()
+        self._listeners[app] = _Listener(acceptor, server)
+        return acceptor.port
 
     def serves(self, app: str) -> bool:
         """``app`` has a version or a port here (on the server loop)."""
@@ -219,16 +233,21 @@ class LocalServer:
             old.retire()
 
     async def remove(self, app: str) -> None:
-        old = self._versions.pop(app, None)
-        if old is not None:
-            old.retire()
-        entry = self._listeners.pop(app, None)
-        if entry is not None:
-            _, listener, server = entry
-            listener.close()
+        old = self._versions.get(app)
+        listener = self._listeners.pop(app, None)
+        if listener is not None:
+            # This server's copy of the socket closes (connections still queued go to whoever
+            # holds another); connections it took are aiohttp's before shutdown() looks.
+            await listener.acceptor.stop()
             # Close keep-alive connections too, letting requests in flight finish (bounded).
-            await server.shutdown(timeout=SHUTDOWN_GRACE_S)
-            await listener.wait_closed()
+            await listener.server.shutdown(timeout=SHUTDOWN_GRACE_S)
+        # After the port: a request on a connection taken before the port closed is served by
+        # this version, not answered that the app has none. (A version swapped in meanwhile
+        # retired this one and stays.)
+        if old is not None:
+            if self._versions.get(app) is old:
+                del self._versions[app]
+            old.retire()
 
     async def _close_all(self) -> None:
         # All at once: each app may wait out SHUTDOWN_GRACE_S twice, and stop() gives this 30 s.

@@ -36,6 +36,7 @@ from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
 from devenv.errors import DeployError, TargetUnavailable
 from devenv.model import BuiltApp, LogLine, LogStream, RecordedExchange, RequestRecord
+from devenv.targets.local.accepting import PortAcceptor
 from devenv.targets.local.server import LISTEN_BACKLOG, MAX_BODY_BYTES, REPLAY_HEADER
 from devenv.targets.local.spin_cli import SpinCli
 from devenv.targets.local.spin_staging import SpinManifest, manifest_for
@@ -109,6 +110,7 @@ class SpinServer:
         self._closed = False
         self._built: BuiltApp | None = None
         self._runner: web.BaseRunner | None = None
+        self._acceptor: PortAcceptor | None = None
         self._sock: socket.socket | None = None
         self._session: ClientSession | None = None
         self._deploy_lock = asyncio.Lock()
@@ -145,7 +147,13 @@ class SpinServer:
         application.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(application, access_log=None)
         await self._runner.setup()
-        await web.SockSite(self._runner, sock).start()
+        assert self._runner.server is not None
+        # Not aiohttp's SockSite: its asyncio server drops, unclosed, a connection taken just
+        # before close() while the app moves back to the embedded host (accepting.py).
+        self._acceptor = PortAcceptor(
+            sock, self._runner.server, per_wakeup=LISTEN_BACKLOG, on_error=lambda text: self._log(LogStream.SYSTEM, text)
+        )
+        self._acceptor.start()
         self.port = sock.getsockname()[1]  # the one given for port 0
 
     def hand_over(self) -> socket.socket:
@@ -184,6 +192,9 @@ class SpinServer:
         if starting is not None:
             await self._stop(starting)  # its deploy stops waiting now, not at its timeout
         async with self._deploy_lock:
+            if self._acceptor is not None:
+                await self._acceptor.stop()  # every connection taken is the runner's, closed below
+                self._acceptor = None
             if self._runner is not None:
                 await self._runner.cleanup()
                 self._runner = None
@@ -329,6 +340,7 @@ class SpinServer:
         response: web.StreamResponse | None = None
         kept = bytearray()  # the response body as recorded, up to the cap
         sent = 0
+        whole = False  # every byte of Spin's body written (a client that then leaves got it all)
         answered: tuple[tuple[str, str], ...] = ()  # the response headers as Spin sent them
         try:
             body = await request.read()
@@ -359,6 +371,7 @@ class SpinServer:
                         if record and len(kept) < cap:
                             kept += chunk[: cap - len(kept)]
                         await response.write(chunk)
+                    whole = True
                     await response.write_eof()
             except (TimeoutError, ClientError, ConnectionResetError) as exc:
                 if response is None:  # nothing sent yet: say why
@@ -366,7 +379,7 @@ class SpinServer:
                     response = web.Response(status=502, body=payload, content_type="text/plain")
                     kept, sent = bytearray(payload[:cap]), len(payload)
                     answered = tuple(response.headers.items())
-                else:  # cut off mid-body: the client must not take it for a whole response
+                elif not whole:  # cut off mid-body: the client must not take it for a whole response
                     response.force_close()
                     status = 502
         finally:

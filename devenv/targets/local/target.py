@@ -7,9 +7,9 @@ server. Both deploy through one routine (deploy.py) and report through one typed
 (messages.py). Either way this process compiles and checks each build
 first, and binds each app's port itself, so errors read the same.
 
-Ports: each app gets its own port (``app_ports``: ``[apps.NAME].port``, else ``[local].base_port``
-plus the app's index), so apps' routes never collide and an app's URLs stay stable across
-restarts. The HTTP server and guests run on the server's own threads (server.py); this class's
+Ports and the listening sockets are ports.py's (``AppPorts``); what the servers report becomes
+store actions in observer.py (``StoreObserver``); apps of serving processes gone for good move
+into the in-process server in fallback.py (``ProcessFallback``). The HTTP server and guests run on the server's own threads (server.py); this class's
 async methods are safe to call from the engine's loop and never block it: compiling runs in a
 worker thread, swapping runs on the server loop.
 """
@@ -17,19 +17,17 @@ worker thread, swapping runs on the server loop.
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
 import itertools
 import shutil
 import socket
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from devenv.errors import TargetUnavailable
-from devenv.model import BuiltApp, LogLine, LogStream, RequestRecord
+from devenv.model import BuiltApp
 from devenv.runtime_config import workspace_runtime_config
 from devenv.store import actions as a
 from devenv.store.store import Store
@@ -43,11 +41,13 @@ from devenv.targets.local.backend import (
 from devenv.targets.local.compile_cache import CompileCache
 from devenv.targets.local.deploy import VersionStager
 from devenv.targets.local.executor import RequestLimits
+from devenv.targets.local.fallback import ProcessFallback
 from devenv.targets.local.guest_procs import GuestProcesses, freeze_wasm
 from devenv.targets.local.host_settings import HostApiSettings, origin
-from devenv.targets.local.messages import Deploy
+from devenv.targets.local.observer import StoreObserver
+from devenv.targets.local.ports import AppPorts
 from devenv.targets.local.runtime import WasmRuntime
-from devenv.targets.local.server import GuestOutput, LocalServer, ServedRequest, bind_listener
+from devenv.targets.local.server import LocalServer
 from devenv.targets.local.spin_apps import SpinApps
 from devenv.targets.local.spin_cli import RuntimeChoice
 from devenv.targets.local.usage import UsageCounters, UsageMeter
@@ -80,25 +80,22 @@ class LocalTarget:
         self.limits = RequestLimits(
             timeout_s=float(local.request_timeout_s), memory_bytes=int(local.memory_limit_mb) * 1024 * 1024
         )
-        self._ports: dict[str, int] = dict(app_ports or {})
-        self._bound: dict[str, int] = {}
+        self._ports = AppPorts(settings, self.host, app_ports)
         self._workers = workers
         self._runtime: WasmRuntime | None = None
         self._server: LocalServer | None = None
         self.cache: CompileCache | None = None
         self._usage = UsageMeter()
+        self._observer = StoreObserver(store, self._usage)
         self._staging_root: Path | None = None
         self._processes: GuestProcesses | None = None
         # The serving processes' output (quoted if one dies) and the wasm they build from.
         self._process_dir: Path | None = None
         self._frozen: dict[str, Path] = {}  # app -> the copy of its wasm the processes serve
-        self._sockets: dict[str, socket.socket] = {}  # app -> its listening socket, bound here
         self._versions = itertools.count(1)
         self._deploy_locks: dict[str, asyncio.Lock] = {}
-        # The loop deploys run on (the engine's), where apps move in from dead serving processes
-        # under their deploy lock; the tasks doing so are kept here until done or cancelled.
-        self._engine_loop: asyncio.AbstractEventLoop | None = None
-        self._fallbacks: set[asyncio.Task[None]] = set()
+        # Moves apps in from serving processes that are gone for good (made by start()).
+        self._fallback: ProcessFallback | None = None
         self._stager: VersionStager | None = None
         self.recording = False
         # Apps only an installed `spin up` can serve (WASI 0.3 components), behind wasmdev's proxy.
@@ -121,7 +118,6 @@ class LocalTarget:
     async def start(self) -> None:
         if self._server is not None:
             return
-        self._engine_loop = asyncio.get_running_loop()
         try:
             self._runtime = WasmRuntime()
         except Exception as err:  # wasmtime's native library missing or broken
@@ -138,6 +134,9 @@ class LocalTarget:
         self._stager = VersionStager(self._runtime, self.cache, self.limits, self._staging_root)
         if self.settings.local.guest_processes > 0:
             self._process_dir = Path(tempfile.mkdtemp(prefix="wasmdev-serving-"))
+            self._fallback = ProcessFallback(
+                self._ports, self._deploy_locks, self._observer.note, asyncio.get_running_loop()
+            )
             self._processes = GuestProcesses(
                 self.settings.local.guest_processes,
                 PROCESS_THREADS,
@@ -146,15 +145,17 @@ class LocalTarget:
                 host=self.host,
                 limits=self.limits,
                 log_dir=self._process_dir,
-                observer=self,
-                on_restart=self._processes_note,
-                on_unserved=self._serve_here_now,
+                observer=self._observer,
+                on_restart=self._fallback.process_exited,
+                on_unserved=self._fallback.serve_here_now,
                 record_body_bytes=int(self.settings.local.record_body_bytes),
             )
         self._server = LocalServer(
-            self.host, self, workers=self._workers, record_body_bytes=int(self.settings.local.record_body_bytes)
+            self.host, self._observer, workers=self._workers, record_body_bytes=int(self.settings.local.record_body_bytes)
         )
         self._server.start()
+        if self._fallback is not None and self._processes is not None:
+            self._fallback.attach(self._server, self._stager, self._processes)
         if self.recording:  # turned on before the target started
             self.set_recording(True)
         if self._processes is not None:  # they import wasmtime while the first build compiles
@@ -174,20 +175,7 @@ class LocalTarget:
             # Decided from the components' import/export names before any compile: a Spin 4
             # component never reaches the embedded host, whose refusal would come minutes later.
             if await self._spin_apps.choose(built) is RuntimeChoice.SPIN:
-                # `spin up` answers on its private port before the embedded host lets the port
-                # go (release): a Spin that fails to start leaves the embedded version serving.
-                async def release() -> socket.socket | None:
-                    # A copy of the listening socket keeps the port open across the handover.
-                    held = self._sockets.get(app)
-                    kept = held.dup() if held is not None else None
-                    await self._unserve(app)
-                    return kept
-
-                result, port = await self._spin_apps.deploy(built, self.port_for(app), release=release)
-                self._still_open(server, app)
-                self._bound[app] = port
-                self._usage.new_version(app)
-                return result
+                return await self._deploy_to_spin(server, built)
             # Back from Spin: it serves until this build is built and checked (below).
             from_spin = self._spin_apps.serves(app)
             notes: list[str] = []
@@ -202,12 +190,11 @@ class LocalTarget:
                     built = await asyncio.to_thread(freeze_wasm, built, frozen)
                 # Bound before the build: the app's own address is part of what its components
                 # are linked with (`http://self`). A build that fails frees it below.
-                sock = self._sockets.get(app)
+                sock = self._ports.socket(app)
                 if from_spin:
                     port = self._spin_apps.port(app)  # Spin's proxy holds it until the swap
                 else:
-                    if sock is None:
-                        sock = self._sockets[app] = bind_listener(self.host, self.port_for(app), app)
+                    sock = self._ports.listen(app)
                     port = sock.getsockname()[1]
                 host_apis = await asyncio.to_thread(self._host_apis, port)
                 # Compiled and checked here in any case: a broken build fails with its message
@@ -217,8 +204,9 @@ class LocalTarget:
                 )
                 self._still_open(server, app)
                 if from_spin:  # built and checked: now the port moves back from Spin's proxy, open
-                    sock = self._sockets[app] = await self._spin_apps.hand_over(app)
-                    self._bound.pop(app, None)
+                    sock = await self._spin_apps.hand_over(app)
+                    self._ports.adopt(app, sock)
+                    self._ports.unmark(app)
                 backends = self._backends
                 for backend in backends:
                     try:
@@ -234,17 +222,17 @@ class LocalTarget:
                     if other is not chosen and other.serves(app):
                         await server.run(other.remove(app))
             except BaseException:
-                if chosen is not None and app not in self._bound:
+                if chosen is not None and not self._ports.is_bound(app):
                     await server.run(chosen.remove(app))  # retires it: its files go with it
                 elif chosen is None and plan is not None:
                     plan.version.retire()  # this version never served: its files go
                 if frozen is not None:
                     shutil.rmtree(frozen, ignore_errors=True)
-                if app not in self._bound and app in self._sockets:
-                    self._sockets.pop(app).close()  # the app never served: free its port
+                if not self._ports.is_bound(app):
+                    self._ports.close(app)  # the app never served: free its port
                 raise
             assert chosen is not None  # the in-process backend is never unavailable
-            self._bound[app] = port
+            self._ports.mark_bound(app, port)
             previous = self._frozen.pop(app, None)
             if previous is not None:
                 shutil.rmtree(previous, ignore_errors=True)
@@ -257,6 +245,24 @@ class LocalTarget:
             base = f"http://{self.host}:{port}"
             urls = tuple(base + p for p in plan.version.url_paths())
             return DeployResult(urls=urls, notes=tuple(plan.notes) + tuple(notes))
+
+    async def _deploy_to_spin(self, server: LocalServer, built: BuiltApp) -> DeployResult:
+        """Serve ``built`` with `spin up` behind the app's port (deploy lock held)."""
+        app = built.spec.name
+
+        # `spin up` answers on its private port before the embedded host lets the port go
+        # (release): a Spin that fails to start leaves the embedded version serving.
+        async def release() -> socket.socket | None:
+            # A copy of the listening socket keeps the port open across the handover.
+            kept = self._ports.copy(app)
+            await self._unserve(app)
+            return kept
+
+        result, port = await self._spin_apps.deploy(built, self.port_for(app), release=release)
+        self._still_open(server, app)
+        self._ports.mark_bound(app, port)
+        self._usage.new_version(app)
+        return result
 
     def _host_apis(self, port: int) -> HostApiSettings:
         """What Spin's host APIs get for a deploy: the runtime config file read anew (an edit
@@ -275,84 +281,6 @@ class LocalTarget:
         backends.append(InProcessBackend(self._server))
         return backends
 
-    def _serve_here_now(self, apps: dict[str, Deploy]) -> None:
-        """The serving processes are gone for good (on the server loop): serve their apps here,
-        each from the Deploy the processes had (its frozen build and host API settings)."""
-        why = self._processes.broken if self._processes is not None else None
-        loop = self._engine_loop
-        for app, deploy in apps.items():
-            self._note(app, f"{why or 'serving processes are gone'}; serving this app from wasmdev's own process")
-            if loop is None:
-                continue
-            try:
-                loop.call_soon_threadsafe(self._start_serving_here, app, deploy)
-            except RuntimeError:  # the engine's loop is closed: wasmdev is exiting
-                return
-
-    def _start_serving_here(self, app: str, deploy: Deploy) -> None:
-        """On the engine loop: the move runs as a task close() can cancel, whose failure is
-        said in the app's log rather than lost."""
-        task = asyncio.get_running_loop().create_task(self._serve_here(app, deploy))
-        self._fallbacks.add(task)
-        task.add_done_callback(functools.partial(self._serving_here_done, app))
-
-    def _serving_here_done(self, app: str, task: asyncio.Task[None]) -> None:
-        self._fallbacks.discard(task)
-        if task.cancelled():
-            return
-        err = task.exception()
-        if err is not None:
-            self._note(app, f"could not serve this app from wasmdev's own process: {err}; save to retry")
-
-    async def _serve_here(self, app: str, deploy: Deploy) -> None:
-        """On the engine loop, under the app's deploy lock (so a deploy never interleaves with
-        it, and a newer build is never replaced by this older one): build ``deploy``'s frozen
-        build here and serve it on the app's port, unless a deploy or remove dealt with the app
-        meanwhile."""
-        async with self._deploy_locks.setdefault(app, asyncio.Lock()):
-            server, stager, processes = self._server, self._stager, self._processes
-            sock = self._sockets.get(app)
-            if server is None or stager is None or processes is None or sock is None:
-                return
-            if not processes.serves(app):
-                return  # a deploy or remove got there first
-            built = deploy.built
-            try:
-                plan = await asyncio.to_thread(stager.build, built, f"{app}-{built.short_digest}", deploy.host_apis)
-            except Exception as err:  # noqa: BLE001 - said in the app's log; the next save retries
-                self._note(app, f"could not serve this app from wasmdev's own process: {err}; save to retry")
-                return
-            if self._server is not server:
-                plan.version.retire()  # closed meanwhile
-                return
-            await server.run(self._take_over(server, processes, app, built, plan, sock))
-
-    @staticmethod
-    async def _take_over(
-        server: LocalServer,
-        processes: GuestProcesses,
-        app: str,
-        built: BuiltApp,
-        plan: VersionPlan,
-        sock: socket.socket,
-    ) -> None:
-        """On the server loop, where the processes' state lives: move ``app`` in from them."""
-        if not processes.serves(app):
-            plan.version.retire()
-            return
-        processes.forget(app)
-        await InProcessBackend(server).serve(built, plan, sock)
-
-    def _note(self, app: str, text: str) -> None:
-        line = LogLine(ts=time.time(), app=app, stream=LogStream.SYSTEM, text=text, level="warn")
-        self.store.dispatch(a.LogEmitted(line))
-
-    def _processes_note(self, text: str) -> None:
-        """A serving process exited (on the server loop): say so in each app it served."""
-        for app in list(self._bound):
-            if self._processes is not None and self._processes.serves(app):
-                self._note(app, text)
-
     def _still_open(self, server: LocalServer, app: str) -> None:
         """Raise if close() ran while a deploy awaited (its server is stopped, or another)."""
         if self._server is not server:
@@ -368,7 +296,7 @@ class LocalTarget:
         async with self._deploy_locks.setdefault(app, asyncio.Lock()):
             await self._unserve(app)
             await self._spin_apps.remove(app)
-            self._bound.pop(app, None)
+            self._ports.unmark(app)
             self._usage.forget(app)
             if self.cache is not None:
                 self.cache.forget(app)
@@ -379,21 +307,17 @@ class LocalTarget:
             for backend in self._backends:
                 if backend.serves(app):
                     await self._server.run(backend.remove(app))
-        self._bound.pop(app, None)
-        sock = self._sockets.pop(app, None)
-        if sock is not None:
-            sock.close()
+        self._ports.unmark(app)
+        self._ports.close(app)
         frozen = self._frozen.pop(app, None)
         if frozen is not None:
             shutil.rmtree(frozen, ignore_errors=True)
 
     async def close(self) -> None:
         server, self._server = self._server, None
-        # Apps still moving in from dead serving processes: nothing left to serve them on.
-        fallbacks = list(self._fallbacks)
-        for task in fallbacks:
-            task.cancel()
-        await asyncio.gather(*fallbacks, return_exceptions=True)
+        fallback, self._fallback = self._fallback, None
+        if fallback is not None:
+            await fallback.close()
         await self._spin_apps.close()
         try:
             if server is not None:
@@ -417,10 +341,7 @@ class LocalTarget:
                 self._process_dir = None
             self._processes = None
             self._frozen.clear()
-            for sock in self._sockets.values():
-                sock.close()
-            self._sockets.clear()
-            self._bound.clear()
+            self._ports.close_all()
             # wasmtime-py can panic at interpreter exit if stores/modules outlive this; drop them now.
             gc.collect()
 
@@ -428,25 +349,20 @@ class LocalTarget:
 
     def usage(self, app: str) -> UsageCounters:
         """Cumulative guest CPU, requests and errors of ``app``, and its memory high-water mark."""
-        if app not in self._bound:
+        if not self._ports.is_bound(app):
             raise KeyError(app)
         return self._usage.get(app)
 
     def port_for(self, app: str) -> int:
-        if app in self._bound:
-            return self._bound[app]
-        if app not in self._ports:
-            # An app the workspace did not list when the target was made: the next free slot.
-            explicit = getattr(self.settings.app(app), "port", None)
-            used = set(self._ports.values())
-            port = explicit or next(
-                p for p in itertools.count(int(self.settings.local.base_port)) if p not in used
-            )
-            self._ports[app] = port
-        return self._ports[app]
+        return self._ports.port_for(app)
 
     def bound_port(self, app: str) -> int | None:
-        return self._bound.get(app)
+        return self._ports.bound_port(app)
+
+    @property
+    def _fallbacks(self) -> set[asyncio.Task[None]]:
+        """The tasks moving apps in from dead serving processes (none without processes)."""
+        return self._fallback.tasks if self._fallback is not None else set()
 
     # --- recording (the RecordsRequests ability) --------------------------------------------------
 
@@ -458,58 +374,3 @@ class LocalTarget:
         if self._server is not None:
             for backend in self._backends:
                 self._server.loop.call_soon_threadsafe(backend.set_recording, on)
-
-    # --- RequestObserver: called on the server's threads --------------------------------------------
-
-    def request_served(self, served: ServedRequest) -> None:
-        now = served.ts or time.time()
-        error = served.status >= 500
-        if served.component:
-            self._usage.record(served.app, served.stats.cpu_seconds, served.stats.memory_bytes, error)
-        self.store.dispatch(
-            a.RequestServed(
-                RequestRecord(
-                    ts=now,
-                    app=served.app,
-                    component=served.component,
-                    method=served.method,
-                    path=served.path,
-                    status=served.status,
-                    latency_ms=served.latency_ms,
-                    request_id=served.request_id,
-                )
-            )
-        )
-        text = f"{served.method} {served.path} {served.status} {served.latency_ms:.1f}ms"
-        if served.failure:
-            text += f" ({served.failure})"
-        self.store.dispatch(
-            a.LogEmitted(
-                LogLine(
-                    ts=now,
-                    app=served.app,
-                    stream=LogStream.REQUEST,
-                    text=text,
-                    component=served.component,
-                    request_id=served.request_id,
-                    level="error" if error else ("warn" if served.status >= 400 else "info"),
-                )
-            )
-        )
-        if served.exchange is not None:
-            self.store.dispatch(a.RequestRecorded(served.exchange))
-
-    def guest_output(self, output: GuestOutput) -> None:
-        self.store.dispatch(
-            a.LogEmitted(
-                LogLine(
-                    ts=output.ts,
-                    app=output.app,
-                    stream=output.stream,
-                    text=output.text,
-                    component=output.component,
-                    request_id=output.request_id,
-                    level="warn" if output.stream is LogStream.SYSTEM else "info",
-                )
-            )
-        )
