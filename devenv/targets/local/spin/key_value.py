@@ -66,92 +66,61 @@ def _guard(ctx: HostContext, label: str, op: Any) -> Any:
         return Err(Case("other", f"{type(err).__name__}: {err}"))
 
 
-# -- fermyon:spin/key-value@2.0.0 ---------------------------------------------------------------
+class _StoreOps:
+    """open, get, set, delete, exists over one granted store: Spin's ``store`` and
+    wasi:keyvalue's ``bucket`` are the same operations behind different resource types."""
+
+    def __init__(self, resource: type[SpinStore] | type[Bucket]) -> None:
+        self.resource = resource
+
+    def open(self, ctx: HostContext, label: str) -> Any:
+        store = _granted(ctx, label)
+        if store is None:
+            return Err(Case("access-denied"))
+        return Ok(ctx.own(self.resource(store)))
+
+    def held(self, ctx: HostContext, handle: ResourceAny) -> KvStore:
+        return ctx.borrow(handle, self.resource).store
+
+    def get(self, ctx: HostContext, handle: ResourceAny, key: str) -> Any:
+        store = self.held(ctx, handle)
+        return _guard(ctx, store.label, lambda: store.get(key))
+
+    def set(self, ctx: HostContext, handle: ResourceAny, key: str, value: bytes) -> Any:
+        store = self.held(ctx, handle)
+        return _guard(ctx, store.label, lambda: store.set(key, bytes(value)))
+
+    def delete(self, ctx: HostContext, handle: ResourceAny, key: str) -> Any:
+        store = self.held(ctx, handle)
+        return _guard(ctx, store.label, lambda: store.delete(key))
+
+    def exists(self, ctx: HostContext, handle: ResourceAny, key: str) -> Any:
+        store = self.held(ctx, handle)
+        return _guard(ctx, store.label, lambda: store.exists(key))
 
 
-def _open(ctx: HostContext, label: str) -> Any:
-    store = _granted(ctx, label)
-    if store is None:
-        return Err(Case("access-denied"))
-    return Ok(ctx.own(SpinStore(store)))
-
-
-def _store(ctx: HostContext, handle: ResourceAny) -> KvStore:
-    return ctx.borrow(handle, SpinStore).store
-
-
-def _kv_get(ctx: HostContext, self: ResourceAny, key: str) -> Any:
-    store = _store(ctx, self)
-    return _guard(ctx, store.label, lambda: store.get(key))
-
-
-def _kv_set(ctx: HostContext, self: ResourceAny, key: str, value: bytes) -> Any:
-    store = _store(ctx, self)
-    return _guard(ctx, store.label, lambda: store.set(key, bytes(value)))
-
-
-def _kv_delete(ctx: HostContext, self: ResourceAny, key: str) -> Any:
-    store = _store(ctx, self)
-    return _guard(ctx, store.label, lambda: store.delete(key))
-
-
-def _kv_exists(ctx: HostContext, self: ResourceAny, key: str) -> Any:
-    store = _store(ctx, self)
-    return _guard(ctx, store.label, lambda: store.exists(key))
+_SPIN_STORE = _StoreOps(SpinStore)  # fermyon:spin/key-value@2.0.0
+_BUCKET = _StoreOps(Bucket)  # wasi:keyvalue@0.2.0-draft2
 
 
 def _kv_keys(ctx: HostContext, self: ResourceAny) -> Any:
-    store = _store(ctx, self)
+    store = _SPIN_STORE.held(ctx, self)
     return _guard(ctx, store.label, store.keys)
-
-
-# -- wasi:keyvalue@0.2.0-draft2 -----------------------------------------------------------------
-
-
-def _bucket_open(ctx: HostContext, identifier: str) -> Any:
-    store = _granted(ctx, identifier)
-    if store is None:
-        return Err(Case("access-denied"))
-    return Ok(ctx.own(Bucket(store)))
-
-
-def _bucket(ctx: HostContext, handle: ResourceAny) -> KvStore:
-    return ctx.borrow(handle, Bucket).store
-
-
-def _bucket_get(ctx: HostContext, self: ResourceAny, key: str) -> Any:
-    store = _bucket(ctx, self)
-    return _guard(ctx, store.label, lambda: store.get(key))
-
-
-def _bucket_set(ctx: HostContext, self: ResourceAny, key: str, value: bytes) -> Any:
-    store = _bucket(ctx, self)
-    return _guard(ctx, store.label, lambda: store.set(key, bytes(value)))
-
-
-def _bucket_delete(ctx: HostContext, self: ResourceAny, key: str) -> Any:
-    store = _bucket(ctx, self)
-    return _guard(ctx, store.label, lambda: store.delete(key))
-
-
-def _bucket_exists(ctx: HostContext, self: ResourceAny, key: str) -> Any:
-    store = _bucket(ctx, self)
-    return _guard(ctx, store.label, lambda: store.exists(key))
 
 
 def _bucket_list_keys(ctx: HostContext, self: ResourceAny, cursor: str | None) -> Any:
     # Spin returns every key in one response, with no cursor to continue from.
-    store = _bucket(ctx, self)
+    store = _BUCKET.held(ctx, self)
     return _guard(ctx, store.label, lambda: {"keys": store.keys(), "cursor": None})
 
 
 def _increment(ctx: HostContext, bucket: ResourceAny, key: str, delta: int) -> Any:
-    store = _bucket(ctx, bucket)
+    store = _BUCKET.held(ctx, bucket)
     return _guard(ctx, store.label, lambda: store.increment(key, delta))
 
 
 def _cas_new(ctx: HostContext, bucket: ResourceAny, key: str) -> Any:
-    store = _bucket(ctx, bucket)
+    store = _BUCKET.held(ctx, bucket)
     seen = _guard(ctx, store.label, lambda: store.get(key))
     if isinstance(seen, Err):
         return seen
@@ -173,12 +142,12 @@ def _swap(ctx: HostContext, cas: ResourceAny, value: bytes) -> Any:
 
 
 def _get_many(ctx: HostContext, bucket: ResourceAny, keys: list[str]) -> Any:
-    store = _bucket(ctx, bucket)
+    store = _BUCKET.held(ctx, bucket)
     return _guard(ctx, store.label, lambda: [(k, store.get(k)) for k in keys])
 
 
 def _set_many(ctx: HostContext, bucket: ResourceAny, pairs: list[tuple[str, bytes]]) -> Any:
-    store = _bucket(ctx, bucket)
+    store = _BUCKET.held(ctx, bucket)
 
     def run() -> None:
         for key, value in pairs:
@@ -188,7 +157,7 @@ def _set_many(ctx: HostContext, bucket: ResourceAny, pairs: list[tuple[str, byte
 
 
 def _delete_many(ctx: HostContext, bucket: ResourceAny, keys: list[str]) -> Any:
-    store = _bucket(ctx, bucket)
+    store = _BUCKET.held(ctx, bucket)
 
     def run() -> None:
         for key in keys:
@@ -202,11 +171,11 @@ INTERFACES = [
         SPIN_KV,
         resources={"store": Kind.SPIN_KV_STORE},
         functions={
-            "[static]store.open": _open,
-            "[method]store.get": _kv_get,
-            "[method]store.set": _kv_set,
-            "[method]store.delete": _kv_delete,
-            "[method]store.exists": _kv_exists,
+            "[static]store.open": _SPIN_STORE.open,
+            "[method]store.get": _SPIN_STORE.get,
+            "[method]store.set": _SPIN_STORE.set,
+            "[method]store.delete": _SPIN_STORE.delete,
+            "[method]store.exists": _SPIN_STORE.exists,
             "[method]store.get-keys": _kv_keys,
         },
     ),
@@ -214,11 +183,11 @@ INTERFACES = [
         f"wasi:keyvalue/store@{WASI_KV_VERSION}",
         resources={"bucket": Kind.WASI_KV_BUCKET},
         functions={
-            "open": _bucket_open,
-            "[method]bucket.get": _bucket_get,
-            "[method]bucket.set": _bucket_set,
-            "[method]bucket.delete": _bucket_delete,
-            "[method]bucket.exists": _bucket_exists,
+            "open": _BUCKET.open,
+            "[method]bucket.get": _BUCKET.get,
+            "[method]bucket.set": _BUCKET.set,
+            "[method]bucket.delete": _BUCKET.delete,
+            "[method]bucket.exists": _BUCKET.exists,
             "[method]bucket.list-keys": _bucket_list_keys,
         },
     ),

@@ -21,6 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from devenv.errors import DeployError
+from devenv.manifest_rules import split_template
 from devenv.model import AppSpec, ComponentSpec
 from devenv.runtime_config import RuntimeConfig, VariableProvider
 from devenv.targets.local.spin.state import (
@@ -44,20 +45,11 @@ def valid_variable_name(name: str) -> bool:
 
 
 def template_parts(template: str) -> list[tuple[bool, str]]:
-    """(is_expression, text) parts of a Spin template; raises ValueError for an unmatched ``{{``."""
-    parts: list[tuple[bool, str]] = []
-    rest = template
-    while rest:
-        if rest.startswith("{{"):
-            expr, sep, after = rest[2:].partition("}}")
-            if not sep:
-                raise ValueError("unmatched '{{' in template")
-            parts.append((True, expr.strip()))
-            rest = after
-        else:
-            idx = rest.find("{{")
-            literal, rest = (rest, "") if idx < 0 else (rest[:idx], rest[idx:])
-            parts.append((False, literal))
+    """(is_expression, text) parts of a Spin template; raises ValueError for an unmatched ``{{``.
+    The manifest's own parser: a template the manifest check accepted is split the same way here."""
+    parts = split_template(template)
+    if isinstance(parts, str):
+        raise ValueError(parts)
     return parts
 
 
