@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import re
-import signal
 import socket
 import stat
 import subprocess
@@ -22,8 +21,8 @@ import pytest
 from devenv.control.messages import ControlReply, HistoryQuery, decode, encode
 from devenv.control.server import ControlServer, socket_path
 from devenv.errors import WasmdevError
-from tests.child_output import Lines
-from tests.engine.session import WAIT_S, dev_session, free_port
+from tests.child_output import wasmdev_up
+from tests.engine.session import WAIT_S, dev_session
 from tests.engine.test_replay_and_load import record_real_request
 from tests.engine.wat_app import set_body, write_wat_app
 
@@ -115,26 +114,7 @@ async def test_commands_act_on_a_running_session(tmp_path: Path, compile_cache: 
 def test_wasmdev_up_serves_the_endpoint_and_removes_it_on_exit(tmp_path: Path) -> None:
     workspace = tmp_path / "ws"
     manifest = write_wat_app(workspace, "web", body="up one")
-    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "devenv",
-            "up",
-            "--headless",
-            "-C",
-            str(workspace),
-            "--port",
-            str(free_port()),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        lines = Lines(proc)
+    with wasmdev_up(workspace, tmp_path / "cache") as lines:
         url = lines.expect(r"\[web\] wasmdev: serving \w+ at (http://127\.0\.0\.1:\d+/\S+)").group(1)
         set_body(manifest, "up two")
         lines.expect(r"\[web\] wasmdev: serving \w+ at .*edit→serving")
@@ -145,13 +125,6 @@ def test_wasmdev_up_serves_the_endpoint_and_removes_it_on_exit(tmp_path: Path) -
         assert result.returncode == 0, result.stderr
         assert "up one" in httpx.get(url, timeout=5).text
         lines.expect(r"\[web\] wasmdev: rolled back to \w{12}… \(built \d+s ago\); save to build again")
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(WAIT_S)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
     assert not socket_path(workspace / ".wasmdev").exists()
     assert wasmdev("history", "web", "-C", str(workspace)).returncode == 1
 
