@@ -172,7 +172,7 @@ def run_python_client(name: str, url: str, seconds: float, connections: int) -> 
 
 
 class BaselineServer:
-    """aiohttp on its own thread and loop (as the local target's server is), static bytes."""
+    """aiohttp on a thread and loop that serve nothing else, static bytes."""
 
     def __init__(self, body: bytes, content_type: str) -> None:
         self.body = body

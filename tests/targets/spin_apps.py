@@ -31,9 +31,10 @@ from devenv.runtime_config import RuntimeConfig
 from devenv.targets.local.compile_cache import CompileCache
 from devenv.targets.local.component_host import build_runner
 from devenv.targets.local.executor import ComponentRunner, RequestLimits, RunnerTable
+from devenv.targets.local.messages import GuestOutput, ServedRequest
 from devenv.targets.local.router import ServingVersion
 from devenv.targets.local.runtime import WasmRuntime
-from devenv.targets.local.server import GuestOutput, LocalServer, ServedRequest
+from devenv.targets.local.server import LocalServer
 from devenv.targets.local.spin.deploy import SpinAppSettings
 from tests.targets.component_builds import BUILDS, COMPILED
 

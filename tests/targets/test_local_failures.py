@@ -157,13 +157,13 @@ async def test_close_cleans_up_even_when_the_server_does_not_stop(
     await target.deploy(make_app(tmp_path / "app"))
     staging = target._staging_root
     assert staging is not None and staging.exists()
-    real_stop = LocalServer.stop
+    real_close = LocalServer.close
 
-    def stuck(self: LocalServer, interrupt_guests: object = None) -> None:
-        real_stop(self)
+    async def stuck(self: LocalServer, interrupt_guests: object = None) -> None:
+        await real_close(self)
         raise TimeoutError("the server loop did not answer")
 
-    monkeypatch.setattr(LocalServer, "stop", stuck)
+    monkeypatch.setattr(LocalServer, "close", stuck)
     with pytest.raises(TimeoutError):
         await target.close()
     assert not staging.exists()

@@ -2,8 +2,9 @@
 
 When the serving processes (guest_procs.py) cannot be restarted, each app they served is built
 again here from the ``Deploy`` they had (its frozen build and host API settings) and served by
-the embedded server on the same listening socket. The move runs on the engine's loop under the
-app's deploy lock, as a tracked task ``close()`` can cancel.
+the embedded server on the same listening socket. The move runs on the engine's loop (which is
+also the server's, where the processes report) under the app's deploy lock, as a tracked task
+``close()`` can cancel.
 """
 
 from __future__ import annotations
@@ -35,14 +36,11 @@ class ProcessFallback:
         ports: AppPorts,
         deploy_locks: dict[str, asyncio.Lock],
         note: Callable[[str, str], None],
-        engine_loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.ports = ports
         self.deploy_locks = deploy_locks
         self.note = note
-        # The loop deploys run on (the engine's), where apps move in from dead serving processes
-        # under their deploy lock; the tasks doing so are kept here until done or cancelled.
-        self.engine_loop = engine_loop
+        # The tasks moving apps in, kept here until done or cancelled.
         self.tasks: set[asyncio.Task[None]] = set()
         self._server: LocalServer | None = None
         self._stager: VersionStager | None = None
@@ -60,33 +58,24 @@ class ProcessFallback:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    # --- the processes' callbacks, on the server loop ------------------------------------------
+    # --- the processes' callbacks ----------------------------------------------------------------
 
     def process_exited(self, text: str) -> None:
-        """A serving process exited (on the server loop): say so in each app it served."""
+        """A serving process exited: say so in each app it served."""
         for app in self.ports.bound_apps():
             if self._processes is not None and self._processes.serves(app):
                 self.note(app, text)
 
     def serve_here_now(self, apps: dict[str, Deploy]) -> None:
-        """The serving processes are gone for good (on the server loop): serve their apps here,
-        each from the Deploy the processes had (its frozen build and host API settings)."""
+        """The serving processes are gone for good: serve their apps here, each from the Deploy
+        the processes had (its frozen build and host API settings)."""
         why = self._processes.broken if self._processes is not None else None
         for app, deploy in apps.items():
             self.note(app, f"{why or 'serving processes are gone'}; serving this app from wasmdev's own process")
-            try:
-                self.engine_loop.call_soon_threadsafe(self._start_serving_here, app, deploy)
-            except RuntimeError:  # the engine's loop is closed: wasmdev is exiting
-                return
-
-    # --- on the engine loop ----------------------------------------------------------------------
-
-    def _start_serving_here(self, app: str, deploy: Deploy) -> None:
-        """On the engine loop: the move runs as a task close() can cancel, whose failure is
-        said in the app's log rather than lost."""
-        task = asyncio.get_running_loop().create_task(self._serve_here(app, deploy))
-        self.tasks.add(task)
-        task.add_done_callback(functools.partial(self._serving_here_done, app))
+            # A task close() can cancel, whose failure is said in the app's log rather than lost.
+            task = asyncio.get_running_loop().create_task(self._serve_here(app, deploy))
+            self.tasks.add(task)
+            task.add_done_callback(functools.partial(self._serving_here_done, app))
 
     def _serving_here_done(self, app: str, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
@@ -97,10 +86,9 @@ class ProcessFallback:
             self.note(app, f"could not serve this app from wasmdev's own process: {err}; save to retry")
 
     async def _serve_here(self, app: str, deploy: Deploy) -> None:
-        """On the engine loop, under the app's deploy lock (so a deploy never interleaves with
-        it, and a newer build is never replaced by this older one): build ``deploy``'s frozen
-        build here and serve it on the app's port, unless a deploy or remove dealt with the app
-        meanwhile."""
+        """Under the app's deploy lock (so a deploy never interleaves with it, and a newer build
+        is never replaced by this older one): build ``deploy``'s frozen build here and serve it
+        on the app's port, unless a deploy or remove dealt with the app meanwhile."""
         async with self.deploy_locks.setdefault(app, asyncio.Lock()):
             server, stager, processes = self._server, self._stager, self._processes
             sock = self.ports.socket(app)
@@ -117,7 +105,7 @@ class ProcessFallback:
             if self._server is not server:
                 plan.version.retire()  # closed meanwhile
                 return
-            await server.run(_take_over(server, processes, app, built, plan, sock))
+            await _take_over(server, processes, app, built, plan, sock)
 
 
 async def _take_over(
@@ -128,7 +116,7 @@ async def _take_over(
     plan: VersionPlan,
     sock: socket.socket,
 ) -> None:
-    """On the server loop, where the processes' state lives: move ``app`` in from them."""
+    """Move ``app`` in from the processes, unless a deploy or remove took it meanwhile."""
     if not processes.serves(app):
         plan.version.retire()
         return

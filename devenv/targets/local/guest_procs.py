@@ -34,6 +34,7 @@ from types import MappingProxyType
 
 from devenv.model import BuiltApp
 from devenv.targets.local.executor import RequestLimits
+from devenv.targets.local.guest_calls import RequestObserver
 from devenv.targets.local.host_settings import HostApiSettings
 from devenv.targets.local.messages import (
     Deploy,
@@ -42,8 +43,8 @@ from devenv.targets.local.messages import (
     ProcessOptions,
     Record,
     Remove,
+    ServedRequest,
 )
-from devenv.targets.local.server import RequestObserver, ServedRequest
 from devenv.targets.local.serving_process import (
     HUNG_AFTER_S,
     ProcessesUnavailable,
@@ -116,11 +117,17 @@ class GuestProcesses:
 
     # --- lifecycle -----------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Start the processes (once); they import wasmtime meanwhile, and ``deploy`` waits."""
+    def launch(self) -> None:
+        """Begin starting the processes (once, on the running loop) without waiting for them:
+        they import wasmtime while the first build compiles, and ``deploy`` waits for them."""
         if self._start_task is None:
             self._start_task = asyncio.ensure_future(self._start_all())
             self._heartbeat = asyncio.ensure_future(self._beat())
+
+    async def start(self) -> None:
+        """Start the processes (once) and wait until they are up."""
+        self.launch()
+        assert self._start_task is not None
         await asyncio.shield(self._start_task)
 
     async def _beat(self) -> None:

@@ -1,9 +1,11 @@
-"""The local target's HTTP server: aiohttp on its own thread and event loop, guests in a thread pool.
+"""The local target's HTTP server: aiohttp on one event loop, guests in a thread pool.
 
-Nothing here runs on the caller's loop (the engine's, or the TUI's): ``LocalServer`` owns a thread
-with an event loop that accepts connections, and a small pool of worker threads that run guests
-(wasmtime releases the GIL while wasm runs). One listening port per app; each port serves the
-version currently swapped in for its app.
+``LocalServer`` accepts connections on one loop: the engine's, for wasmdev's own server (so one
+loop touches every socket: the apps' ports, Spin's proxy, the control endpoint), or a thread of
+its own in a serving process, whose main thread waits on its pipe. Guests never run on that loop:
+a small pool of worker threads runs them (wasmtime releases the GIL while wasm runs), and what
+happens there (the guest's run, the request's report and recording) is guest_calls.py's. One
+listening port per app; each port serves the version currently swapped in for its app.
 
 Under load or faults the server stays bounded: guests are admitted by a ``GuestScheduler``
 (a bounded waiting line, answered 503 with Retry-After when full; no route may hold every
@@ -15,45 +17,34 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import itertools
 import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 from aiohttp.web_server import Server
 
 from devenv.errors import DeployError, TargetUnavailable
-from devenv.model import LogStream, RecordedExchange
-from devenv.targets.base import REPLAY_HEADER
+from devenv.model import LogStream
 from devenv.targets.local.accepting import PortAcceptor
-from devenv.targets.local.executor import ExecutionStats, GuestError, GuestRequest, GuestResponse
+from devenv.targets.local.executor import GuestRequest
+from devenv.targets.local.guest_calls import RETRY_AFTER_S, GuestCalls, RequestObserver
 from devenv.targets.local.guest_pool import GuestPool, GuestScheduler, QueueFull
-from devenv.targets.local.messages import GuestOutput, ServedRequest
+from devenv.targets.local.messages import GuestOutput
 from devenv.targets.local.router import RouteEntry, ServingVersion
 
 T = TypeVar("T")
 LISTEN_BACKLOG = 1024  # connections the kernel queues for a port before it refuses more
 SHUTDOWN_GRACE_S = 2.0  # how long close/remove waits for requests in flight
 MAX_BODY_BYTES = 64 * 1024 * 1024  # aiohttp's default (1 MiB) would refuse ordinary uploads
+CALL_TIMEOUT_S = 30.0  # the longest call onto the server loop: closing every port at once
 WAITING_PER_WORKER = 16  # requests that may wait for a guest thread, per thread, before 503s
 MIN_WAITING = 64  # ... and at least this many: a browser or a load test opens dozens at once
-RETRY_AFTER_S = "1"
-_TEXT = (("Content-Type", "text/plain"),)
-_request_ids = itertools.count(1)
 
-__all__ = ["LocalServer", "RequestObserver", "ServedRequest", "GuestOutput", "bind_listener"]
-
-
-class RequestObserver(Protocol):
-    """Told about every request; called from the server's threads (loop or guest pool)."""
-
-    def request_served(self, served: ServedRequest) -> None: ...
-
-    def guest_output(self, output: GuestOutput) -> None: ...
+__all__ = ["LISTEN_BACKLOG", "MAX_BODY_BYTES", "LocalServer", "bind_listener"]
 
 
 class _OneLineLog:
@@ -104,16 +95,12 @@ class LocalServer:
         waiting_per_worker: int | None = None,
         record_body_bytes: int = 1024 * 1024,
     ) -> None:
-        """``request_id_prefix``: keeps request ids unique when several processes serve (each
-        counts from 1). ``shared_accept``: this process shares its listening sockets with
-        others (guest_worker.py) and accepts one connection per wake-up.
-        ``record_body_bytes``: the cap on each body kept while ``recording`` is on."""
+        """``shared_accept``: this process shares its listening sockets with others
+        (guest_worker.py) and accepts one connection per wake-up. ``request_id_prefix`` and
+        ``record_body_bytes``: see ``GuestCalls``, which runs and reports each request."""
         self.host = host
-        self.request_id_prefix = request_id_prefix
         self.shared_accept = shared_accept
-        self.recording = False  # set from any thread: read once per request
-        self.record_body_bytes = record_body_bytes
-        self._observer = observer
+        self.calls = GuestCalls(observer, request_id_prefix, record_body_bytes)
         self._workers = workers
         self._waiting_per_worker = waiting_per_worker
         self._pool: GuestPool | None = None
@@ -125,14 +112,20 @@ class LocalServer:
 
     # --- lifecycle (called from any thread) ----------------------------------------------------
 
-    def start(self) -> None:
-        if self._thread is not None:
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Serve on ``loop``, the caller's running loop (the local target serves on the engine's,
+        so one loop touches every socket), or without one on a thread and loop of its own (a
+        serving process, whose main thread waits on its pipe; tests driving it from threads)."""
+        if self._loop is not None:
             return
         # One thread more than ``workers``: the one no single path may take (GuestScheduler).
         self._pool = GuestPool(self._workers + 1)
         per_worker = WAITING_PER_WORKER if self._waiting_per_worker is None else self._waiting_per_worker
         waiting = max(MIN_WAITING, self._workers * per_worker)
         self._scheduler = GuestScheduler(self._pool, self._workers, waiting)
+        if loop is not None:
+            self._loop = loop
+            return
         ready = threading.Event()
 
         def run() -> None:
@@ -149,24 +142,51 @@ class LocalServer:
         if not ready.wait(timeout=10):
             raise TargetUnavailable(what="the local HTTP server thread did not start", where="local target")
 
-    def stop(self, interrupt_guests: Callable[[], None] | None = None) -> None:
-        """Close every port (requests in flight get ``SHUTDOWN_GRACE_S``), then stop the threads.
-        ``interrupt_guests`` runs once the ports are closed, before the guest threads are
-        joined: a guest that started during the grace period must not outlive this either."""
-        if self._thread is None or self._loop is None:
+    async def close(self, interrupt_guests: Callable[[], None] | None = None) -> None:
+        """Close every port (requests in flight get ``SHUTDOWN_GRACE_S``), then stop the guest
+        threads (and the server's own thread, if it has one). ``interrupt_guests`` runs once the
+        ports are closed, before the guest threads are joined: a guest that started during the
+        grace period must not outlive this either."""
+        if self._loop is None:
             return
+        try:
+            await asyncio.wait_for(self.run(self._close_all()), CALL_TIMEOUT_S)
+        finally:
+            if interrupt_guests is not None:
+                interrupt_guests()
+            await asyncio.to_thread(self._stop_threads)
+
+    def stop(self, interrupt_guests: Callable[[], None] | None = None) -> None:
+        """``close()`` from a plain thread, for a server on a thread of its own."""
+        if self._loop is None:
+            return
+        assert self._thread is not None, "a server on its caller's loop is closed with close()"
         try:
             self.call(self._close_all())
         finally:
             if interrupt_guests is not None:
                 interrupt_guests()
+            self._stop_threads()
+
+    def _stop_threads(self) -> None:
+        """Blocking: joins the guest threads, and the server's thread if it has one."""
+        if self._thread is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
-            if self._pool is not None:
-                self._pool.shutdown()
-                self._pool = None
-            self._thread = None
-            self._loop = None
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+        self._thread = None
+        self._loop = None
+
+    @property
+    def recording(self) -> bool:
+        return self.calls.recording
+
+    @recording.setter
+    def recording(self, on: bool) -> None:
+        """Set from any thread: each request reads it once."""
+        self.calls.recording = on
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -174,14 +194,16 @@ class LocalServer:
         return self._loop
 
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Await ``coro`` on the server loop from the caller's loop."""
+        """Await ``coro`` on the server loop from any loop (directly when it is this one)."""
         assert self._loop is not None, "LocalServer.start() first"
+        if asyncio.get_running_loop() is self._loop:
+            return await coro
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the server loop from a plain thread (not a loop) and wait for it."""
         assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=30)
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=CALL_TIMEOUT_S)
 
     # --- on the server loop -----------------------------------------------------------------------
 
@@ -250,7 +272,7 @@ class LocalServer:
             old.retire()
 
     async def _close_all(self) -> None:
-        # All at once: each app may wait out SHUTDOWN_GRACE_S twice, and stop() gives this 30 s.
+        # All at once: each app may wait out SHUTDOWN_GRACE_S twice, within CALL_TIMEOUT_S.
         apps = dict.fromkeys([*self._listeners, *self._versions])
         await asyncio.gather(*(self.remove(app) for app in apps))
 
@@ -261,7 +283,7 @@ class LocalServer:
         return handle
 
     def _system_note(self, app: str, text: str) -> None:
-        self._observer.guest_output(GuestOutput(app, "", "", LogStream.SYSTEM, text, time.time()))
+        self.calls.observer.guest_output(GuestOutput(app, "", "", LogStream.SYSTEM, text, time.time()))
 
     async def _handle(self, app: str, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
@@ -272,7 +294,7 @@ class LocalServer:
             return web.Response(status=503, text=f"wasmdev: app `{app}` has no version deployed yet\n")
         entry = version.match(path)
         if entry is None:
-            self._report_refusal(app, "", request.method, path, 404, started)
+            self.calls.refused(app, "", request.method, path, 404, started)
             return self._not_found(app, path, version)
         # The lease is taken before any await: reading the body yields to the loop, and a swap
         # meanwhile must not clean up (delete the staged files of) the version picked here.
@@ -283,12 +305,12 @@ class LocalServer:
             guest_request = self._guest_request(request, path, query, body, entry, arrived)
             assert self._scheduler is not None
             job = self._scheduler.submit(
-                path, self._execute, (version, app, entry, guest_request, started), version.release
+                path, self.calls.execute, (version, app, entry, guest_request, started), version.release
             )
         except QueueFull:
             version.release()
             component = entry.runner.component_id
-            self._report_refusal(app, component, request.method, path, 503, started, "every guest thread is busy")
+            self.calls.refused(app, component, request.method, path, 503, started, "every guest thread is busy")
             return web.Response(
                 status=503,
                 headers={"Retry-After": RETRY_AFTER_S},
@@ -308,16 +330,6 @@ class LocalServer:
             raise
         return web.Response(status=response.status, headers=response.headers, body=response.body)
 
-    def _report_refusal(
-        self, app: str, component: str, method: str, path: str, status: int, started: float, failure: str = ""
-    ) -> None:
-        latency_ms = (time.perf_counter() - started) * 1000
-        request_id = f"{self.request_id_prefix}{next(_request_ids):06x}"
-        served = ServedRequest(
-            app, component, method, path, status, latency_ms, request_id, ExecutionStats(), failure, time.time()
-        )
-        self._observer.request_served(served)
-
     def _guest_request(
         self, request: web.BaseRequest, path: str, query: str, body: bytes, entry: RouteEntry, arrived: float
     ) -> GuestRequest:
@@ -330,107 +342,14 @@ class LocalServer:
             headers=tuple(request.headers.items()),
             body=body,
             route=entry.manifest,
-            request_id=f"{self.request_id_prefix}{next(_request_ids):06x}",
+            request_id=self.calls.next_id(),
             client_addr=peer[0] if peer else "127.0.0.1",
             client_port=peer[1] if peer else 0,
             server_host=sock[0] if sock else self.host,
             server_port=sock[1] if sock else 0,
-            deadline=arrived + self._timeout_s(entry),
+            deadline=arrived + entry.runner.timeout_s,
             client_gone=threading.Event(),
         )
-
-    def _execute(
-        self, version: ServingVersion, app: str, entry: RouteEntry, request: GuestRequest, started: float
-    ) -> GuestResponse:
-        """Run the guest, report the request and release ``version``'s lease, on a pool thread.
-
-        Reporting here rather than on the loop keeps the loop thread (the one every request
-        passes through) to parsing and writing HTTP; the latency recorded runs from the
-        request's arrival to its response being ready."""
-        try:
-            return self._run_guest(app, entry, request, started)
-        finally:
-            version.release()
-
-    def _run_guest(self, app: str, entry: RouteEntry, request: GuestRequest, started: float) -> GuestResponse:
-        component = entry.runner.component_id
-        observer = self._observer
-
-        def log(stream: LogStream, text: str) -> None:
-            observer.guest_output(GuestOutput(app, component, request.request_id, stream, text, time.time()))
-
-        if request.deadline and time.monotonic() >= request.deadline:
-            # Waited out its whole deadline for a thread: running it now would only make the
-            # line behind it wait longer.
-            failure = "waited for a guest thread until its deadline"
-            body = f"wasmdev: app `{app}` is busy; this request waited past its deadline\n"
-            response = GuestResponse(503, (*_TEXT, ("Retry-After", RETRY_AFTER_S)), body.encode())
-            latency_ms = (time.perf_counter() - started) * 1000
-            observer.request_served(
-                ServedRequest(app, component, request.method, request.path, 503, latency_ms,
-                              request.request_id, ExecutionStats(), failure, time.time())
-            )  # fmt: skip
-            return response
-
-        failure = ""
-        try:
-            response, stats = entry.runner.handle(request, log)
-        except GuestError as err:
-            failure = err.reason
-            body = f"wasmdev: component `{component}` failed this request: {err.reason}\n"
-            response, stats = GuestResponse(500, _TEXT, body.encode()), err.stats
-        except Exception as err:  # a host bug must cost one request, not the server
-            failure = f"host error: {type(err).__name__}: {err}"
-            body = f"wasmdev: internal error running component `{component}`: {failure}\n"
-            response, stats = GuestResponse(500, _TEXT, body.encode()), ExecutionStats()
-        latency_ms = (time.perf_counter() - started) * 1000
-        exchange = self._exchange(app, component, request, response, latency_ms) if self.recording else None
-        served = ServedRequest(
-            app,
-            component,
-            request.method,
-            request.path,
-            response.status,
-            latency_ms,
-            request.request_id,
-            stats,
-            failure,
-            time.time(),
-            exchange,
-        )
-        observer.request_served(served)
-        return response
-
-    def _exchange(
-        self, app: str, component: str, request: GuestRequest, response: GuestResponse, latency_ms: float
-    ) -> RecordedExchange | None:
-        """The request and response as served, for replay; None for wasmdev's own replays.
-        Bodies are referenced, not copied, unless they must be cut at the cap."""
-        for name, _ in request.headers:
-            if len(name) == len(REPLAY_HEADER) and name.lower() == REPLAY_HEADER:
-                return None
-        cap = self.record_body_bytes
-        body, response_body = request.body, response.body
-        return RecordedExchange(
-            ts=time.time(),
-            app=app,
-            request_id=request.request_id,
-            method=request.method,
-            path=request.path,
-            query=request.query,
-            headers=request.headers,
-            body=body if len(body) <= cap else body[:cap],
-            status=response.status,
-            response_headers=response.headers,
-            response_body=response_body if len(response_body) <= cap else response_body[:cap],
-            latency_ms=latency_ms,
-            body_truncated=len(body) > cap,
-            response_truncated=len(response_body) > cap,
-            component=component,
-        )
-
-    def _timeout_s(self, entry: RouteEntry) -> float:
-        return entry.runner.timeout_s
 
     @staticmethod
     def _not_found(app: str, path: str, version: ServingVersion) -> web.Response:

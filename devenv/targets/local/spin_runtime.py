@@ -36,8 +36,9 @@ from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
 from devenv.errors import DeployError, TargetUnavailable
 from devenv.model import BuiltApp, LogLine, LogStream, RecordedExchange, RequestRecord
+from devenv.targets.base import REPLAY_HEADER
 from devenv.targets.local.accepting import PortAcceptor
-from devenv.targets.local.server import LISTEN_BACKLOG, MAX_BODY_BYTES, REPLAY_HEADER
+from devenv.targets.local.server import LISTEN_BACKLOG, MAX_BODY_BYTES
 from devenv.targets.local.spin_cli import SpinCli
 from devenv.targets.local.spin_staging import SpinManifest, manifest_for
 

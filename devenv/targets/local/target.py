@@ -9,9 +9,10 @@ first, and binds each app's port itself, so errors read the same.
 
 Ports and the listening sockets are ports.py's (``AppPorts``); what the servers report becomes
 store actions in observer.py (``StoreObserver``); apps of serving processes gone for good move
-into the in-process server in fallback.py (``ProcessFallback``). The HTTP server and guests run on the server's own threads (server.py); this class's
-async methods are safe to call from the engine's loop and never block it: compiling runs in a
-worker thread, swapping runs on the server loop.
+into the in-process server in fallback.py (``ProcessFallback``). Everything that touches a
+socket (the apps' ports, the serving processes' pipes, Spin's proxy) runs on the loop that
+calls start(), the engine's; guests run on the server's guest threads, compiling and staging in
+worker threads, so neither blocks that loop.
 """
 
 from __future__ import annotations
@@ -134,9 +135,7 @@ class LocalTarget:
         self._stager = VersionStager(self._runtime, self.cache, self.limits, self._staging_root)
         if self.settings.local.guest_processes > 0:
             self._process_dir = Path(tempfile.mkdtemp(prefix="wasmdev-serving-"))
-            self._fallback = ProcessFallback(
-                self._ports, self._deploy_locks, self._observer.note, asyncio.get_running_loop()
-            )
+            self._fallback = ProcessFallback(self._ports, self._deploy_locks, self._observer.note)
             self._processes = GuestProcesses(
                 self.settings.local.guest_processes,
                 PROCESS_THREADS,
@@ -153,13 +152,13 @@ class LocalTarget:
         self._server = LocalServer(
             self.host, self._observer, workers=self._workers, record_body_bytes=int(self.settings.local.record_body_bytes)
         )
-        self._server.start()
+        self._server.start(asyncio.get_running_loop())
         if self._fallback is not None and self._processes is not None:
             self._fallback.attach(self._server, self._stager, self._processes)
         if self.recording:  # turned on before the target started
             self.set_recording(True)
-        if self._processes is not None:  # they import wasmtime while the first build compiles
-            asyncio.run_coroutine_threadsafe(self._processes.start(), self._server.loop)
+        if self._processes is not None:
+            self._processes.launch()
 
     async def deploy(self, built: BuiltApp) -> DeployResult:
         if self._server is None:
@@ -210,7 +209,7 @@ class LocalTarget:
                 backends = self._backends
                 for backend in backends:
                     try:
-                        await server.run(backend.serve(built, plan, sock))
+                        await backend.serve(built, plan, sock)
                     except BackendUnavailable as err:
                         notes.append(f"{err}; serving in wasmdev's own process (slower under load)")
                         continue
@@ -220,10 +219,10 @@ class LocalTarget:
                 # Served by one backend only: an app that moved (processes gone) leaves the other.
                 for other in backends:
                     if other is not chosen and other.serves(app):
-                        await server.run(other.remove(app))
+                        await other.remove(app)
             except BaseException:
                 if chosen is not None and not self._ports.is_bound(app):
-                    await server.run(chosen.remove(app))  # retires it: its files go with it
+                    await chosen.remove(app)  # retires it: its files go with it
                 elif chosen is None and plan is not None:
                     plan.version.retire()  # this version never served: its files go
                 if frozen is not None:
@@ -306,7 +305,7 @@ class LocalTarget:
         if self._server is not None:
             for backend in self._backends:
                 if backend.serves(app):
-                    await self._server.run(backend.remove(app))
+                    await backend.remove(app)
         self._ports.unmark(app)
         self._ports.close(app)
         frozen = self._frozen.pop(app, None)
@@ -327,9 +326,9 @@ class LocalTarget:
                     interrupt()
                 try:
                     if self._processes is not None:
-                        await server.run(self._processes.stop())
+                        await self._processes.stop()
                 finally:
-                    await asyncio.to_thread(server.stop, interrupt)
+                    await server.close(interrupt)
         finally:  # a server that would not stop still leaves no ticker thread or staged files
             if self._runtime is not None:
                 self._runtime.close()
@@ -372,5 +371,6 @@ class LocalTarget:
         self.recording = on
         self._spin_apps.set_recording(on)
         if self._server is not None:
+            loop = self._server.loop  # called from the dashboard's thread as well as the engine's
             for backend in self._backends:
-                self._server.loop.call_soon_threadsafe(backend.set_recording, on)
+                loop.call_soon_threadsafe(backend.set_recording, on)
