@@ -131,6 +131,9 @@ class BuiltApp:
     wasm: Mapping[str, Path]  # component id -> built .wasm
     built_at: float  # time.time()
     trigger_time: float | None = None  # when the edit that caused this build was seen (for edit-to-serving)
+    # A kept build's copy of the files its app grants (same layout as the app folder): staged
+    # from there instead of the app folder, so a rollback serves the files as they were.
+    files_root: Path | None = None
 
     @property
     def short_digest(self) -> str:
@@ -219,6 +222,9 @@ class KeptBuild:
     served: bool = False  # it went live at least once
     served_at: float | None = None  # when it last went live
     image: str = ""  # cluster targets: the image reference a rollback applies again
+    # Its granted files were too large to copy (frozen_builds.FILES_MAX_BYTES): a rollback
+    # serves the app folder's files as they are now.
+    live_files: bool = False
 
     @property
     def short_digest(self) -> str:

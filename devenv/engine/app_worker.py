@@ -92,7 +92,9 @@ class AppWorkers:
             if slot.redeploy_since is not None and not slot.dirty and slot.serving is not None:
                 seen, slot.redeploy_since = slot.redeploy_since, None
                 say(self.store, slot.name, "granted files changed: redeploying (no build needed)")
-                await self._deploy(slot, dataclasses.replace(slot.serving, trigger_time=seen))
+                # Today's files, also after a rollback (whose kept build has its own copy).
+                redeploy = dataclasses.replace(slot.serving, trigger_time=seen, files_root=None)
+                await self._deploy(slot, redeploy)
             if not slot.dirty or slot.spec is None or slot.disabled:
                 continue
             slot.dirty, trigger, slot.dirty_since = False, slot.dirty_since, None

@@ -24,10 +24,10 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from types import MappingProxyType
 
 from devenv.engine.changeset import is_ignored
 from devenv.errors import WasmdevError
+from devenv.frozen_builds import freeze_files, freeze_wasm, granted_paths
 from devenv.model import BuiltApp, KeptBuild
 from devenv.store import actions as a
 from devenv.store.store import Store
@@ -111,6 +111,8 @@ class BuildHistory:
         folder = self.root / app / f"{built.short_digest}-{self._folders}"
         snapshot = await asyncio.to_thread(snapshot_sources, built.spec.root, build_outputs(built))
         frozen = await asyncio.to_thread(freeze_build, built, folder)
+        grants = any(c.files for c in built.spec.components.values())
+        live_files = grants and frozen.files_root is None and bool(await asyncio.to_thread(granted_paths, built.spec))
         info = KeptBuild(
             app=app,
             digest=built.digest,
@@ -120,6 +122,7 @@ class BuildHistory:
             served=served_at is not None,
             served_at=served_at,
             image=image,
+            live_files=live_files,
         )
         self._snapshots[app] = snapshot
         entries.insert(0, _Entry(info, frozen, folder))
@@ -193,26 +196,12 @@ def build_outputs(built: BuiltApp) -> frozenset[str]:
 
 
 def freeze_build(built: BuiltApp, folder: Path) -> BuiltApp:
-    """``built`` with every component's wasm copied into ``folder`` (the build output is
-    overwritten by the next build). A component whose wasm does not exist keeps its path: the
-    deploy then names the missing file. Any other failure to copy (a full disk, a read-only
-    state folder) raises: a kept build pointing at the live build output would let a later
-    rollback deploy new bytes under the old digest."""
-    folder.mkdir(parents=True, exist_ok=True)
-    frozen: dict[str, Path] = {}
-    for component_id, component in built.spec.components.items():
-        source = built.wasm.get(component_id) or component.source
-        if source is None:
-            continue  # fetched from a URL: the spec keeps its digest
-        copy = folder / f"{component_id}.wasm"
-        try:
-            shutil.copyfile(source, copy)
-        except FileNotFoundError:
-            if Path(source).exists():
-                raise  # the source is there: it is the copy that failed
-            continue
-        frozen[component_id] = copy
-    return dataclasses.replace(built, wasm=MappingProxyType({**built.wasm, **frozen}), trigger_time=None)
+    """``built`` as a kept build: its wasm and its granted files copied into ``folder`` (the
+    build output is overwritten by the next build, the files by the next edit). Raises OSError
+    when a copy fails, so a build is never kept pointing at live files. Its trigger time goes:
+    serving it again later is not the edit that made it."""
+    frozen = freeze_files(freeze_wasm(built, folder), folder / "files")
+    return dataclasses.replace(frozen, trigger_time=None)
 
 
 def _remove_dead_sessions(base: Path) -> None:

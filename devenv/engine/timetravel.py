@@ -188,9 +188,10 @@ class TimeTravel:
                 )
             now = time.time()
             self.store.dispatch(a.RolledBack(app=app, digest=kept.digest, ts=now))
+            files = "; its granted files were too large to keep, so today's serve" if kept.live_files else ""
             self._system(
                 app,
-                f"rolled back to {kept.short_digest}… (built {ago(kept.built_at, now)}); save to build again",
+                f"rolled back to {kept.short_digest}… (built {ago(kept.built_at, now)}){files}; save to build again",
             )
             return kept
 

@@ -3,6 +3,8 @@ HTTP. A rollback serves a kept build again without building, and the next save b
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 from pathlib import Path
 
 import pytest
@@ -224,3 +226,73 @@ async def test_a_build_that_cannot_be_kept_serves_and_the_log_says_what_where_an
         assert str(blocker) in warning() and "a rollback cannot return to it" in warning()
         assert "fix: free disk space or make" in warning()
         assert len(s.store.state.apps["web"].history) == 1  # only the first build is kept
+
+
+async def _wait_get(s, app: str, suffix: str, text: str) -> None:  # noqa: ANN001 - a dev_session
+    deadline = asyncio.get_running_loop().time() + 60
+    body = ""
+    while text not in body:
+        assert asyncio.get_running_loop().time() < deadline, f"{suffix} never served {text!r}; last {body!r}"
+        body = (await s.get(app, suffix, headers={"x-wasmdev-replay": "1"})).text
+        await asyncio.sleep(0.05)
+
+
+async def test_a_rollback_serves_the_granted_files_as_they_were_at_that_build(
+    tmp_path: Path, compile_cache: Path, sample_apps_dir: Path
+) -> None:
+    """The greeting (a granted file) is edited between two builds: rolling back to the first
+    build serves the first greeting, not today's; an edit to the file after the rollback serves
+    the edit (today's files again)."""
+    shutil.copytree(sample_apps_dir / "hello-wat", tmp_path / "hello-wat", ignore=shutil.ignore_patterns("*.wasm"))
+    greeting = tmp_path / "hello-wat" / "greeting.txt"
+    wat = tmp_path / "hello-wat" / "hello.wat"
+    greeting.write_text("greeting one\n")
+    async with dev_session(tmp_path, compile_cache) as s:
+        await s.wait(lambda st: bool(st.apps["hello-wat"].urls), "hello-wat serving")
+        await _wait_get(s, "hello-wat", "/file?greeting.txt", "greeting one")
+        greeting.write_text("greeting two\n")  # redeployed with the same build: no new kept build
+        await _wait_get(s, "hello-wat", "/file?greeting.txt", "greeting two")
+        wat.write_text(wat.read_text().replace("hello-wat v1!", "hello-wat v2!"))
+        await _wait_get(s, "hello-wat", "/x", "hello-wat v2!")
+        await s.wait(lambda st: len(st.apps["hello-wat"].history) == 2, "two kept builds")
+
+        await s.loop.timetravel.rollback("hello-wat")
+        assert "hello-wat v1!" in (await s.get("hello-wat", "/x")).text
+        assert "greeting one" in (await s.get("hello-wat", "/file?greeting.txt")).text
+
+        greeting.write_text("greeting three\n")
+        await _wait_get(s, "hello-wat", "/file?greeting.txt", "greeting three")
+        assert "hello-wat v1!" in (await s.get("hello-wat", "/x")).text  # still the rolled-back code
+
+
+def test_a_kept_build_copies_its_granted_files_within_the_cap(tmp_path: Path) -> None:
+    from devenv.frozen_builds import freeze_files
+    from devenv.manifest import load_app
+    from devenv.model import BuiltApp
+
+    manifest = write_wat_app(tmp_path / "apps", "web", body="files")
+    text = manifest.read_text().replace(
+        'source = "target/app.wasm"\n',
+        'source = "target/app.wasm"\nfiles = ["static/*.css", { source = "data", destination = "/data" }]\n',
+    )
+    manifest.write_text(text)
+    root = manifest.parent
+    (root / "static").mkdir()
+    (root / "static" / "site.css").write_text("body {}")
+    (root / "static" / "notes.md").write_text("not granted")
+    (root / "data").mkdir()
+    (root / "data" / "rows.json").write_text("[1]")
+    outside = tmp_path / "secret.txt"
+    outside.write_text("outside the app")
+    (root / "static" / "leak.css").symlink_to(outside)
+    built = BuiltApp(spec=load_app(manifest), digest="sha256:" + "2" * 64, wasm={}, built_at=0.0)
+
+    kept = freeze_files(built, tmp_path / "kept")
+    assert kept.files_root == tmp_path / "kept"
+    copied = sorted(p.relative_to(kept.files_root).as_posix() for p in kept.files_root.rglob("*") if p.is_file())
+    assert copied == ["data/rows.json", "static/site.css"]  # not the ungranted file, not the link out
+    (root / "static" / "site.css").write_text("body { color: red }")
+    assert (kept.files_root / "static" / "site.css").read_text() == "body {}"
+
+    too_big = freeze_files(built, tmp_path / "kept-small", max_bytes=4)
+    assert too_big.files_root is None and not (tmp_path / "kept-small").exists()

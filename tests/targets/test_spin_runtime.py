@@ -308,18 +308,23 @@ async def test_a_kept_build_is_served_from_its_frozen_wasm_not_the_latest_output
     await server.deploy(v1)
     v1_digest = wasm_digest(root / "app.wasm")
     frozen = tmp_path / "history" / "v1"  # as the history keeps it (engine/history.freeze_build)
-    frozen.mkdir(parents=True)
+    (frozen / "files" / "static").mkdir(parents=True)
     shutil.copyfile(root / "app.wasm", frozen / "hello.wasm")
-    kept_v1 = dataclasses.replace(v1, wasm=MappingProxyType({**v1.wasm, "hello": frozen / "hello.wasm"}))
+    shutil.copyfile(root / "static" / "page.txt", frozen / "files" / "static" / "page.txt")
+    kept_v1 = dataclasses.replace(
+        v1, wasm=MappingProxyType({**v1.wasm, "hello": frozen / "hello.wasm"}), files_root=frozen / "files"
+    )
 
     await server.deploy(write_spin_app(root, P3, marker="v2"))  # the build output now holds v2
+    (root / "static" / "page.txt").write_text("today\n")  # and the granted file changed since v1
     v2_digest = wasm_digest(root / "app.wasm")
     assert (await get(server.port, "/"))[1] == f"fake spin 4.1.0: hello {v2_digest}\n"
 
     await server.deploy(kept_v1)  # a rollback
     assert (await get(server.port, "/"))[1] == f"fake spin 4.1.0: hello {v1_digest}\n"
     staged = server._current.manifest.staged  # noqa: SLF001 - the staged folder must go with its process
-    assert staged is not None and (staged / "static" / "page.txt").read_text() == "kept\n"
+    assert staged is not None and (staged / "static" / "page.txt").read_text() == "kept\n"  # as at v1
+    assert (staged / ".spin").resolve() == (root / ".spin").resolve()  # the app's data is the app's
     assert (root / "spin.toml").read_text().count("app.wasm") == 1  # the app's own manifest untouched
 
     await server.deploy(built_app(root))  # the current build again: from the app's own manifest

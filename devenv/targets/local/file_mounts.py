@@ -39,13 +39,13 @@ def _checked_relative(app: AppSpec, component: ComponentSpec, pattern: str) -> N
         )
 
 
-def _inside_app(app: AppSpec, component: ComponentSpec, path: Path, real_root: Path) -> Path:
+def _inside_app(app: AppSpec, component: ComponentSpec, path: Path, root: Path, real_root: Path) -> Path:
     """``path`` with symlinks resolved, refused if that leaves the app directory: the pattern
     check alone would let a symlink in the app ("public/x -> /etc/passwd") grant any host file."""
     real = path.resolve()
     if real != real_root and real_root not in real.parents:
         raise DeployError(
-            what=f"file grant {path.relative_to(app.root).as_posix()!r} is a symlink to {real}, "
+            what=f"file grant {path.relative_to(root).as_posix()!r} is a symlink to {real}, "
             "outside the app directory",
             where=_where(app, component),
             fix="copy what the guest needs into the app directory, or remove the symlink",
@@ -53,11 +53,15 @@ def _inside_app(app: AppSpec, component: ComponentSpec, path: Path, real_root: P
     return real
 
 
-def prepare_preopens(app: AppSpec, component: ComponentSpec, staging: Path) -> list[Preopen]:
-    """Resolve the component's grants; copy glob matches into ``staging`` (created if needed)."""
+def prepare_preopens(
+    app: AppSpec, component: ComponentSpec, staging: Path, files_root: Path | None = None
+) -> list[Preopen]:
+    """Resolve the component's grants; copy glob matches into ``staging`` (created if needed).
+    ``files_root``: a kept build's copy of the granted files (frozen_builds.py), read instead of
+    the app folder."""
     preopens: list[Preopen] = []
     globbed: list[Path] = []
-    root = app.root
+    root = files_root or app.root
     real_root = root.resolve()
     for mount in component.files:
         _checked_relative(app, component, mount.source)
@@ -72,7 +76,7 @@ def prepare_preopens(app: AppSpec, component: ComponentSpec, staging: Path) -> l
                 fix=f"create {source} or fix `source` (a directory mounted at {mount.destination!r})",
             )
         guest = mount.destination if mount.destination.startswith("/") else "/" + mount.destination
-        preopens.append(Preopen(str(_inside_app(app, component, source, real_root)), guest))
+        preopens.append(Preopen(str(_inside_app(app, component, source, root, real_root)), guest))
     excluded = {
         p
         for p in globbed
@@ -83,7 +87,7 @@ def prepare_preopens(app: AppSpec, component: ComponentSpec, staging: Path) -> l
         if staging.exists():
             shutil.rmtree(staging)
         for path in chosen:
-            real = _inside_app(app, component, path, real_root)
+            real = _inside_app(app, component, path, root, real_root)
             target = staging / path.relative_to(root)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(real, target)

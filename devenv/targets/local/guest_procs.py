@@ -22,15 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import itertools
-import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import MappingProxyType
 
 from devenv.model import BuiltApp
 from devenv.targets.local.executor import RequestLimits
@@ -341,25 +338,6 @@ class GuestProcesses:
         for process in list(self._processes):
             process.close(interrupt=True)
             asyncio.get_running_loop().run_in_executor(None, _reap, process.proc)
-
-
-def freeze_wasm(built: BuiltApp, directory: Path) -> BuiltApp:
-    """``built`` with each component's wasm copied into ``directory``: what was checked is what
-    every process (and any replacement, later) builds, whatever the next build writes. A copy,
-    not a link: build tools often rewrite their output in place (same inode)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    frozen: dict[str, Path] = {}
-    for component_id, component in built.spec.components.items():
-        source = built.wasm.get(component_id) or component.source
-        if source is None:
-            continue  # not a local file: build_version says so
-        copy = directory / f"{component_id}.wasm"
-        try:
-            shutil.copyfile(source, copy)
-        except OSError:
-            continue  # build_version reports the unreadable file, with its path
-        frozen[component_id] = copy
-    return dataclasses.replace(built, wasm=MappingProxyType({**built.wasm, **frozen}))
 
 
 def _reap(proc: subprocess.Popen[bytes]) -> None:

@@ -7,7 +7,8 @@ whose component sources are those frozen files (absolute paths, which Spin accep
 symlink to every other entry of the app's folder. Spin resolves every other relative path
 (``files`` globs, the ``.spin`` state folder with the default key-value store and SQLite
 database) against the manifest's folder, so through the links they reach the app's own files,
-and a rolled-back build keeps the app's data. Nothing is written into the app's folder but a
+and a rolled-back build keeps the app's data. A kept build's own copy of its granted files
+(``BuiltApp.files_root``) is linked in their place, so Spin serves the files as they were. Nothing is written into the app's folder but a
 ``.spin`` folder Spin would make anyway (the watcher would see anything else).
 """
 
@@ -54,7 +55,7 @@ def manifest_for(built: BuiltApp) -> SpinManifest:
     (blocking: call it in a thread). DeployError when the manifest cannot be read or staged."""
     manifest = Path(built.spec.manifest_path)
     moved = frozen_sources(built)
-    if not moved:
+    if not moved and built.files_root is None:
         return SpinManifest(manifest)
     try:
         doc = tomllib.loads(manifest.read_text())
@@ -69,9 +70,12 @@ def manifest_for(built: BuiltApp) -> SpinManifest:
     try:
         root = manifest.parent
         (root / STATE_DIR).mkdir(exist_ok=True)  # linked, so the kept build shares the app's data
+        kept = {e.name: e for e in built.files_root.iterdir()} if built.files_root is not None else {}
         for entry in root.iterdir():
             if entry.name != manifest.name:
-                (folder / entry.name).symlink_to(entry)
+                (folder / entry.name).symlink_to(kept.pop(entry.name, entry))
+        for name, entry in kept.items():  # granted then, deleted from the app folder since
+            (folder / name).symlink_to(entry)
         staged = folder / manifest.name
         staged.write_text(dumps_toml(doc))
     except OSError as err:

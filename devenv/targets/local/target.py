@@ -27,7 +27,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devenv.errors import TargetUnavailable
+from devenv.errors import DeployError, TargetUnavailable
+from devenv.frozen_builds import freeze_wasm
 from devenv.model import BuiltApp
 from devenv.runtime_config import workspace_runtime_config
 from devenv.store import actions as a
@@ -43,7 +44,7 @@ from devenv.targets.local.compile_cache import CompileCache
 from devenv.targets.local.deploy import VersionStager
 from devenv.targets.local.executor import RequestLimits
 from devenv.targets.local.fallback import ProcessFallback
-from devenv.targets.local.guest_procs import GuestProcesses, freeze_wasm
+from devenv.targets.local.guest_procs import GuestProcesses
 from devenv.targets.local.host_settings import HostApiSettings, origin
 from devenv.targets.local.observer import StoreObserver
 from devenv.targets.local.ports import AppPorts
@@ -186,7 +187,14 @@ class LocalTarget:
                     # The processes build from a copy: the build output is overwritten by the
                     # next build, and a replacement process builds this one again later.
                     frozen = self._process_dir / "builds" / f"{app}-{next(self._versions)}"
-                    built = await asyncio.to_thread(freeze_wasm, built, frozen)
+                    try:
+                        built = await asyncio.to_thread(freeze_wasm, built, frozen)
+                    except OSError as err:
+                        raise DeployError(
+                            what=f"cannot copy the build for the serving processes: {err.strerror or err}",
+                            where=str(frozen),
+                            fix="free space in the temp folder (or set TMPDIR to a folder with room)",
+                        ) from None
                 # Bound before the build: the app's own address is part of what its components
                 # are linked with (`http://self`). A build that fails frees it below.
                 sock = self._ports.socket(app)

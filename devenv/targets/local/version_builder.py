@@ -88,7 +88,7 @@ class _Builder:
     def preopens(self, component: ComponentSpec) -> tuple[Preopen, ...]:
         """Stage the component's granted files once, however many routes share it."""
         if component.id not in self._preopens:
-            staged = prepare_preopens(self.spec, component, self.staging / component.id)
+            staged = prepare_preopens(self.spec, component, self.staging / component.id, self.built.files_root)
             self._preopens[component.id] = tuple(staged)
         return self._preopens[component.id]
 
