@@ -29,6 +29,7 @@ from devenv.engine.changeset import is_ignored
 from devenv.errors import WasmdevError
 from devenv.frozen_builds import freeze_files, freeze_wasm, granted_paths
 from devenv.model import BuiltApp, KeptBuild
+from devenv.session_dirs import remove_dead_sessions
 from devenv.store import actions as a
 from devenv.store.store import Store
 
@@ -83,7 +84,8 @@ class BuildHistory:
         self.store = store
         self.keep = max(1, keep)
         base = state_dir(workspace) / "history"
-        _remove_dead_sessions(base)
+        if base.is_dir():  # made when a build is first kept: a read-only workspace still serves
+            remove_dead_sessions(base, "session")
         # Per session, not per process: two loops in one process (tests) must not share a folder.
         self.root = base / f"session-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._entries: dict[str, list[_Entry]] = {}
@@ -202,22 +204,3 @@ def freeze_build(built: BuiltApp, folder: Path) -> BuiltApp:
     serving it again later is not the edit that made it."""
     frozen = freeze_files(freeze_wasm(built, folder), folder / "files")
     return dataclasses.replace(frozen, trigger_time=None)
-
-
-def _remove_dead_sessions(base: Path) -> None:
-    if not base.is_dir():
-        return
-    for folder in base.glob("session-*"):
-        pid = folder.name.removeprefix("session-").split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from devenv.errors import DeployError
 from devenv.model import BuiltApp
+from devenv.session_dirs import new_session_folder
 
 STATE_DIR = ".spin"  # Spin's default state folder, relative to the manifest
 
@@ -66,7 +66,7 @@ def manifest_for(built: BuiltApp) -> SpinManifest:
             fix="restore the app's spin.toml, or deploy the current build",
         ) from None
     _point_sources(doc, moved)
-    folder = Path(tempfile.mkdtemp(prefix=f"wasmdev-spin-{built.spec.name}-"))
+    folder = new_session_folder(None, "wasmdev-spin", built.spec.name)
     try:
         root = manifest.parent
         (root / STATE_DIR).mkdir(exist_ok=True)  # linked, so the kept build shares the app's data

@@ -22,7 +22,6 @@ import gc
 import itertools
 import shutil
 import socket
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +30,7 @@ from devenv.errors import DeployError, TargetUnavailable
 from devenv.frozen_builds import freeze_wasm
 from devenv.model import BuiltApp
 from devenv.runtime_config import workspace_runtime_config
+from devenv.session_dirs import new_session_folder
 from devenv.store import actions as a
 from devenv.store.store import Store
 from devenv.targets.base import DeployResult
@@ -132,10 +132,10 @@ class LocalTarget:
         self.cache = CompileCache(
             cache_dir, self._runtime.config_key, keep_builds=int(self.settings.local.keep_builds)
         )
-        self._staging_root = Path(tempfile.mkdtemp(prefix="wasmdev-files-"))
+        self._staging_root = new_session_folder(None, "wasmdev-files")
         self._stager = VersionStager(self._runtime, self.cache, self.limits, self._staging_root)
         if self.settings.local.guest_processes > 0:
-            self._process_dir = Path(tempfile.mkdtemp(prefix="wasmdev-serving-"))
+            self._process_dir = new_session_folder(None, "wasmdev-serving")
             self._fallback = ProcessFallback(self._ports, self._deploy_locks, self._observer.note)
             self._processes = GuestProcesses(
                 self.settings.local.guest_processes,
