@@ -53,10 +53,11 @@ def check_imports(
     app = f"app `{spin_app.app.name}`, " if spin_app is not None else ""
     notes = (
         [
-            f"{app}component `{component.id}` imports "
+            f"{app}component `{component.id}`: "
             + ", ".join(describe(i) for i in bundled)
-            + " with the rest of Spin's platform world; the local target does not host them, so a "
-            f"call to one fails its request. Fix: {REFUSED_FIX}"
+            + " came with Spin's platform world (componentize-py imports it whole) and are not hosted "
+            "locally; only a request that calls one fails. Fix: for an app that calls them, "
+            '`[local] runtime = "spin"` (with Spin installed) or `--target k3d`'
         ]
         if bundled
         else []
