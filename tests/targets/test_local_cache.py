@@ -204,3 +204,34 @@ def test_a_cache_write_that_fails_leaves_no_partial_file(
     finally:
         runtime.close()
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_slow_compile_is_said_in_the_apps_log_and_a_fast_one_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from devenv.store import actions as a
+    from devenv.targets.local import target as target_module
+    from devenv.targets.local.deploy import VersionStager
+
+    seen: list[a.LogEmitted] = []
+    store = Store()
+    store.subscribe(lambda _state, action: seen.append(action) if isinstance(action, a.LogEmitted) else None)
+    local = LocalTarget(store, local_settings(tmp_path, guest_processes=0), app_ports={"demo": 0})
+    try:
+        await local.deploy(make_app(tmp_path / "app"))  # a tiny module: well under the 2 s
+        assert not [x for x in seen if "compiling" in x.line.text]
+
+        build = VersionStager.build
+
+        def slow_build(self: VersionStager, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            time.sleep(0.5)  # as a big component compiling would
+            return build(self, *args, **kwargs)
+
+        monkeypatch.setattr(VersionStager, "build", slow_build)
+        monkeypatch.setattr(target_module, "SLOW_BUILD_NOTE_S", 0.05)
+        await local.deploy(make_app(tmp_path / "app2", [Comp(wasm=hello_wasm("v2"))], digest="sha256:v2"))
+        said = [x.line for x in seen if "compiling" in x.line.text]
+        assert len(said) == 1 and said[0].app == "demo" and said[0].level == "info"
+        assert "cached on disk" in said[0].text
+    finally:
+        await local.close()

@@ -26,9 +26,10 @@ class StoreObserver:
         self.store = store
         self.usage = usage
 
-    def note(self, app: str, text: str) -> None:
-        """A warning about ``app`` from wasmdev itself, in the app's log."""
-        line = LogLine(ts=time.time(), app=app, stream=LogStream.SYSTEM, text=text, level="warn")
+    def note(self, app: str, text: str, level: str = "warn") -> None:
+        """A line about ``app`` from wasmdev itself (a warning unless ``level`` says otherwise),
+        in the app's log."""
+        line = LogLine(ts=time.time(), app=app, stream=LogStream.SYSTEM, text=text, level=level)
         self.store.dispatch(a.LogEmitted(line))
 
     def request_served(self, served: ServedRequest) -> None:

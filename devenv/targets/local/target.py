@@ -62,6 +62,7 @@ __all__ = ["LocalTarget", "UsageCounters"]
 
 DEFAULT_WORKERS = 4  # guest threads: enough to overlap wasm on 2 cores, few enough to stay warm
 PROCESS_THREADS = 2  # guest threads in each serving process
+SLOW_BUILD_NOTE_S = 2.0  # a deploy's compile taking longer is said in the app's log
 
 
 class LocalTarget:
@@ -206,9 +207,7 @@ class LocalTarget:
                 host_apis = await asyncio.to_thread(self._host_apis, port)
                 # Compiled and checked here in any case: a broken build fails with its message
                 # before any serving process sees it, and their builds are cache hits.
-                plan = await asyncio.to_thread(
-                    stager.build, built, f"{app}-{built.short_digest}", host_apis, keep_as=app
-                )
+                plan = await self._build_version(stager, built, host_apis)
                 self._still_open(server, app)
                 if from_spin:  # built and checked: now the port moves back from Spin's proxy, open
                     sock = await self._spin_apps.hand_over(app)
@@ -252,6 +251,27 @@ class LocalTarget:
             base = f"http://{self.host}:{port}"
             urls = tuple(base + p for p in plan.version.url_paths())
             return DeployResult(urls=urls, notes=tuple(plan.notes) + tuple(notes))
+
+    async def _build_version(
+        self, stager: VersionStager, built: BuiltApp, host_apis: HostApiSettings
+    ) -> VersionPlan:
+        """Stage, compile and link ``built`` in a worker thread; still at it after
+        ``SLOW_BUILD_NOTE_S`` (new code compiling: tens of seconds for an 18 MB Python component
+        on a busy machine), it says so in the app's log, so a first start does not look hung."""
+        app = built.spec.name
+        building = asyncio.ensure_future(
+            asyncio.to_thread(stager.build, built, f"{app}-{built.short_digest}", host_apis, keep_as=app)
+        )
+        done, _ = await asyncio.wait({building}, timeout=SLOW_BUILD_NOTE_S)
+        if not done:
+            size = sum(Path(p).stat().st_size for p in built.wasm.values() if Path(p).is_file()) / 2**20
+            self._observer.note(
+                app,
+                f"compiling {size:.0f} MB of wasm to native code: new code compiles once, and is "
+                "cached on disk after (a rebuild of unchanged code, a rollback or a restart is a cache hit)",
+                level="info",
+            )
+        return await building
 
     async def _deploy_to_spin(self, server: LocalServer, built: BuiltApp) -> DeployResult:
         """Serve ``built`` with `spin up` behind the app's port (deploy lock held)."""
