@@ -130,7 +130,10 @@ async def test_workspace_layout_adds_and_overrides(tmp_path: Path) -> None:
         assert app.layouts.names() == ["side-by-side", "logs", "metrics", "wide-logs"]
         assert app.layouts.layouts["logs"].description == "my logs"
         app.switch_layout("logs")
-        await pilot.pause()
+        for _ in range(100):  # the new stylesheet applies over a few frames (more on a busy machine)
+            await pilot.pause(0.02)
+            if not app.query_one("#apps").display:
+                break
         assert not app.query_one("#apps").display  # the workspace's logs.tcss replaced the built-in
         assert app.query_one("#graphs").display  # and wide-logs' rules are gone
 

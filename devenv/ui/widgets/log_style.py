@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 
@@ -13,27 +14,6 @@ from rich.style import Style
 
 from devenv.model import LogLine, LogStream
 
-# Distinct, readable on dark and light themes; an app keeps its colour because the index comes
-# from a CRC of its name (Python's hash() is salted per process).
-APP_PALETTE = (
-    "#5fafff",
-    "#d7875f",
-    "#87d787",
-    "#d787d7",
-    "#d7d75f",
-    "#5fd7d7",
-    "#ff8787",
-    "#afafff",
-)
-
-STREAM_STYLES: dict[LogStream, Style] = {
-    LogStream.STDOUT: Style(),
-    LogStream.STDERR: Style(color="#ff6e6e"),
-    LogStream.REQUEST: Style(color="#9ecbff"),
-    LogStream.BUILD: Style(color="#e0c060"),
-    LogStream.SYSTEM: Style(color="#8fbc8f", italic=True),
-    LogStream.POD: Style(color="#c0c0c0"),
-}
 STREAM_TAGS: dict[LogStream, str] = {
     LogStream.STDOUT: "out",
     LogStream.STDERR: "err",
@@ -42,13 +22,34 @@ STREAM_TAGS: dict[LogStream, str] = {
     LogStream.SYSTEM: "sys",
     LogStream.POD: "pod",
 }
-DIM = Style(dim=True)
-ERROR_LEVEL = Style(color="#ff5f5f", bold=True)
 APP_COLUMN = 12  # wide enough for most app names; longer ones are cut with "…"
+APP_PALETTE_SIZE = 8  # app colours (LogView's log-view--app-N component classes)
 
 
-def app_color(app: str) -> str:
-    return APP_PALETTE[zlib.crc32(app.encode()) % len(APP_PALETTE)]
+@dataclass(frozen=True)
+class LogStyles:
+    """What a row is drawn with: the widget reads these from its CSS component classes (so a
+    theme or a layout's .tcss can restyle them) and hands them to ``log_line_segments``."""
+
+    streams: Mapping[LogStream, Style]
+    apps: tuple[Style, ...]  # the app palette; an app's place in it comes from app_positions
+    error: Style
+    dim: Style
+
+    def app(self, position: int) -> Style:
+        return self.apps[position % len(self.apps)] if self.apps else Style(bold=True)
+
+
+def app_positions(apps: Iterable[str]) -> dict[str, int]:
+    """Distinct palette positions for the apps of a workspace, by their sorted order: within a
+    session apps keep their colour, and known apps never collide (the CRC of ``app_position``,
+    for an app not yet in the state, is stable but can)."""
+    return {app: i for i, app in enumerate(sorted(apps))}
+
+
+def app_position(app: str) -> int:
+    """A stable palette position for any app name (Python's hash() is salted per process)."""
+    return zlib.crc32(app.encode()) % APP_PALETTE_SIZE
 
 
 def clock_text(ts: float, tz: timezone | None = None) -> str:
@@ -57,19 +58,8 @@ def clock_text(ts: float, tz: timezone | None = None) -> str:
     return moment.strftime("%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
 
 
-def app_styles(apps: Iterable[str]) -> dict[str, Style]:
-    """Distinct colours for the apps of a workspace, by their sorted position.
-
-    Within a session, apps keep their colour; the CRC fallback (for an app not yet in the state)
-    is stable but can collide, which the positional assignment avoids for known apps.
-    """
-    return {
-        app: Style(color=APP_PALETTE[i % len(APP_PALETTE)], bold=True) for i, app in enumerate(sorted(apps))
-    }
-
-
 def log_line_segments(
-    line: LogLine, base: Style, tz: timezone | None = None, app_style: Style | None = None
+    line: LogLine, base: Style, styles: LogStyles, tz: timezone | None = None, app_position: int | None = None
 ) -> tuple[list[Segment], int]:
     """The line as styled segments over ``base`` (the widget's style), and its width in cells.
 
@@ -77,17 +67,17 @@ def log_line_segments(
     row each frame, and Text's span bookkeeping cost more than everything else in the frame.
     """
     name = line.app if len(line.app) <= APP_COLUMN else line.app[: APP_COLUMN - 1] + "…"
-    stream_style = STREAM_STYLES.get(line.stream, _PLAIN)
+    stream_style = styles.streams.get(line.stream, _PLAIN)
     if line.level == "error":
-        stream_style = stream_style + ERROR_LEVEL
+        stream_style = stream_style + styles.error
     # Tabs and carriage returns from guest output would break the cell arithmetic of the row.
     body = line.text.expandtabs(4).replace("\r", "")
     prefix = f"{clock_text(line.ts, tz)} "
     tag = f" {STREAM_TAGS.get(line.stream, line.stream.value[:3])} "
     segments = [
-        Segment(prefix, base + DIM),
-        Segment(name.ljust(APP_COLUMN), base + (app_style or _app_style(line.app))),
-        Segment(tag, base + DIM),
+        Segment(prefix, base + styles.dim),
+        Segment(name.ljust(APP_COLUMN), base + styles.app(_position(line.app, app_position))),
+        Segment(tag, base + styles.dim),
         Segment(body, base + stream_style),
     ]
     width = len(prefix) + max(APP_COLUMN, cell_len(name)) + len(tag) + cell_len(body)
@@ -98,5 +88,9 @@ _PLAIN = Style()
 
 
 @lru_cache(maxsize=256)
-def _app_style(app: str) -> Style:
-    return Style(color=app_color(app), bold=True)
+def _crc_position(app: str) -> int:
+    return app_position(app)
+
+
+def _position(app: str, known: int | None) -> int:
+    return known if known is not None else _crc_position(app)

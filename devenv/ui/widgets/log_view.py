@@ -18,9 +18,9 @@ from textual.geometry import Region, Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from devenv.model import LogLine
+from devenv.model import LogLine, LogStream
 from devenv.ui.log_filter import LogFilter
-from devenv.ui.widgets.log_style import app_styles, log_line_segments
+from devenv.ui.widgets.log_style import APP_PALETTE_SIZE, LogStyles, app_positions, log_line_segments
 
 DEFAULT_MAX_LINES = 10_000
 _STRIP_CACHE_SIZE = 512  # a few screens' worth: scrolling back and forth re-renders nothing
@@ -29,11 +29,35 @@ _STRIP_CACHE_SIZE = 512  # a few screens' worth: scrolling back and forth re-ren
 class LogView(ScrollView, can_focus=True):
     """Shows the lines it is given that pass its filter; follows the tail until scrolled up."""
 
+    # Each stream's and app's colour is a component class: a theme or a layout's .tcss restyles
+    # them; the palette is distinct and readable on dark and light backgrounds.
+    COMPONENT_CLASSES = {
+        *(f"log-view--{stream.value}" for stream in LogStream),
+        *(f"log-view--app-{i}" for i in range(APP_PALETTE_SIZE)),
+        "log-view--error",
+        "log-view--dim",
+    }
+
     DEFAULT_CSS = """
     LogView {
         height: 1fr;
         background: $surface;
     }
+    LogView > .log-view--stderr { color: #ff6e6e; }
+    LogView > .log-view--request { color: #9ecbff; }
+    LogView > .log-view--build { color: #e0c060; }
+    LogView > .log-view--system { color: #8fbc8f; text-style: italic; }
+    LogView > .log-view--pod { color: #c0c0c0; }
+    LogView > .log-view--error { color: #ff5f5f; text-style: bold; }
+    LogView > .log-view--dim { text-style: dim; }
+    LogView > .log-view--app-0 { color: #5fafff; text-style: bold; }
+    LogView > .log-view--app-1 { color: #d7875f; text-style: bold; }
+    LogView > .log-view--app-2 { color: #87d787; text-style: bold; }
+    LogView > .log-view--app-3 { color: #d787d7; text-style: bold; }
+    LogView > .log-view--app-4 { color: #d7d75f; text-style: bold; }
+    LogView > .log-view--app-5 { color: #5fd7d7; text-style: bold; }
+    LogView > .log-view--app-6 { color: #ff8787; text-style: bold; }
+    LogView > .log-view--app-7 { color: #afafff; text-style: bold; }
     """
 
     BINDINGS = [
@@ -59,7 +83,8 @@ class LogView(ScrollView, can_focus=True):
         self.following = True
         self.received = 0  # lines offered to append(), filtered or not: for the title and tests
         self._frame_style = Style()
-        self._app_styles: dict[str, Style] = {}
+        self._app_positions: dict[str, int] = {}
+        self._styles: LogStyles | None = None  # read from the component classes when first drawn
         self._frame_width = 0
 
     # --- data in ------------------------------------------------------------------------------
@@ -109,9 +134,9 @@ class LogView(ScrollView, can_focus=True):
 
     def set_apps(self, apps: Iterable[str]) -> None:
         """Give each known app its own colour (called when the set of apps changes)."""
-        styles = app_styles(apps)
-        if styles.keys() != self._app_styles.keys():
-            self._app_styles = styles
+        positions = app_positions(apps)
+        if positions != self._app_positions:
+            self._app_positions = positions
             self._strips.clear()
             self.refresh()
 
@@ -155,6 +180,18 @@ class LogView(ScrollView, can_focus=True):
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._strips.clear()
+        self._styles = None
+
+    def _log_styles(self) -> LogStyles:
+        if self._styles is None:
+            style = self.get_component_rich_style
+            self._styles = LogStyles(
+                streams={stream: style(f"log-view--{stream.value}", partial=True) for stream in LogStream},
+                apps=tuple(style(f"log-view--app-{i}", partial=True) for i in range(APP_PALETTE_SIZE)),
+                error=style("log-view--error", partial=True),
+                dim=style("log-view--dim", partial=True),
+            )
+        return self._styles
 
     def render_lines(self, crop: Region) -> list[Strip]:
         # The widget's style and width are the same for every row of a frame; computing them
@@ -181,7 +218,8 @@ class LogView(ScrollView, can_focus=True):
         if strip is not None:
             self._strips.move_to_end(line.seq)
             return strip
-        segments, width = log_line_segments(line, rich_style, self._tz, self._app_styles.get(line.app))
+        styles = self._log_styles()
+        segments, width = log_line_segments(line, rich_style, styles, self._tz, self._app_positions.get(line.app))
         strip = Strip(segments, width)
         if line.seq:
             self._strips[line.seq] = strip
