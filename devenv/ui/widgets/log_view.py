@@ -8,12 +8,13 @@ so a flood of 10,000 lines a second costs a deque extend per refresh tick, not a
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterable
 from datetime import timezone
 
 from rich.style import Style
 from textual.binding import Binding
+from textual.cache import LRUCache
 from textual.geometry import Region, Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
@@ -76,7 +77,7 @@ class LogView(ScrollView, can_focus=True):
     ) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self._lines: deque[LogLine] = deque(maxlen=max_lines)
-        self._strips: OrderedDict[int, Strip] = OrderedDict()
+        self._strips: LRUCache[int, Strip] = LRUCache(_STRIP_CACHE_SIZE)
         self._widest = 0
         self._tz = tz
         self.filter = LogFilter()
@@ -216,13 +217,10 @@ class LogView(ScrollView, can_focus=True):
         # invalidate the cache; lines that never went through a LogBuffer (seq 0) are not cached.
         strip = self._strips.get(line.seq) if line.seq else None
         if strip is not None:
-            self._strips.move_to_end(line.seq)
             return strip
         styles = self._log_styles()
         segments, width = log_line_segments(line, rich_style, styles, self._tz, self._app_positions.get(line.app))
         strip = Strip(segments, width)
         if line.seq:
             self._strips[line.seq] = strip
-            if len(self._strips) > _STRIP_CACHE_SIZE:
-                self._strips.popitem(last=False)
         return strip
