@@ -1,6 +1,7 @@
-"""Outbound Redis and PostgreSQL from a real spin-sdk component (tests/apps/spin-apis-py)
-against real servers: Debian's redis-server on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432
-(user postgres, password postgres, database wasmdev_test), which .ci/run starts."""
+"""Outbound Redis, PostgreSQL and MySQL from a real spin-sdk component (tests/apps/spin-apis-py)
+against real servers: Debian's redis-server on 127.0.0.1:6379, PostgreSQL on 127.0.0.1:5432 (user
+postgres, password postgres, database wasmdev_test) and MariaDB on 127.0.0.1:3306 (user wasmdev,
+password wasmdev, database wasmdev_test), which .ci/run starts."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import mysql.connector
 import psycopg
 import pytest
 import redis
@@ -22,6 +25,7 @@ pytestmark = pytest.mark.slow
 APP = "spin-apis-py"
 REDIS = "redis://127.0.0.1:6379"
 PG = "postgres://postgres:postgres@127.0.0.1:5432/wasmdev_test"
+MYSQL = "mysql://wasmdev:wasmdev@127.0.0.1/wasmdev_test"
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +47,18 @@ def pg_server() -> Iterator[psycopg.Connection]:
         pytest.skip(
             "PostgreSQL is not running on 127.0.0.1:5432 with database wasmdev_test (.ci/run starts it)"
         )
+    yield conn
+    conn.close()
+
+
+@pytest.fixture(scope="module")
+def mysql_server() -> Iterator[Any]:
+    try:
+        conn = mysql.connector.connect(
+            host="127.0.0.1", user="wasmdev", password="wasmdev", database="wasmdev_test", autocommit=True
+        )
+    except mysql.connector.Error:
+        pytest.skip("MariaDB is not running on 127.0.0.1:3306 with database wasmdev_test (.ci/run starts it)")
     yield conn
     conn.close()
 
@@ -172,3 +188,68 @@ async def test_spin3_postgres_dates_and_times(
             ["DbValue_Str", "x"],
         ]
     ]
+
+
+async def test_mysql_prepared_statements_and_columns_typed_as_spin_types_them(
+    serving: SpinServing, http: aiohttp.ClientSession, mysql_server: Any
+) -> None:
+    table = f"t_{uuid.uuid4().hex[:12]}"
+    create = (
+        f"CREATE TABLE {table} (i INT, u INT UNSIGNED, t TINYINT, s VARCHAR(20), x TEXT, "
+        "b VARBINARY(8), n BIGINT, d DATE)"
+    )
+    status, out = await call(http, serving, "/mysql", {"address": MYSQL, "execute": create})
+    assert (status, out) == (200, {"execute": None}), out
+    status, out = await call(
+        http,
+        serving,
+        "/mysql",
+        {
+            "address": MYSQL,
+            "execute": f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "params": [
+                ["int32", -7], ["uint32", 7], ["int32", 3], ["str", "héllo"], ["str", "long text"],
+                ["binary", "00ff"], ["null", None], ["null", None],
+            ],
+        },
+    )  # fmt: skip
+    assert status == 200, out
+    status, out = await call(
+        http,
+        serving,
+        "/mysql",
+        {"address": MYSQL, "query": f"SELECT * FROM {table} WHERE i = ?", "params": [["int32", -7]]},
+    )
+    assert status == 200, out
+    assert out["columns"] == [
+        ["i", "INT32"], ["u", "UINT32"], ["t", "INT8"], ["s", "STR"], ["x", "STR"],
+        ["b", "BINARY"], ["n", "INT64"], ["d", "OTHER"],
+    ]  # fmt: skip
+    assert out["rows"] == [
+        [["Int32", -7], ["Uint32", 7], ["Int8", 3], ["Str", "héllo"], ["Str", "long text"],
+         ["Binary", "00ff"], ["DbNull", None], ["DbNull", None]],
+    ]  # fmt: skip
+    cursor = mysql_server.cursor()
+    cursor.execute(f"SELECT s FROM {table}")
+    assert cursor.fetchall() == [("héllo",)]
+    cursor.execute(f"DROP TABLE {table}")
+    cursor.close()
+
+
+async def test_mysql_errors_as_spin_returns_them(
+    serving: SpinServing, http: aiohttp.ClientSession, mysql_server: Any
+) -> None:
+    status, out = await call(http, serving, "/mysql", {"address": MYSQL, "query": "SELEKT 1"})
+    assert (status, out["error"]) == (500, "Error_QueryFailed") and "SELEKT" in out["detail"]
+    # A value in a column Spin cannot map (a DATE) fails the query, as in Spin.
+    status, out = await call(
+        http, serving, "/mysql", {"address": MYSQL, "query": "SELECT DATE('2026-12-04')"}
+    )
+    assert (status, out["error"]) == (500, "Error_ValueConversionFailed")
+    denied = "mysql://wasmdev:wasmdev@localhost/wasmdev_test"
+    status, out = await call(http, serving, "/mysql", {"address": denied, "query": "SELECT 1"})
+    assert (status, out["error"]) == (500, "Error_ConnectionFailed") and "not permitted" in out["detail"]
+    assert "denied outbound MySQL to mysql://localhost" in serving.recorder.text()
+    wrong = "mysql://wasmdev:nope@127.0.0.1/wasmdev_test"
+    status, out = await call(http, serving, "/mysql", {"address": wrong, "query": "SELECT 1"})
+    assert (status, out["error"]) == (500, "Error_ConnectionFailed") and "Access denied" in out["detail"]

@@ -45,7 +45,7 @@ def host_interfaces() -> list[Interface]:
 def check_imports(
     component: ComponentSpec, world: World, interfaces: Sequence[Interface], spin_app: SpinAppSettings | None
 ) -> tuple[str, ...]:
-    """Refuse, at deploy, a component importing what this host never serves (MySQL, MQTT, LLM,
+    """Refuse, at deploy, a component importing what this host never serves (MQTT, LLM,
     ...): the request that first calls it would only ever trap. Imports that came with Spin 2's
     whole platform world (componentize-py imports all of it to call any of it) cannot refuse
     the deploy: they are returned as notes for the deploy result instead."""

@@ -60,6 +60,7 @@ class Kind(IntEnum):
     SPIN_SQLITE_CONNECTION = 53  # fermyon:spin/sqlite@2 and spin:sqlite@3 connection
     SPIN_REDIS_CONNECTION = 54
     SPIN_PG_CONNECTION = 55
+    SPIN_MYSQL_CONNECTION = 56
 
 
 class Resource:

@@ -10,6 +10,7 @@ POST /sql/DB                SQLite execute: body {"sql": ..., "params": [[type, 
 GET  /self/PATH             outbound HTTP to a relative URL (this app, via `self`)
 POST /redis                 {"address", "set": [key, hex], "get": key, "incr": key, "execute": [cmd, arg...]}
 POST /pg                    {"address", "execute": sql, "query": sql, "params": [[type, value], ...]}
+POST /mysql                 the same for fermyon:spin/mysql@2.0.0 (``?`` placeholders)
 Errors from the host come back as 500 {"error": "<ErrorClassName>", "detail": ...}.
 """
 
@@ -18,6 +19,7 @@ import json
 from componentize_py_types import Err, Ok
 from spin_sdk.wit import exports
 from spin_sdk.wit.imports import fermyon_spin_key_value_2_0_0 as kv
+from spin_sdk.wit.imports import fermyon_spin_mysql_2_0_0 as mysql
 from spin_sdk.wit.imports import fermyon_spin_postgres_2_0_0 as postgres
 from spin_sdk.wit.imports import fermyon_spin_rdbms_types_2_0_0 as rdbms
 from spin_sdk.wit.imports import fermyon_spin_redis_2_0_0 as redis
@@ -125,6 +127,8 @@ def pg_param(pair):
         return rdbms.ParameterValue_Int32(value)
     if kind == "int64":
         return rdbms.ParameterValue_Int64(value)
+    if kind == "uint32":
+        return rdbms.ParameterValue_Uint32(value)
     if kind == "str":
         return rdbms.ParameterValue_Str(value)
     if kind == "bool":
@@ -142,8 +146,8 @@ def pg_value(value):
     return [name, bytes(payload).hex() if isinstance(payload, bytes) else payload]
 
 
-def pg_ops(query):
-    conn = postgres.Connection.open(query["address"])
+def rdbms_ops(query, db=postgres):
+    conn = db.Connection.open(query["address"])
     params = [pg_param(p) for p in query.get("params", [])]
     out = {}
     if "execute" in query:
@@ -217,7 +221,9 @@ class WasiHttpIncomingHandler020(exports.WasiHttpIncomingHandler020):
             elif parts == ["redis"] and isinstance(method, Method_Post):
                 respond(response_out, 200, json.dumps(redis_ops(json.loads(read_body(request)))).encode())
             elif parts == ["pg"] and isinstance(method, Method_Post):
-                respond(response_out, 200, json.dumps(pg_ops(json.loads(read_body(request)))).encode())
+                respond(response_out, 200, json.dumps(rdbms_ops(json.loads(read_body(request)))).encode())
+            elif parts == ["mysql"] and isinstance(method, Method_Post):
+                respond(response_out, 200, json.dumps(rdbms_ops(json.loads(read_body(request)), mysql)).encode())
             elif parts and parts[0] == "self" and isinstance(method, Method_Get):
                 respond(response_out, 200, fetch_self("/" + "/".join(parts[1:])), "text/plain")
             else:
