@@ -86,12 +86,12 @@ async def test_an_app_moves_back_to_the_embedded_host_when_spin_is_no_longer_nee
         await target.close()
 
 
-def mqtt_app(root: Path) -> BuiltApp:
-    """A component that imports Spin's MQTT interface (which the embedded host never hosts) and
+def llm_app(root: Path) -> BuiltApp:
+    """A component that imports Spin's LLM interface (which the embedded host never hosts) and
     exports a 0.2 handler: the embedded host could compile it, but not serve it."""
     built = write_spin_app(root, P2, name="mq")
     text = (
-        '(component (import "fermyon:spin/mqtt@2.0.0" (instance)) (component $c) '
+        '(component (import "fermyon:spin/llm@2.0.0" (instance)) (component $c) '
         f'(instance $i (instantiate $c)) (export "{P2}" (instance $i)))'
     )
     (root / "app.wasm").write_bytes(bytes(wasmtime.wat2wasm(text)))
@@ -103,7 +103,7 @@ async def test_auto_serves_under_spin_an_app_importing_what_the_embedded_host_la
 ) -> None:
     target = LocalTarget(Store(), settings(tmp_path), app_ports={"mq": 0})
     try:
-        result = await target.deploy(mqtt_app(tmp_path / "app"))
+        result = await target.deploy(llm_app(tmp_path / "app"))
         assert any("served by `spin up`" in n for n in result.notes)
         assert (await get(result.urls[0].rstrip("/") + "/"))[1].startswith("fake spin 4.1.0: mq ")
     finally:
@@ -117,8 +117,8 @@ async def test_without_spin_that_app_is_refused_at_deploy_naming_the_import_and_
     target = LocalTarget(Store(), settings(tmp_path), app_ports={"mq": 0})
     try:
         with pytest.raises(DeployError) as err:
-            await target.deploy(mqtt_app(tmp_path / "app"))
-        assert "fermyon:spin/mqtt@2.0.0" in err.value.what
+            await target.deploy(llm_app(tmp_path / "app"))
+        assert "fermyon:spin/llm@2.0.0" in err.value.what
         assert "install Spin" in err.value.fix and "--target k3d" in err.value.fix
     finally:
         await target.close()
@@ -284,7 +284,7 @@ async def test_choosing_a_runtime_reads_each_component_once(
 
     monkeypatch.setattr(spin_cli, "read_world", counting)
     apps = SpinApps("auto", "127.0.0.1", on_log=lambda _l: None, on_request=lambda _r: None)
-    built = mqtt_app(tmp_path / "app")
+    built = llm_app(tmp_path / "app")
     assert await apps.choose(built) is RuntimeChoice.SPIN
     assert sorted(reads) == sorted(built.wasm.values())  # two components, each parsed once
 

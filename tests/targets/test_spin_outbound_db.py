@@ -1,11 +1,15 @@
-"""Outbound Redis, PostgreSQL and MySQL from a real spin-sdk component (tests/apps/spin-apis-py)
-against real servers: Debian's redis-server on 127.0.0.1:6379, PostgreSQL on 127.0.0.1:5432 (user
-postgres, password postgres, database wasmdev_test) and MariaDB on 127.0.0.1:3306 (user wasmdev,
-password wasmdev, database wasmdev_test), which .ci/run starts."""
+"""Outbound Redis, PostgreSQL, MySQL and MQTT from a real spin-sdk component
+(tests/apps/spin-apis-py) against real servers: Debian's redis-server on 127.0.0.1:6379,
+PostgreSQL on 127.0.0.1:5432 (user postgres, password postgres, database wasmdev_test), MariaDB
+on 127.0.0.1:3306 (user wasmdev, password wasmdev, database wasmdev_test) and the mosquitto
+broker on 127.0.0.1:1883 (anonymous), which .ci/run starts."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -13,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import mysql.connector
+import paho.mqtt.client as paho
 import psycopg
 import pytest
 import redis
@@ -26,6 +31,7 @@ APP = "spin-apis-py"
 REDIS = "redis://127.0.0.1:6379"
 PG = "postgres://postgres:postgres@127.0.0.1:5432/wasmdev_test"
 MYSQL = "mysql://wasmdev:wasmdev@127.0.0.1/wasmdev_test"
+MQTT = "mqtt://127.0.0.1:1883?client_id=wasmdev-test"
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +67,36 @@ def mysql_server() -> Iterator[Any]:
         pytest.skip("MariaDB is not running on 127.0.0.1:3306 with database wasmdev_test (.ci/run starts it)")
     yield conn
     conn.close()
+
+
+class Subscriber:
+    """A real MQTT client subscribed to one topic, keeping what arrives."""
+
+    def __init__(self, topic: str) -> None:
+        self.messages: list[tuple[bytes, int]] = []
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"sub-{uuid.uuid4().hex[:8]}")
+        self.client.on_message = lambda _c, _u, msg: self.messages.append((msg.payload, msg.qos))
+        self.client.connect("127.0.0.1", 1883)
+        self.client.loop_start()
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.subscribe(topic, qos=2)
+        assert subscribed.wait(10), "the broker never acknowledged the subscription"
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def mqtt_topic() -> Iterator[tuple[str, Subscriber]]:
+    topic = f"wasmdev/test/{uuid.uuid4().hex[:12]}"
+    try:
+        subscriber = Subscriber(topic)
+    except OSError:
+        pytest.skip("no MQTT broker on 127.0.0.1:1883 (.ci/run starts mosquitto)")
+    yield topic, subscriber
+    subscriber.close()
 
 
 @pytest.fixture(scope="module")
@@ -253,3 +289,34 @@ async def test_mysql_errors_as_spin_returns_them(
     wrong = "mysql://wasmdev:nope@127.0.0.1/wasmdev_test"
     status, out = await call(http, serving, "/mysql", {"address": wrong, "query": "SELECT 1"})
     assert (status, out["error"]) == (500, "Error_ConnectionFailed") and "Access denied" in out["detail"]
+
+
+async def test_mqtt_publishes_reach_a_real_subscriber_at_each_qos(
+    serving: SpinServing, http: aiohttp.ClientSession, mqtt_topic: tuple[str, Subscriber]
+) -> None:
+    topic, subscriber = mqtt_topic
+    for qos in (0, 1, 2):
+        payload = bytes([0, 255, qos]) + "héllo".encode()
+        query = {"address": MQTT, "topic": topic, "payload": payload.hex(), "qos": qos}
+        status, out = await call(http, serving, "/mqtt", query)
+        assert (status, out) == (200, {"published": True}), out
+    deadline = time.monotonic() + 10
+    while len(subscriber.messages) < 3 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert sorted(subscriber.messages, key=lambda m: m[0][2]) == [
+        (bytes([0, 255, q]) + "héllo".encode(), q) for q in (0, 1, 2)
+    ]
+
+
+async def test_mqtt_errors_as_spin_returns_them(
+    serving: SpinServing, http: aiohttp.ClientSession, mqtt_topic: tuple[str, Subscriber]
+) -> None:
+    topic, _subscriber = mqtt_topic
+    publish = {"topic": topic, "payload": "00"}
+    status, out = await call(http, serving, "/mqtt", {**publish, "address": "mqtt://127.0.0.1:1883"})
+    assert (status, out["error"]) == (500, "Error_InvalidAddress")  # rumqttc requires a client_id
+    assert "client_id is required" in serving.recorder.text()
+    denied = "mqtt://localhost:1883?client_id=x"
+    status, out = await call(http, serving, "/mqtt", {**publish, "address": denied})
+    assert (status, out["error"]) == (500, "Error_ConnectionFailed") and "not permitted" in out["detail"]
+    assert "denied outbound MQTT to mqtt://localhost:1883" in serving.recorder.text()

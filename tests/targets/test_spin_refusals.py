@@ -25,27 +25,26 @@ def world(*imports: str) -> World:
 
 
 def test_an_import_outside_spins_platform_world_refuses_the_deploy() -> None:
-    app = load_app(APPS / "spin-mqtt-py" / "spin.toml")
-    component = app.components["spin-mqtt-py"]
+    app = load_app(APPS / "spin-llm-py" / "spin.toml")
+    component = app.components["spin-llm-py"]
     with pytest.raises(DeployError) as caught:
         check_imports(component, world("spin:mqtt/mqtt@3.0.0"), host_interfaces(), SpinAppSettings(app))
     err = caught.value
-    assert "app `spin-mqtt-py`" in err.what and "component `spin-mqtt-py`" in err.what
+    assert "app `spin-llm-py`" in err.what and "component `spin-llm-py`" in err.what
     assert "spin:mqtt/mqtt@3.0.0 (outbound MQTT)" in err.what
-    assert "spin.toml [component.spin-mqtt-py]" in err.where
+    assert "spin.toml [component.spin-llm-py]" in err.where
     assert "--target k3d" in err.fix
 
 
 def test_hosted_and_wasi_imports_pass_and_platform_leftovers_become_notes() -> None:
-    app = load_app(APPS / "spin-mqtt-py" / "spin.toml")
-    component = app.components["spin-mqtt-py"]
+    app = load_app(APPS / "spin-llm-py" / "spin.toml")
+    component = app.components["spin-llm-py"]
     # a WASI 0.2 interface we lack (sockets) stays a logged trap: every Python component has it
     assert check_imports(component, world("fermyon:spin/key-value@2.0.0"), host_interfaces(), None) == ()
     notes = check_imports(component, world(*sorted(PLATFORM_2)), host_interfaces(), SpinAppSettings(app))
     named = " ".join(notes)
-    for unhosted in ("fermyon:spin/mqtt@2.0.0", "fermyon:spin/llm@2.0.0"):
-        assert unhosted in named
-    for hosted in ("key-value", "variables", "sqlite@", "redis@", "postgres@", "mysql@", "rdbms-types"):
+    assert "fermyon:spin/llm@2.0.0" in named
+    for hosted in ("key-value", "variables", "sqlite@", "redis@", "postgres@", "mysql@", "mqtt@", "rdbms-types"):
         assert f"fermyon:spin/{hosted}" not in named
 
 
@@ -59,24 +58,24 @@ def runtime() -> Iterator[WasmRuntime]:
 @pytest.fixture
 async def serving(runtime: WasmRuntime) -> AsyncIterator[SpinServing]:
     s = SpinServing(runtime)
-    await s.listen("spin-mqtt-py")
+    await s.listen("spin-llm-py")
     yield s
     s.stop()
 
 
 @pytest.mark.slow
-async def test_a_real_mqtt_app_is_told_at_deploy_and_its_call_names_the_import(
+async def test_a_real_llm_app_is_told_at_deploy_and_its_call_names_the_import(
     serving: SpinServing, tmp_path: Path
 ) -> None:
-    # componentize-py imports Spin's whole platform world, so the deploy cannot tell that MQTT
+    # componentize-py imports Spin's whole platform world, so the deploy cannot tell that the LLM
     # is called: it goes on with a note, and the call fails its request with the same words.
-    app = copy_app("spin-mqtt-py", tmp_path)
-    await serving.deploy(app, {"spin-mqtt-py": app_wasm("spin-mqtt-py")})
-    runner = serving.last_runners["spin-mqtt-py"]
+    app = copy_app("spin-llm-py", tmp_path)
+    await serving.deploy(app, {"spin-llm-py": app_wasm("spin-llm-py")})
+    runner = serving.last_runners["spin-llm-py"]
     assert isinstance(runner, HttpComponentRunner)
-    assert any("fermyon:spin/mqtt@2.0.0 (outbound MQTT)" in n and "Fix:" in n for n in runner.deploy_notes)
+    assert any("fermyon:spin/llm@2.0.0 (Spin's LLM inferencing)" in n and "Fix:" in n for n in runner.deploy_notes)
     async with aiohttp.ClientSession() as http, http.get(serving.url("/")) as r:
         assert r.status == 500
     logs = serving.recorder.text()
-    assert "unsupported import fermyon:spin/mqtt@2.0.0#[static]connection.open" in logs
+    assert "unsupported import fermyon:spin/llm@2.0.0#infer" in logs
     assert "--target k3d" in logs

@@ -172,11 +172,11 @@ def _closed(app: str) -> TargetUnavailable:
 
 
 def imports_beyond_the_embedded_host(worlds: Mapping[str, ComponentWorld]) -> bool:
-    """Whether a component imports a host interface the embedded host never serves (MQTT,
-    LLM, ...), read from the binary's import names. Imports that only came with Spin's
+    """Whether a component imports a host interface the embedded host never serves (LLM
+    inferencing, ...), read from the binary's import names. Imports that only came with Spin's
     whole platform world (componentize-py imports all of it) do not count: the app may never
     call them, and the embedded host's inner loop is the faster one."""
-    # Imported here: the host API tables load the Redis, PostgreSQL and MySQL clients.
+    # Imported here: the host API tables load the Redis, PostgreSQL, MySQL and MQTT clients.
     from devenv.targets.local.spin.deploy import host_interfaces
     from devenv.targets.local.spin.imports import split_unhosted
 

@@ -45,7 +45,7 @@ def host_interfaces() -> list[Interface]:
 def check_imports(
     component: ComponentSpec, world: World, interfaces: Sequence[Interface], spin_app: SpinAppSettings | None
 ) -> tuple[str, ...]:
-    """Refuse, at deploy, a component importing what this host never serves (MQTT, LLM,
+    """Refuse, at deploy, a component importing what this host never serves (LLM inferencing,
     ...): the request that first calls it would only ever trap. Imports that came with Spin 2's
     whole platform world (componentize-py imports all of it to call any of it) cannot refuse
     the deploy: they are returned as notes for the deploy result instead."""
@@ -55,9 +55,11 @@ def check_imports(
         [
             f"{app}component `{component.id}`: "
             + ", ".join(describe(i) for i in bundled)
-            + " came with Spin's platform world (componentize-py imports it whole) and are not hosted "
-            "locally; only a request that calls one fails. Fix: for an app that calls them, "
-            '`[local] runtime = "spin"` (with Spin installed) or `--target k3d`'
+            + " came with Spin's platform world (componentize-py imports it whole) and "
+            + ("is" if len(bundled) == 1 else "are")
+            + " not hosted locally; only a request that calls "
+            + ("it" if len(bundled) == 1 else "one")
+            + ' fails. Fix: for an app that does, `[local] runtime = "spin"` (with Spin installed) or `--target k3d`'
         ]
         if bundled
         else []

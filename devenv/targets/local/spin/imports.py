@@ -2,7 +2,7 @@
 
 A WASI 0.2 interface we lack (``wasi:sockets``, which every componentize-py component imports
 whether or not it opens a socket) stays a logged trap: refusing it would refuse every Python app.
-Anything else we lack (Spin's MQTT, LLM, a WASI draft we do not ship) is refused before
+Anything else we lack (Spin's LLM inferencing, a WASI draft we do not ship) is refused before
 the new version serves, naming the app, the component, the import and the fix, never found by
 the first request.
 """
@@ -29,7 +29,8 @@ REFUSED_FIX = (
     "the cluster target (`wasmdev up --target k3d`), or remove the calls that need it"
 )
 HOSTED = (
-    "variables, key-value, SQLite, outbound Redis, PostgreSQL and MySQL (fermyon:spin@2.0.0, spin:up@3.x), WASI 0.2"
+    "variables, key-value, SQLite, outbound Redis, PostgreSQL, MySQL and MQTT (fermyon:spin@2.0.0, spin:up@3.x), "
+    "WASI 0.2"
 )
 
 
@@ -40,7 +41,7 @@ def describe(import_name: str) -> str:
 
 
 # Spin 2's platform world. componentize-py imports every one of these as soon as an app uses one
-# (tests/apps/spin-mqtt-py imports llm, redis, mysql, ... to call MQTT; spin-apis-py imports
+# (tests/apps/spin-llm-py imports mqtt, redis, mysql, ... to call the LLM; spin-apis-py imports
 # MySQL to call key-value), so finding one of them among the imports says nothing about its use.
 PLATFORM_2 = frozenset(
     f"fermyon:spin/{name}@2.0.0"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from devenv.targets.local.spin import key_value, outbound_db, outbound_mysql, sqlite, variables
+from devenv.targets.local.spin import key_value, outbound_db, outbound_mqtt, outbound_mysql, sqlite, variables
 from devenv.targets.local.wasi.registry import Interface
 
 
@@ -13,4 +13,5 @@ def spin_interfaces() -> list[Interface]:
         *sqlite.INTERFACES,
         *outbound_db.INTERFACES,
         *outbound_mysql.INTERFACES,
+        *outbound_mqtt.INTERFACES,
     ]

@@ -61,6 +61,7 @@ class Kind(IntEnum):
     SPIN_REDIS_CONNECTION = 54
     SPIN_PG_CONNECTION = 55
     SPIN_MYSQL_CONNECTION = 56
+    SPIN_MQTT_CONNECTION = 57
 
 
 class Resource:

@@ -11,6 +11,7 @@ GET  /self/PATH             outbound HTTP to a relative URL (this app, via `self
 POST /redis                 {"address", "set": [key, hex], "get": key, "incr": key, "execute": [cmd, arg...]}
 POST /pg                    {"address", "execute": sql, "query": sql, "params": [[type, value], ...]}
 POST /mysql                 the same for fermyon:spin/mysql@2.0.0 (``?`` placeholders)
+POST /mqtt                  {"address", "username", "password", "topic", "payload": hex, "qos": 0|1|2}
 Errors from the host come back as 500 {"error": "<ErrorClassName>", "detail": ...}.
 """
 
@@ -19,6 +20,7 @@ import json
 from componentize_py_types import Err, Ok
 from spin_sdk.wit import exports
 from spin_sdk.wit.imports import fermyon_spin_key_value_2_0_0 as kv
+from spin_sdk.wit.imports import fermyon_spin_mqtt_2_0_0 as mqtt
 from spin_sdk.wit.imports import fermyon_spin_mysql_2_0_0 as mysql
 from spin_sdk.wit.imports import fermyon_spin_postgres_2_0_0 as postgres
 from spin_sdk.wit.imports import fermyon_spin_rdbms_types_2_0_0 as rdbms
@@ -159,6 +161,13 @@ def rdbms_ops(query, db=postgres):
     return out
 
 
+def mqtt_publish(query):
+    conn = mqtt.Connection.open(query["address"], query.get("username", ""), query.get("password", ""), 30)
+    qos = [mqtt.Qos.AT_MOST_ONCE, mqtt.Qos.AT_LEAST_ONCE, mqtt.Qos.EXACTLY_ONCE][query.get("qos", 1)]
+    conn.publish(query["topic"], bytes.fromhex(query["payload"]), qos)
+    return {"published": True}
+
+
 def error_json(err: Err) -> bytes:
     value = err.value
     detail = getattr(value, "value", None)
@@ -222,6 +231,8 @@ class WasiHttpIncomingHandler020(exports.WasiHttpIncomingHandler020):
                 respond(response_out, 200, json.dumps(redis_ops(json.loads(read_body(request)))).encode())
             elif parts == ["pg"] and isinstance(method, Method_Post):
                 respond(response_out, 200, json.dumps(rdbms_ops(json.loads(read_body(request)))).encode())
+            elif parts == ["mqtt"] and isinstance(method, Method_Post):
+                respond(response_out, 200, json.dumps(mqtt_publish(json.loads(read_body(request)))).encode())
             elif parts == ["mysql"] and isinstance(method, Method_Post):
                 respond(response_out, 200, json.dumps(rdbms_ops(json.loads(read_body(request)), mysql)).encode())
             elif parts and parts[0] == "self" and isinstance(method, Method_Get):
