@@ -17,7 +17,6 @@ match Spin.
 from __future__ import annotations
 
 import datetime
-import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,26 +24,11 @@ import psycopg
 import redis
 from wasmtime.component import ResourceAny, Variant
 
+from devenv.targets.local.spin.outbound import deny, remaining
 from devenv.targets.local.wasi.codec import Case, Err, Ok
 from devenv.targets.local.wasi.host import HostContext, Kind, Resource
 from devenv.targets.local.wasi.outgoing import allowed
 from devenv.targets.local.wasi.registry import Interface
-
-
-def _remaining(ctx: HostContext) -> float:
-    return max(0.001, ctx.deadline - time.monotonic())
-
-
-def _denied_note(ctx: HostContext, what: str, origin: str) -> None:
-    ctx.note(
-        f"denied outbound {what} to {origin}: not in allowed_outbound_hosts "
-        f"(add it to [component.{ctx.config.component_id}] in spin.toml)"
-    )
-
-
-def _origin(scheme: str, host: str, port: int | None) -> str:
-    return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
-
 
 # -- Redis ---------------------------------------------------------------------------------------
 
@@ -65,9 +49,9 @@ def _redis_open(ctx: HostContext, address: str) -> Any:
     if parts.scheme not in ("redis", "rediss") or not parts.hostname:
         return Err(Case("invalid-address"))
     if not allowed(ctx.config.allowed_outbound_hosts, parts.scheme, parts.hostname, port):
-        _denied_note(ctx, "Redis", _origin(parts.scheme, parts.hostname, port))
+        deny(ctx, "Redis", parts.scheme, parts.hostname, port)
         return Err(Case("invalid-address"))
-    timeout = _remaining(ctx)
+    timeout = remaining(ctx)
     try:
         client = redis.Redis.from_url(address, socket_timeout=timeout, socket_connect_timeout=timeout)
     except ValueError:
@@ -185,13 +169,13 @@ def _pg_open(ctx: HostContext, address: str) -> Any:
         return Err(Case("connection-failed", f"invalid PostgreSQL address {address!r}"))
     host, port = target
     if not allowed(ctx.config.allowed_outbound_hosts, "postgres", host, port):
-        _denied_note(ctx, "PostgreSQL", _origin("postgres", host, port))
+        deny(ctx, "PostgreSQL", "postgres", host, port)
         return Err(Case("connection-failed", f"address postgres://{host} is not permitted"))
     try:
         conn = psycopg.connect(
             address,
             autocommit=True,
-            connect_timeout=max(1, int(_remaining(ctx))),
+            connect_timeout=max(1, int(remaining(ctx))),
             cursor_factory=psycopg.RawCursor,  # Spin's statements use $1, $2 placeholders
         )
     except psycopg.Error as err:
@@ -262,7 +246,7 @@ def _pg_run(
 ) -> Any:
     conn = ctx.borrow(self, PgConnection).conn
     try:
-        conn.execute(f"SET statement_timeout = {max(1, int(_remaining(ctx) * 1000))}")
+        conn.execute(f"SET statement_timeout = {max(1, int(remaining(ctx) * 1000))}")
         cursor = conn.execute(statement, [_pg_param(p) for p in params])
         if not query:
             return Ok(max(cursor.rowcount, 0))

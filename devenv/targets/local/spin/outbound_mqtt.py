@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import paho.mqtt.client as paho
 from wasmtime.component import ResourceAny
 
+from devenv.targets.local.spin.outbound import deny, remaining
 from devenv.targets.local.wasi.codec import Case, Err, Ok
 from devenv.targets.local.wasi.host import HostContext, Kind, Resource
 from devenv.targets.local.wasi.outgoing import allowed
@@ -66,10 +67,6 @@ class MqttConnection(Resource):
             self.client = None
 
 
-def _remaining(ctx: HostContext) -> float:
-    return max(0.001, ctx.deadline - time.monotonic())
-
-
 def _open(ctx: HostContext, address: str, username: str, password: str, keep_alive: int) -> Any:
     try:
         parts = urlsplit(address)
@@ -78,11 +75,7 @@ def _open(ctx: HostContext, address: str, username: str, password: str, keep_ali
         return Err(Case("invalid-address"))
     scheme = parts.scheme.lower()
     if parts.hostname and not allowed(ctx.config.allowed_outbound_hosts, "mqtt", parts.hostname, port):
-        shown = f"mqtt://{parts.hostname}" + (f":{port}" if port is not None else "")
-        ctx.note(
-            f"denied outbound MQTT to {shown}: not in allowed_outbound_hosts "
-            f"(add it to [component.{ctx.config.component_id}] in spin.toml)"
-        )
+        deny(ctx, "MQTT", "mqtt", parts.hostname, port)
         return Err(Case("connection-failed", f"address {address} is not permitted"))
     options = dict(parse_qsl(parts.query))
     client_id = options.pop("client_id", None)
@@ -116,7 +109,7 @@ def _connect(ctx: HostContext, conn: MqttConnection) -> paho.Client:
         client.username_pw_set(conn.username, conn.password)
     if conn.tls:
         client.tls_set()
-    client.connect_timeout = _remaining(ctx)
+    client.connect_timeout = remaining(ctx)
     refused: list[str] = []
     client.on_connect = lambda _c, _u, _f, reason, _p: (
         refused.append(str(reason)) if reason.is_failure else None
@@ -141,7 +134,7 @@ def _publish(ctx: HostContext, self: ResourceAny, topic: str, payload: Any, qos:
     try:
         client = conn.client or _connect(ctx, conn)
         info = client.publish(topic, bytes(payload), qos=_QOS[qos])
-        info.wait_for_publish(timeout=_remaining(ctx))
+        info.wait_for_publish(timeout=remaining(ctx))
         if not info.is_published():
             raise TimeoutError("the broker did not acknowledge the message before the request's deadline")
     except (OSError, ValueError, RuntimeError) as err:

@@ -13,7 +13,6 @@ request, and every wait is bounded by the request's deadline.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -21,6 +20,7 @@ import mysql.connector
 from mysql.connector.constants import FieldFlag, FieldType
 from wasmtime.component import ResourceAny, Variant
 
+from devenv.targets.local.spin.outbound import deny, remaining
 from devenv.targets.local.wasi.codec import Case, Err, Ok
 from devenv.targets.local.wasi.host import HostContext, Kind, Resource
 from devenv.targets.local.wasi.outgoing import allowed
@@ -75,10 +75,6 @@ class MysqlConnection(Resource):
         self.conn = conn
 
 
-def _remaining(ctx: HostContext) -> float:
-    return max(0.001, ctx.deadline - time.monotonic())
-
-
 def _open(ctx: HostContext, address: str) -> Any:
     try:
         parts = urlsplit(address)
@@ -90,15 +86,11 @@ def _open(ctx: HostContext, address: str) -> Any:
             Case("connection-failed", f"invalid MySQL address {address!r}: use mysql://user:password@host/db")
         )
     if not allowed(ctx.config.allowed_outbound_hosts, "mysql", parts.hostname, port):
-        shown = f"mysql://{parts.hostname}" + (f":{port}" if port is not None else "")
-        ctx.note(
-            f"denied outbound MySQL to {shown}: not in allowed_outbound_hosts "
-            f"(add it to [component.{ctx.config.component_id}] in spin.toml)"
-        )
+        deny(ctx, "MySQL", "mysql", parts.hostname, port)
         return Err(Case("connection-failed", f"address {address} is not permitted"))
     query = dict(parse_qsl(parts.query))
     ssl_mode = next((v for k, v in query.items() if k.lower() in ("ssl-mode", "sslmode")), "disabled")
-    timeout = max(1, int(_remaining(ctx)))
+    timeout = max(1, int(remaining(ctx)))
     try:
         conn = mysql.connector.connect(
             host=parts.hostname,
