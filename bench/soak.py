@@ -166,7 +166,9 @@ async def soak(args: argparse.Namespace) -> None:
         # After the warm-up, or after the role's own first two samples (a replacement process).
         series = [rss[role] for _, rss in samples if role in rss]
         first_seen = next(i for i, (_, rss) in enumerate(samples) if role in rss)
-        start = series[max(0, warm_index - first_seen)] if first_seen < warm_index else series[min(2, len(series) - 1)]
+        # A process killed before the warm-up ends has fewer samples than that index.
+        at = max(0, warm_index - first_seen) if first_seen < warm_index else 2
+        start = series[min(at, len(series) - 1)]
         end, peak = series[-1], max(series)
         ratio = peak / start if start else float("nan")
         print(f"RSS {role:<22} {len(series):>3} samples: after warm-up {start / 2**20:6.1f} MB, "

@@ -62,3 +62,18 @@ def test_the_check_would_see_textual() -> None:
     code = "import sys, textual; print(any(m == 'textual' for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "True"
+
+
+def test_the_spin_host_loads_database_and_mqtt_clients_only_when_a_component_connects() -> None:
+    # Linking Spin's host APIs happens in wasmdev and in every serving process; the clients cost
+    # some 40 MB there, and most apps never open a connection.
+    clients = ("redis", "psycopg", "mysql.connector", "paho.mqtt.client")
+    code = (
+        "import sys\n"
+        "from devenv.targets.local.spin.deploy import host_interfaces\n"
+        "host_interfaces()\n"
+        f"print([m for m in {clients!r} if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -12,16 +12,18 @@ and every network wait is bounded by the request's deadline.
 Redis simple-string replies (``+OK``) come back from redis-py as bytes, so ``execute`` returns
 them as ``binary``, where Spin returns ``status``; the typed functions (get, set, incr, ...)
 match Spin.
+
+The clients (redis-py, psycopg; mysql-connector and paho-mqtt in their own modules) are imported
+when a component first opens a connection: most apps never do, and loaded together they cost some
+40 MB in wasmdev and in every serving process.
 """
 
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import psycopg
-import redis
 from wasmtime.component import ResourceAny, Variant
 
 from devenv.targets.local.spin.outbound import deny, remaining
@@ -29,6 +31,10 @@ from devenv.targets.local.wasi.codec import Case, Err, Ok
 from devenv.targets.local.wasi.host import HostContext, Kind, Resource
 from devenv.targets.local.wasi.outgoing import allowed
 from devenv.targets.local.wasi.registry import Interface
+
+if TYPE_CHECKING:  # the clients load on first use: see the module's docstring
+    import psycopg
+    import redis
 
 # -- Redis ---------------------------------------------------------------------------------------
 
@@ -53,6 +59,8 @@ def _redis_open(ctx: HostContext, address: str) -> Any:
         return Err(Case("invalid-address"))
     timeout = remaining(ctx)
     try:
+        import redis
+
         client = redis.Redis.from_url(address, socket_timeout=timeout, socket_connect_timeout=timeout)
     except ValueError:
         return Err(Case("invalid-address"))
@@ -61,6 +69,8 @@ def _redis_open(ctx: HostContext, address: str) -> Any:
 
 
 def _redis_call(ctx: HostContext, self: ResourceAny, op: Any) -> Any:
+    import redis
+
     client = ctx.borrow(self, RedisConnection).client
     try:
         return Ok(op(client))
@@ -171,6 +181,8 @@ def _pg_open(ctx: HostContext, address: str) -> Any:
     if not allowed(ctx.config.allowed_outbound_hosts, "postgres", host, port):
         deny(ctx, "PostgreSQL", "postgres", host, port)
         return Err(Case("connection-failed", f"address postgres://{host} is not permitted"))
+    import psycopg
+
     try:
         conn = psycopg.connect(
             address,
@@ -244,6 +256,8 @@ def _pg_run(
     query: bool,
     types: dict[int, str] = _PG_TYPES,
 ) -> Any:
+    import psycopg
+
     conn = ctx.borrow(self, PgConnection).conn
     try:
         conn.execute(f"SET statement_timeout = {max(1, int(remaining(ctx) * 1000))}")

@@ -15,10 +15,9 @@ connections are closed when the request ends.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import paho.mqtt.client as paho
 from wasmtime.component import ResourceAny
 
 from devenv.targets.local.spin.outbound import deny, remaining
@@ -26,6 +25,9 @@ from devenv.targets.local.wasi.codec import Case, Err, Ok
 from devenv.targets.local.wasi.host import HostContext, Kind, Resource
 from devenv.targets.local.wasi.outgoing import allowed
 from devenv.targets.local.wasi.registry import Interface
+
+if TYPE_CHECKING:  # loaded on first use (outbound_db.py says why)
+    import paho.mqtt.client as paho
 
 __all__ = ["INTERFACES"]
 
@@ -99,6 +101,8 @@ def _open(ctx: HostContext, address: str, username: str, password: str, keep_ali
 
 
 def _connect(ctx: HostContext, conn: MqttConnection) -> paho.Client:
+    import paho.mqtt.client as paho
+
     client = paho.Client(
         paho.CallbackAPIVersion.VERSION2,
         client_id=conn.client_id,

@@ -13,11 +13,10 @@ request, and every wait is bounded by the request's deadline.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import mysql.connector
-from mysql.connector.constants import FieldFlag, FieldType
 from wasmtime.component import ResourceAny, Variant
 
 from devenv.targets.local.spin.outbound import deny, remaining
@@ -30,26 +29,33 @@ __all__ = ["INTERFACES"]
 
 DEFAULT_PORT = 3306
 
-# (MySQL column type, signed) -> Spin's db-data-type, for the numeric types Spin maps.
-_NUMERIC = {
-    (FieldType.DOUBLE, True): "floating64",
-    (FieldType.DOUBLE, False): "floating64",
-    (FieldType.FLOAT, True): "floating32",
-    (FieldType.FLOAT, False): "floating32",
-    (FieldType.INT24, True): "int32",
-    (FieldType.INT24, False): "uint32",
-    (FieldType.LONG, True): "int32",
-    (FieldType.LONG, False): "uint32",
-    (FieldType.LONGLONG, True): "int64",
-    (FieldType.LONGLONG, False): "uint64",
-    (FieldType.SHORT, True): "int16",
-    (FieldType.SHORT, False): "uint16",
-    (FieldType.TINY, True): "int8",
-    (FieldType.TINY, False): "uint8",
-}
+
+@functools.cache
+def _numeric() -> dict[tuple[int, bool], str]:
+    """(MySQL column type, signed) -> Spin's db-data-type, for the numeric types Spin maps."""
+    from mysql.connector.constants import FieldType
+
+    return {
+        (FieldType.DOUBLE, True): "floating64",
+        (FieldType.DOUBLE, False): "floating64",
+        (FieldType.FLOAT, True): "floating32",
+        (FieldType.FLOAT, False): "floating32",
+        (FieldType.INT24, True): "int32",
+        (FieldType.INT24, False): "uint32",
+        (FieldType.LONG, True): "int32",
+        (FieldType.LONG, False): "uint32",
+        (FieldType.LONGLONG, True): "int64",
+        (FieldType.LONGLONG, False): "uint64",
+        (FieldType.SHORT, True): "int16",
+        (FieldType.SHORT, False): "uint16",
+        (FieldType.TINY, True): "int8",
+        (FieldType.TINY, False): "uint8",
+    }
 
 
 def _character_type(type_code: int, binary: bool) -> str:
+    from mysql.connector.constants import FieldType
+
     if type_code == FieldType.BLOB:
         return "binary" if binary else "str"  # TEXT is a BLOB without the binary flag
     if type_code in (FieldType.LONG_BLOB, FieldType.MEDIUM_BLOB):
@@ -61,8 +67,10 @@ def _character_type(type_code: int, binary: bool) -> str:
 
 def column_type(type_code: int, flags: int) -> str:
     """Spin's db-data-type for a MySQL column."""
+    from mysql.connector.constants import FieldFlag
+
     signed = not flags & FieldFlag.UNSIGNED
-    numeric = _NUMERIC.get((type_code, signed))
+    numeric = _numeric().get((type_code, signed))
     if numeric is not None:
         return numeric
     return _character_type(type_code, bool(flags & FieldFlag.BINARY))
@@ -90,6 +98,8 @@ def _open(ctx: HostContext, address: str) -> Any:
         return Err(Case("connection-failed", f"address {address} is not permitted"))
     query = dict(parse_qsl(parts.query))
     ssl_mode = next((v for k, v in query.items() if k.lower() in ("ssl-mode", "sslmode")), "disabled")
+    import mysql.connector  # on first use (outbound_db.py says why)
+
     timeout = max(1, int(remaining(ctx)))
     try:
         conn = mysql.connector.connect(
@@ -135,6 +145,8 @@ class _Unconvertible(Exception):
 
 
 def _run(ctx: HostContext, self: ResourceAny, statement: str, params: list[Any], query: bool) -> Any:
+    import mysql.connector
+
     conn = ctx.borrow(self, MysqlConnection).conn
     try:
         cursor = conn.cursor(prepared=True)
