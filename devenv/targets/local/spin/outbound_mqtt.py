@@ -14,7 +14,7 @@ connections are closed when the request ends.
 
 from __future__ import annotations
 
-import time
+import threading
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -114,22 +114,24 @@ def _connect(ctx: HostContext, conn: MqttConnection) -> paho.Client:
     if conn.tls:
         client.tls_set()
     client.connect_timeout = remaining(ctx)
+    answered = threading.Event()
     refused: list[str] = []
-    client.on_connect = lambda _c, _u, _f, reason, _p: (
-        refused.append(str(reason)) if reason.is_failure else None
-    )
-    client.connect(conn.host, conn.port, keepalive=conn.keep_alive or 60)
+
+    def on_connect(_client: object, _userdata: object, _flags: object, reason: Any, _props: object) -> None:
+        if reason.is_failure:
+            refused.append(str(reason))
+        answered.set()
+
+    client.on_connect = on_connect
+    client.connect(conn.host, conn.port, keepalive=conn.keep_alive)
     client.loop_start()
     conn.client = client
-    deadline = ctx.deadline
-    while not client.is_connected():
-        if refused:
-            raise ConnectionError(f"the broker refused the connection: {refused[0]}")
-        if time.monotonic() >= deadline:
-            raise TimeoutError(
-                f"no answer from the broker at {conn.host}:{conn.port} before the request's deadline"
-            )
-        time.sleep(0.005)
+    if not answered.wait(remaining(ctx)):
+        raise TimeoutError(
+            f"no answer from the broker at {conn.host}:{conn.port} before the request's deadline"
+        )
+    if refused:
+        raise ConnectionError(f"the broker refused the connection: {refused[0]}")
     return client
 
 
