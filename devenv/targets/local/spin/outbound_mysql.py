@@ -84,6 +84,8 @@ class MysqlConnection(Resource):
 
 
 def _open(ctx: HostContext, address: str) -> Any:
+    import mysql.connector  # on first use (outbound_db.py says why)
+
     try:
         parts = urlsplit(address)
         port = parts.port
@@ -98,8 +100,6 @@ def _open(ctx: HostContext, address: str) -> Any:
         return Err(Case("connection-failed", f"address {address} is not permitted"))
     query = dict(parse_qsl(parts.query))
     ssl_mode = next((v for k, v in query.items() if k.lower() in ("ssl-mode", "sslmode")), "disabled")
-    import mysql.connector  # on first use (outbound_db.py says why)
-
     timeout = max(1, int(remaining(ctx)))
     try:
         conn = mysql.connector.connect(
