@@ -138,6 +138,9 @@ class Headless:
             text=True,
             env=env,
             cwd=REPO,
+            # Stopped with SIGINT, as Ctrl-C would: not ignored even when this bench was started
+            # in the background by a non-interactive shell (which ignores SIGINT for its children).
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.history: list[str] = []  # every line, for the per-phase breakdown

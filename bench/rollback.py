@@ -96,6 +96,9 @@ def main() -> None:
             text=True,
             env=env,
             cwd=REPO,
+            # Stopped with SIGINT, as Ctrl-C would: not ignored even when this bench was started
+            # in the background by a non-interactive shell (which ignores SIGINT for its children).
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         try:
             assert proc.stdout is not None

@@ -65,6 +65,10 @@ class _Drain:
         return "".join(self._parts)
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def wasmdev_up(workspace: Path, cache: Path) -> Iterator[Lines]:
     """`wasmdev up --headless` on ``workspace`` as a real subprocess, its stdout as ``Lines``.
@@ -76,7 +80,17 @@ def wasmdev_up(workspace: Path, cache: Path) -> Iterator[Lines]:
 
     env = dict(os.environ, XDG_CACHE_HOME=str(cache), PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
     command = [sys.executable, "-m", "devenv", "up", "--headless", "-C", str(workspace), "--port", str(free_port())]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        # Ctrl-C as a terminal delivers it: a suite started in the background by a non-interactive
+        # shell (a CI script's `cmd &`) inherits SIGINT ignored, and so would the child, which then
+        # never stops on SIGINT (its loop idles in select: the stacks showed it).
+        preexec_fn=_default_sigint,
+    )
     assert proc.stderr is not None
     stderr = _Drain(proc.stderr)
     try:
