@@ -157,10 +157,13 @@ class AppSlots:
         if name != spec.name:
             if name != slot.name or slot.spec is None:  # said once, when the name is given
                 others = [str(s.manifest_path) for s in self if s is not slot and s.declared == spec.name]
+                # Every spin-python-sdk example is named `test`: fourteen lines each naming thirteen
+                # manifests would fill the log, so two are named and the rest counted.
+                shown = ", ".join(others[:2]) + (f" and {len(others) - 2} more" if len(others) > 2 else "")
                 say(
                     self._store,
                     name,
-                    f"app name `{spec.name}` is also declared by {', '.join(others)}: "
+                    f"app name `{spec.name}` is also declared by {shown}: "
                     f"this app ({slot.manifest_path}) runs as `{name}`, named after its folder",
                     level="warn",
                 )

@@ -67,7 +67,8 @@ class MissingTool:
 _NOT_FOUND = re.compile(r"^\S*sh:(?: \d+:| line \d+:)? ([^\s:]+): (?:command )?not found\s*$")
 # `python -m ziglang` without ziglang: "/usr/bin/python3: No module named ziglang".
 _NO_MODULE_RUN = re.compile(r"^(\S*python[\d.]*): No module named ([\w.]+)\s*$")
-# An import of a toolchain module in a build script: "ModuleNotFoundError: No module named 'spin_sdk'".
+# An import in a build script or in the app componentize-py builds: "ModuleNotFoundError: No
+# module named 'numpy'" (an app dependency, as in spin-python-sdk's matrix-math example).
 _NO_MODULE_IMPORT = re.compile(r"ModuleNotFoundError: No module named '([\w.]+)'")
 
 
@@ -85,8 +86,11 @@ def missing_tool(line: str) -> MissingTool | None:
         what = f"`python -m {module}`: module {module} is not installed for {found.group(1)}"
         return MissingTool(f"python -m {module}", what, module_install_hint(module.split(".", 1)[0]))
     found = _NO_MODULE_IMPORT.search(line)
-    if found and found.group(1) in PYTHON_MODULES:  # only a toolchain module, not the app's own
+    # A top-level module only: a missing submodule (`spin_sdk.wit.imports.sqlite`) means the
+    # installed package is another version, which installing it again would not fix.
+    if found and "." not in found.group(1):
         module = found.group(1)
-        what = f"Python module {module} is not installed for the `python` on PATH"
+        whose = "" if module in PYTHON_MODULES else ", which the app imports,"
+        what = f"Python module {module}{whose} is not installed for the `python` on PATH"
         return MissingTool(f"import {module}", what, module_install_hint(module))
     return None

@@ -247,3 +247,18 @@ async def test_a_missing_python_module_is_named_with_its_pip_package(tmp_path: P
     message, _, _ = await failed_build(manifest)
     assert "`python -m ziglang`: module ziglang is not installed" in first_line(message)
     assert "pip install ziglang" in message
+
+
+@pytest.mark.slow
+async def test_a_module_the_app_imports_but_nobody_installed_names_it_and_the_pip_command(tmp_path: Path) -> None:
+    need("componentize-py")
+    command = (
+        "componentize-py -w fermyon:spin/http-trigger@2.0.0 componentize -p . "
+        "-p \"$(python -c 'import pathlib, spin_sdk; print(pathlib.Path(spin_sdk.__file__).parent.parent)')\" "
+        "app -o out.wasm"
+    )
+    source = "import http_router_not_installed\nfrom spin_sdk import http\n"
+    manifest = write_app(tmp_path, "pydep", command, {"app.py": source})
+    message, _, _ = await failed_build(manifest)
+    assert "Python module http_router_not_installed, which the app imports, is not installed" in first_line(message)
+    assert "pip install http-router-not-installed" in message
