@@ -21,6 +21,13 @@ CORE_MODULES = sorted(
 )
 
 
+def _fresh_interpreter(code: str) -> str:
+    """What ``code`` prints in a new interpreter (which must exit cleanly)."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
 def test_core_modules_do_not_import_textual() -> None:
     # One interpreter, modules imported one by one: the first that pulls Textual in is named.
     code = (
@@ -30,9 +37,8 @@ def test_core_modules_do_not_import_textual() -> None:
         "    if 'textual' in sys.modules:\n"
         "        print(name); break\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "", f"{out.stdout.strip()} pulls in Textual"
+    printed = _fresh_interpreter(code)
+    assert printed == "", f"{printed} pulls in Textual"
 
 
 def test_core_modules_do_not_import_the_ui_package() -> None:
@@ -46,9 +52,8 @@ def test_core_modules_do_not_import_the_ui_package() -> None:
         "    if any(m == 'devenv.ui' or m.startswith('devenv.ui.') for m in sys.modules):\n"
         "        print(name); break\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "", f"{out.stdout.strip()} pulls in devenv.ui"
+    printed = _fresh_interpreter(code)
+    assert printed == "", f"{printed} pulls in devenv.ui"
 
 
 def test_the_walk_finds_the_engine_targets_and_oci_modules() -> None:
@@ -60,8 +65,7 @@ def test_the_walk_finds_the_engine_targets_and_oci_modules() -> None:
 def test_the_check_would_see_textual() -> None:
     # Guard against a vacuous test: importing textual itself is detected the same way.
     code = "import sys, textual; print(any(m == 'textual' for m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.stdout.strip() == "True"
+    assert _fresh_interpreter(code) == "True"
 
 
 def test_the_spin_host_loads_database_and_mqtt_clients_only_when_a_component_connects() -> None:
@@ -74,6 +78,4 @@ def test_the_spin_host_loads_database_and_mqtt_clients_only_when_a_component_con
         "host_interfaces()\n"
         f"print([m for m in {clients!r} if m in sys.modules])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    assert _fresh_interpreter(code) == "[]"
