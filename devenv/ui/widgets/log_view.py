@@ -21,6 +21,7 @@ from textual.strip import Strip
 
 from devenv.model import LogLine, LogStream
 from devenv.ui.log_filter import LogFilter
+from devenv.ui.widgets.component_style import component_style
 from devenv.ui.widgets.log_style import APP_PALETTE_SIZE, LogStyles, app_positions, log_line_segments
 
 DEFAULT_MAX_LINES = 10_000
@@ -184,15 +185,21 @@ class LogView(ScrollView, can_focus=True):
         self._styles = None
 
     def _log_styles(self) -> LogStyles:
-        if self._styles is None:
-            style = self.get_component_rich_style
-            self._styles = LogStyles(
-                streams={stream: style(f"log-view--{stream.value}", partial=True) for stream in LogStream},
-                apps=tuple(style(f"log-view--app-{i}", partial=True) for i in range(APP_PALETTE_SIZE)),
-                error=style("log-view--error", partial=True),
-                dim=style("log-view--dim", partial=True),
-            )
-        return self._styles
+        if self._styles is not None:
+            return self._styles
+        names = [*(f"log-view--{stream.value}" for stream in LogStream)]
+        names += [f"log-view--app-{i}" for i in range(APP_PALETTE_SIZE)] + ["log-view--error", "log-view--dim"]
+        found = {name: component_style(self, name) for name in names}
+        style = {name: found[name] or Style() for name in names}
+        styles = LogStyles(
+            streams={stream: style[f"log-view--{stream.value}"] for stream in LogStream},
+            apps=tuple(style[f"log-view--app-{i}"] for i in range(APP_PALETTE_SIZE)),
+            error=style["log-view--error"],
+            dim=style["log-view--dim"],
+        )
+        if all(s is not None for s in found.values()):  # mid-restyle: drawn plain, not kept
+            self._styles = styles
+        return styles
 
     def render_lines(self, crop: Region) -> list[Strip]:
         # The widget's style and width are the same for every row of a frame; computing them

@@ -9,6 +9,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from devenv.model import AppStatus, EngineState
+from devenv.ui.widgets.component_style import component_style
 
 
 class StatusBar(Static):
@@ -21,7 +22,7 @@ class StatusBar(Static):
 
     @property
     def warning_style(self) -> Style:
-        return self.get_component_rich_style("status-bar--warning", partial=True)
+        return component_style(self, "status-bar--warning") or Style(bold=True)
 
 
 def status_text(state: EngineState, layout: str, warning: Style | None = None) -> Text:

@@ -20,6 +20,7 @@ from devenv.kept_builds import history_lines
 from devenv.model import AppState, KeptBuild, LoadReport, ReplayReport
 from devenv.timefmt import format_age
 from devenv.ui.format import short_digest
+from devenv.ui.widgets.component_style import component_style
 
 KEYS_HINT = "b roll back · v replay · t load test · h close"
 MAX_DIFF_LINES_SHOWN = 60
@@ -155,7 +156,7 @@ class TimeTravelPanel(Vertical):
         self.border_title = f"Time travel: {app.name}"
         self._banner.update(banner)
         self._history.update(history_text(app.history, app.serving_digest, now))
-        added = self.get_component_rich_style("timetravel--added", partial=True)
-        removed = self.get_component_rich_style("timetravel--removed", partial=True)
+        added = component_style(self, "timetravel--added") or Style()
+        removed = component_style(self, "timetravel--removed") or Style()
         self._replay.update(replay_text(app.replay, now, added, removed))
         self._load.update(load_text(app.load, app.load_running))
