@@ -65,13 +65,16 @@ def granted_paths(spec: AppSpec) -> list[Path]:
     return list(found)
 
 
-def freeze_files(built: BuiltApp, folder: Path, max_bytes: int = FILES_MAX_BYTES) -> BuiltApp:
+def freeze_files(
+    built: BuiltApp, folder: Path, max_bytes: int = FILES_MAX_BYTES, paths: list[Path] | None = None
+) -> BuiltApp:
     """``built`` with its granted files copied under ``folder`` (same layout as the app folder)
     and ``files_root`` pointing there, so serving it again later shows the files as they were.
     Unchanged (``files_root`` stays None: today's files serve) when it grants none, or more than
-    ``max_bytes`` in all. A failed copy raises OSError, as freeze_wasm's does."""
+    ``max_bytes`` in all. A failed copy raises OSError, as freeze_wasm's does. ``paths``: the
+    spec's ``granted_paths`` when the caller has them already."""
     root = built.spec.root
-    paths = granted_paths(built.spec)
+    paths = granted_paths(built.spec) if paths is None else paths
     if not paths or sum(_size(root / p) for p in paths) > max_bytes:
         return built
     for component in built.spec.components.values():

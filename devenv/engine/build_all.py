@@ -9,10 +9,9 @@ from typing import TYPE_CHECKING
 
 from devenv.app_names import app_names
 from devenv.engine.builder import Builder
-from devenv.engine.system_log import one_line
+from devenv.engine.system_log import one_line, say
 from devenv.errors import BuildError, ManifestError, WasmdevError
 from devenv.manifest import guess_app_name, load_app
-from devenv.model import LogLine, LogStream
 from devenv.store import actions as a
 from devenv.store.store import Store
 
@@ -38,10 +37,10 @@ async def build_once(store: Store, workspace: Workspace, app: str | None = None)
                 matched = True
                 failures += 1
                 store.dispatch(a.ManifestFailed(guessed, manifest, str(err)))
-                _say(store, guessed, f"manifest error: {one_line(str(err))}", "error")
+                say(store, guessed, f"manifest error: {one_line(str(err))}", "error")
             continue
         if names[manifest] != spec.name:
-            _say(
+            say(
                 store,
                 names[manifest],
                 f"app name `{spec.name}` is shared: {manifest} builds as `{names[manifest]}`",
@@ -57,10 +56,10 @@ async def build_once(store: Store, workspace: Workspace, app: str | None = None)
             built = await builder.build(spec)
         except BuildError as err:
             failures += 1
-            _say(store, spec.name, f"build failed: {one_line(str(err))}", "error")
+            say(store, spec.name, f"build failed: {one_line(str(err))}", "error")
         else:
             took_ms = (time.monotonic() - started) * 1000
-            _say(store, spec.name, f"built {built.short_digest} in {took_ms:.0f} ms")
+            say(store, spec.name, f"built {built.short_digest} in {took_ms:.0f} ms")
     if app is not None and not matched:
         listed = ", ".join(sorted(names.values())) or "none"
         raise WasmdevError(
@@ -70,6 +69,3 @@ async def build_once(store: Store, workspace: Workspace, app: str | None = None)
         )
     return failures
 
-
-def _say(store: Store, app: str, text: str, level: str = "info") -> None:
-    store.dispatch(a.LogEmitted(LogLine(time.time(), app, LogStream.SYSTEM, text, level=level)))

@@ -176,8 +176,7 @@ class DevLoop:
             return
         await self._workers.stop(slot)
         self._forget(slot.name, why)
-        with contextlib.suppress(Exception):
-            await self.target.remove(slot.name)
+        await self._quiet_remove(slot.name)
 
     def _renamed(self, old: str) -> None:
         """An app was renamed in its manifest: the old name stops serving."""

@@ -112,9 +112,9 @@ class BuildHistory:
         self._folders += 1
         folder = self.root / app / f"{built.short_digest}-{self._folders}"
         snapshot = await asyncio.to_thread(snapshot_sources, built.spec.root, build_outputs(built))
-        frozen = await asyncio.to_thread(freeze_build, built, folder)
-        grants = any(c.files for c in built.spec.components.values())
-        live_files = grants and frozen.files_root is None and bool(await asyncio.to_thread(granted_paths, built.spec))
+        granted = await asyncio.to_thread(granted_paths, built.spec)
+        frozen = await asyncio.to_thread(freeze_build, built, folder, granted)
+        live_files = bool(granted) and frozen.files_root is None  # granted files, too many to keep
         info = KeptBuild(
             app=app,
             digest=built.digest,
@@ -197,10 +197,11 @@ def build_outputs(built: BuiltApp) -> frozenset[str]:
     return frozenset(outputs)
 
 
-def freeze_build(built: BuiltApp, folder: Path) -> BuiltApp:
+def freeze_build(built: BuiltApp, folder: Path, granted: list[Path] | None = None) -> BuiltApp:
     """``built`` as a kept build: its wasm and its granted files copied into ``folder`` (the
     build output is overwritten by the next build, the files by the next edit). Raises OSError
     when a copy fails, so a build is never kept pointing at live files. Its trigger time goes:
-    serving it again later is not the edit that made it."""
-    frozen = freeze_files(freeze_wasm(built, folder), folder / "files")
+    serving it again later is not the edit that made it. ``granted``: its ``granted_paths``, if
+    the caller has them."""
+    frozen = freeze_files(freeze_wasm(built, folder), folder / "files", paths=granted)
     return dataclasses.replace(frozen, trigger_time=None)

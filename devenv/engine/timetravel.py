@@ -28,6 +28,7 @@ from devenv.control.server import ControlServer
 from devenv.engine.history import BuildHistory, state_dir
 from devenv.engine.loadtest import format_load, path_request, recorded_requests, run_load, unsafe_count
 from devenv.engine.replay import format_report, origin_of, replay_exchanges
+from devenv.engine.system_log import say
 from devenv.errors import WasmdevError
 from devenv.kept_builds import ago, history_lines
 from devenv.model import (
@@ -36,8 +37,6 @@ from devenv.model import (
     EngineState,
     KeptBuild,
     LoadReport,
-    LogLine,
-    LogStream,
     ReplayReport,
 )
 from devenv.store import actions as a
@@ -104,13 +103,17 @@ class TimeTravel:
                     await self.control.start()
                 except WasmdevError as err:
                     self.control = None
-                    self._system(
-                        "", f"second-terminal commands unavailable: {err.what} — fix: {err.fix}", "warn"
+                    say(
+                        self.store,
+                        "",
+                        f"second-terminal commands unavailable: {err.what} — fix: {err.fix}",
+                        "warn",
                     )
                 except OSError as err:  # e.g. a read-only workspace
                     self.control = None
                     where = state_dir(self.workspace.root)
-                    self._system(
+                    say(
+                        self.store,
                         "",
                         f"second-terminal commands unavailable: cannot create the control socket in {where}: "
                         f"{err.strerror or err} — fix: make the workspace writable, then restart wasmdev up",
@@ -141,7 +144,8 @@ class TimeTravel:
             )
         except OSError as err:  # a full disk must not stop serving: the build is just not kept
             where = err.filename or self.history.root
-            self._system(
+            say(
+                self.store,
                 app,
                 f"could not keep build {built.short_digest} for rollback: {err.strerror or err} ({where}); "
                 "it serves, but a rollback cannot return to it — fix: free disk space or make "
@@ -189,7 +193,8 @@ class TimeTravel:
             now = time.time()
             self.store.dispatch(a.RolledBack(app=app, digest=kept.digest, ts=now))
             files = "; its granted files were too large to keep, so today's serve" if kept.live_files else ""
-            self._system(
+            say(
+                self.store,
                 app,
                 f"rolled back to {kept.short_digest}… (built {ago(kept.built_at, now)}){files}; save to build again",
             )
@@ -209,10 +214,13 @@ class TimeTravel:
         lines = format_report(report)
         level = "warn" if report.differences else "info"
         for line in lines[:MAX_LOGGED_REPLAY_LINES]:
-            self._system(app, line.rstrip(), level)
+            say(self.store, app, line.rstrip(), level)
         if len(lines) > MAX_LOGGED_REPLAY_LINES:
-            self._system(
-                app, f"… {len(lines) - MAX_LOGGED_REPLAY_LINES} more lines: `wasmdev replay {app}`", level
+            say(
+                self.store,
+                app,
+                f"… {len(lines) - MAX_LOGGED_REPLAY_LINES} more lines: `wasmdev replay {app}`",
+                level,
             )
         return report
 
@@ -250,7 +258,7 @@ class TimeTravel:
             finally:
                 self.store.dispatch(a.LoadTestFinished(app=app, report=report))
         for line in format_load(report):
-            self._system(app, line.strip())
+            say(self.store, app, line.strip())
         return report
 
     @contextlib.contextmanager
@@ -332,7 +340,7 @@ class TimeTravel:
         try:
             await work
         except WasmdevError as err:
-            self._system(app, " — fix: ".join(p for p in (err.what, err.fix) if p), "error")
+            say(self.store, app, " — fix: ".join(p for p in (err.what, err.fix) if p), "error")
 
     async def _replay_quietly(self, app: str) -> None:
         all_methods = self.workspace.settings.app(app).replay_all_methods
@@ -349,9 +357,3 @@ class TimeTravel:
             known = ", ".join(sorted(self.store.state.apps)) or "none"
             raise WasmdevError(what=f"no app named {app} in this session", fix=f"use one of: {known}")
         return state
-
-    def _system(self, app: str, text: str, level: str = "info") -> None:
-        self.store.dispatch(
-            a.LogEmitted(LogLine(ts=time.time(), app=app, stream=LogStream.SYSTEM, text=text, level=level))
-        )
-

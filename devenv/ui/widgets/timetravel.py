@@ -16,9 +16,8 @@ from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Label, Static
 
-from devenv.kept_builds import history_lines
+from devenv.kept_builds import ago, history_lines
 from devenv.model import AppState, KeptBuild, LoadReport, ReplayReport
-from devenv.timefmt import format_age
 from devenv.ui.format import short_digest
 from devenv.ui.widgets.component_style import component_style
 
@@ -31,7 +30,7 @@ def rollback_banner(app: AppState, now: float) -> str:
     if app.rolled_back_at is None or not app.serving_digest:
         return ""
     kept = next((b for b in app.history if b.digest == app.serving_digest), None)
-    built = f" ({format_age(now - kept.built_at)} ago)" if kept is not None else ""
+    built = f" ({ago(kept.built_at, now)})" if kept is not None else ""
     return f"⏪ {app.name}: rolled back to {short_digest(app.serving_digest)}…{built}; save to build again"
 
 
@@ -45,7 +44,7 @@ def replay_text(report: ReplayReport | None, now: float, added: Style, removed: 
         text.append("No replay yet (v sends the recorded requests to what serves now).")
         return text
     head = (
-        f"Replay {format_age(now - report.ts)} ago against {short_digest(report.serving_digest)}: "
+        f"Replay {ago(report.ts, now)} against {short_digest(report.serving_digest)}: "
         f"{len(report.differences)} of {report.replayed} differ"
     )
     if report.skipped:
