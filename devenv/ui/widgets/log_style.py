@@ -6,7 +6,6 @@ import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from functools import lru_cache
 
 from rich.cells import cell_len
 from rich.segment import Segment
@@ -37,17 +36,17 @@ class LogStyles:
     dim: Style
 
     def app(self, position: int) -> Style:
-        return self.apps[position % len(self.apps)] if self.apps else Style(bold=True)
+        return self.apps[position % len(self.apps)]
 
 
 def app_positions(apps: Iterable[str]) -> dict[str, int]:
     """Distinct palette positions for the apps of a workspace, by their sorted order: within a
-    session apps keep their colour, and known apps never collide (the CRC of ``app_position``,
+    session apps keep their colour, and known apps never collide (the CRC of ``crc_position``,
     for an app not yet in the state, is stable but can)."""
     return {app: i for i, app in enumerate(sorted(apps))}
 
 
-def app_position(app: str) -> int:
+def crc_position(app: str) -> int:
     """A stable palette position for any app name (Python's hash() is salted per process)."""
     return zlib.crc32(app.encode()) % APP_PALETTE_SIZE
 
@@ -76,7 +75,7 @@ def log_line_segments(
     tag = f" {STREAM_TAGS.get(line.stream, line.stream.value[:3])} "
     segments = [
         Segment(prefix, base + styles.dim),
-        Segment(name.ljust(APP_COLUMN), base + styles.app(_position(line.app, app_position))),
+        Segment(name.ljust(APP_COLUMN), base + styles.app(app_position if app_position is not None else crc_position(line.app))),
         Segment(tag, base + styles.dim),
         Segment(body, base + stream_style),
     ]
@@ -85,12 +84,3 @@ def log_line_segments(
 
 
 _PLAIN = Style()
-
-
-@lru_cache(maxsize=256)
-def _crc_position(app: str) -> int:
-    return app_position(app)
-
-
-def _position(app: str, known: int | None) -> int:
-    return known if known is not None else _crc_position(app)
