@@ -97,11 +97,8 @@ class ProcessFallback:
             if not processes.serves(app):
                 return  # a deploy or remove got there first
             built = deploy.built
-            try:
-                plan = await asyncio.to_thread(stager.build, built, f"{app}-{built.short_digest}", deploy.host_apis)
-            except Exception as err:  # noqa: BLE001 - said in the app's log; the next save retries
-                self.note(app, f"could not serve this app from wasmdev's own process: {err}; save to retry")
-                return
+            # A failure is said in the app's log by _serving_here_done; the next save retries.
+            plan = await asyncio.to_thread(stager.build, built, f"{app}-{built.short_digest}", deploy.host_apis)
             if self._server is not server:
                 plan.version.retire()  # closed meanwhile
                 return

@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from devenv.component_world import ComponentWorld
-from devenv.errors import TargetUnavailable
 from devenv.model import BuiltApp, LogLine, RecordedExchange, RequestRecord
 from devenv.targets.base import DeployResult
 from devenv.targets.local.cgi import based_route, route_prefix
@@ -25,7 +24,7 @@ from devenv.targets.local.spin_cli import (
     choose_runtime,
     find_spin,
 )
-from devenv.targets.local.spin_runtime import SpinServer
+from devenv.targets.local.spin_runtime import SpinServer, closed_error
 from devenv.targets.local.wasm_kind import WasmKind
 
 
@@ -100,7 +99,7 @@ class SpinApps:
         once ``close()`` ran."""
         app = built.spec.name
         if self._closed:
-            raise _closed(app)
+            raise closed_error(app)
         assert self._spin is not None, "choose() picked Spin, so it was found"
         server = self._servers.get(app)
         if server is not None:
@@ -111,7 +110,7 @@ class SpinApps:
                 await server.deploy(built)
                 await server.start(await release() if release is not None else None)
                 if self._closed:
-                    raise _closed(app)
+                    raise closed_error(app)
             except BaseException:
                 await server.close()
                 raise
@@ -161,14 +160,6 @@ class SpinApps:
         servers = [*self._servers.values(), *self._starting.values()]
         self._servers.clear()
         await asyncio.gather(*(server.close() for server in servers))
-
-
-def _closed(app: str) -> TargetUnavailable:
-    return TargetUnavailable(
-        what=f"the local target was closed while app `{app}` was being deployed under `spin up`",
-        where="local target",
-        fix="nothing to fix if wasmdev is shutting down; otherwise deploy again",
-    )
 
 
 def imports_beyond_the_embedded_host(worlds: Mapping[str, ComponentWorld]) -> bool:

@@ -210,11 +210,7 @@ class SpinServer:
                 self._session = None
 
     def _closed_error(self) -> TargetUnavailable:
-        return TargetUnavailable(
-            what=f"the local target was closed while app `{self.app}` was being deployed under `spin up`",
-            where="local target",
-            fix="nothing to fix if wasmdev is shutting down; otherwise deploy again",
-        )
+        return closed_error(self.app)
 
     # --- processes -----------------------------------------------------------------------------
 
@@ -435,3 +431,12 @@ class SpinServer:
                 if weight > best_len:
                     best, best_len = trigger.component, weight
         return best
+
+
+def closed_error(app: str) -> TargetUnavailable:
+    """What a deploy under `spin up` raises when the local target closed meanwhile."""
+    return TargetUnavailable(
+        what=f"the local target was closed while app `{app}` was being deployed under `spin up`",
+        where="local target",
+        fix="nothing to fix if wasmdev is shutting down; otherwise deploy again",
+    )

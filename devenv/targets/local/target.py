@@ -198,7 +198,6 @@ class LocalTarget:
                         ) from None
                 # Bound before the build: the app's own address is part of what its components
                 # are linked with (`http://self`). A build that fails frees it below.
-                sock = self._ports.socket(app)
                 if from_spin:
                     port = self._spin_apps.port(app)  # Spin's proxy holds it until the swap
                 else:
